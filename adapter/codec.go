@@ -1,0 +1,85 @@
+package adapter
+
+import (
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/prompb"
+)
+
+// Remote-write protobuf messages, as named in the Content-Type's proto parameter.
+const (
+	protoWriteV1 = "prometheus.WriteRequest"
+	protoWriteV2 = "io.prometheus.write.v2.Request"
+)
+
+// checkWriteHeaders accepts remote write 1.0: Content-Encoding snappy and Content-Type
+// application/x-protobuf with no proto parameter or proto=prometheus.WriteRequest.
+// Remote write 2.0 is refused with 415 until pyramid stores it, because a 2xx for a v2 body
+// that was not understood would silently lose data.
+func checkWriteHeaders(h http.Header) error {
+	if enc := h.Get("Content-Encoding"); !strings.EqualFold(enc, "snappy") {
+		return fmt.Errorf("%w: Content-Encoding %q, want snappy", ErrUnsupportedMediaType, enc)
+	}
+	ct := h.Get("Content-Type")
+	if ct == "" {
+		return nil // Prometheus always sends one; other senders are given the benefit of the doubt.
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return fmt.Errorf("%w: Content-Type %q: %v", ErrUnsupportedMediaType, ct, err)
+	}
+	if mt != "application/x-protobuf" {
+		return fmt.Errorf("%w: Content-Type %q, want application/x-protobuf", ErrUnsupportedMediaType, ct)
+	}
+	switch proto := params["proto"]; proto {
+	case "", protoWriteV1:
+		return nil
+	case protoWriteV2:
+		return fmt.Errorf("%w: remote write 2.0 (%s) is not supported yet; send %s", ErrUnsupportedMediaType, protoWriteV2, protoWriteV1)
+	default:
+		return fmt.Errorf("%w: proto %q, want %s", ErrUnsupportedMediaType, proto, protoWriteV1)
+	}
+}
+
+// readBody reads at most limit bytes of r. It refuses a declared Content-Length over the
+// limit before reading anything, and any other body as soon as it passes the limit.
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", ErrTooLarge, r.ContentLength, limit)
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read body after %d bytes: %w", len(body), err)
+	}
+	if int64(len(body)) > limit {
+		return nil, fmt.Errorf("%w: body exceeds the limit of %d bytes", ErrTooLarge, limit)
+	}
+	return body, nil
+}
+
+// decodeWriteRequest decompresses and unmarshals a remote-write 1.0 body. The decoded
+// length in the snappy header is checked against maxDecoded before anything is allocated.
+// The returned request owns its memory; body may be reused after return.
+func decodeWriteRequest(body []byte, maxDecoded int64) (*prompb.WriteRequest, error) {
+	n, err := snappy.DecodedLen(body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: snappy header: %v", ErrDecode, err)
+	}
+	if int64(n) > maxDecoded {
+		return nil, fmt.Errorf("%w: decompresses to %d bytes, over the limit of %d", ErrTooLarge, n, maxDecoded)
+	}
+	raw, err := snappy.Decode(make([]byte, n), body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: snappy block of %d bytes: %v", ErrDecode, len(body), err)
+	}
+	var req prompb.WriteRequest
+	if err := req.Unmarshal(raw); err != nil {
+		return nil, fmt.Errorf("%w: protobuf WriteRequest of %d bytes: %v", ErrDecode, len(raw), err)
+	}
+	return &req, nil
+}

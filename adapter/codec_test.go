@@ -1,0 +1,124 @@
+package adapter
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/prompb"
+)
+
+// encodeWriteRequest is what a remote-write sender puts on the wire.
+func encodeWriteRequest(t testing.TB, req *prompb.WriteRequest) []byte {
+	t.Helper()
+	raw, err := req.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snappy.Encode(nil, raw)
+}
+
+func TestCheckWriteHeaders(t *testing.T) {
+	for _, tc := range []struct {
+		encoding, contentType string
+		ok                    bool
+	}{
+		{"snappy", "application/x-protobuf", true},
+		{"SNAPPY", "application/x-protobuf", true},
+		{"snappy", "application/x-protobuf;proto=prometheus.WriteRequest", true},
+		{"snappy", "application/x-protobuf; proto=prometheus.WriteRequest", true},
+		{"snappy", "", true},
+		{"snappy", "application/x-protobuf;proto=io.prometheus.write.v2.Request", false},
+		{"snappy", "application/x-protobuf;proto=something.Else", false},
+		{"snappy", "application/json", false},
+		{"snappy", "application/x-protobuf; proto=\"unterminated", false},
+		{"gzip", "application/x-protobuf", false},
+		{"", "application/x-protobuf", false},
+	} {
+		h := http.Header{}
+		if tc.encoding != "" {
+			h.Set("Content-Encoding", tc.encoding)
+		}
+		if tc.contentType != "" {
+			h.Set("Content-Type", tc.contentType)
+		}
+		err := checkWriteHeaders(h)
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrUnsupportedMediaType)) {
+			t.Errorf("encoding %q type %q: err = %v, want ok=%v (or ErrUnsupportedMediaType)", tc.encoding, tc.contentType, err, tc.ok)
+		}
+	}
+}
+
+func TestReadBodyLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		body          string
+		contentLength int64
+		limit         int64
+		wantErr       error
+	}{
+		{"under", "abcd", 4, 5, nil},
+		{"exactly", "abcde", 5, 5, nil},
+		{"declared over", "abcdef", 6, 5, ErrTooLarge},
+		{"undeclared over", "abcdef", -1, 5, ErrTooLarge},
+		{"lying length", "abcdef", 3, 5, ErrTooLarge},
+		{"undeclared under", "abc", -1, 5, nil},
+	} {
+		r := httptest.NewRequest(http.MethodPost, "/api/v1/write", strings.NewReader(tc.body))
+		r.ContentLength = tc.contentLength
+		got, err := readBody(r, tc.limit)
+		if !errors.Is(err, tc.wantErr) {
+			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.wantErr)
+		}
+		if tc.wantErr == nil && string(got) != tc.body {
+			t.Errorf("%s: body %q, want %q", tc.name, got, tc.body)
+		}
+	}
+}
+
+func TestDecodeWriteRequest(t *testing.T) {
+	stale := math.Float64frombits(0x7ff0000000000002)
+	req := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
+		Labels:  []prompb.Label{{Name: "__name__", Value: "up"}},
+		Samples: []prompb.Sample{{Value: stale, Timestamp: 1}, {Value: math.Inf(-1), Timestamp: 2}},
+	}}}
+	valid := encodeWriteRequest(t, req)
+	raw, _ := req.Marshal()
+
+	for _, tc := range []struct {
+		name       string
+		body       []byte
+		maxDecoded int64
+		wantErr    error
+	}{
+		{"valid", valid, 1 << 20, nil},
+		{"decoded size exactly at the limit", valid, int64(len(raw)), nil},
+		{"decoded size over the limit", valid, int64(len(raw)) - 1, ErrTooLarge},
+		{"not snappy", []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 1 << 20, ErrDecode},
+		{"empty body", nil, 1 << 20, ErrDecode},
+		{"truncated snappy", valid[:len(valid)-3], 1 << 20, ErrDecode},
+		{"snappy of garbage protobuf", snappy.Encode(nil, []byte{0x0a, 0xff, 0xff, 0x01}), 1 << 20, ErrDecode},
+		// A 5-byte body whose header claims 1 GiB must be refused before anything is allocated.
+		{"huge declared length", []byte{0x80, 0x80, 0x80, 0x80, 0x04}, 1 << 20, ErrTooLarge},
+	} {
+		got, err := decodeWriteRequest(tc.body, tc.maxDecoded)
+		if !errors.Is(err, tc.wantErr) {
+			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.wantErr)
+			continue
+		}
+		if tc.name == "valid" {
+			s := got.Timeseries[0].Samples
+			if math.Float64bits(s[0].Value) != 0x7ff0000000000002 || !math.IsInf(s[1].Value, -1) {
+				t.Errorf("values changed in decoding: %x %v", math.Float64bits(s[0].Value), s[1].Value)
+			}
+		}
+	}
+	if bytes.Equal(valid, nil) {
+		t.Fatal("encoding produced nothing")
+	}
+}

@@ -1,0 +1,74 @@
+package adapter
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config holds the write path's limits and batching. cmd/pyramid fills it from flags and
+// environment; DefaultConfig gives the values it starts from.
+type Config struct {
+	// Database holds pyramid's tables (see package schema).
+	Database string
+	// MaxRequestBytes caps the compressed body; MaxDecodedBytes caps it after snappy.
+	MaxRequestBytes int64
+	MaxDecodedBytes int64
+	// BatchRows and BatchWait drive group commit: a batch goes to ClickHouse when it holds
+	// BatchRows rows or BatchWait after its first row arrived, whichever is first.
+	BatchRows int
+	BatchWait time.Duration
+	// InsertWorkers is how many batches may be inserted at once.
+	InsertWorkers int
+	// MaxRowsInFlight caps rows accepted but not yet stored; past it writes get 503.
+	MaxRowsInFlight int
+	// InsertTimeout bounds one INSERT.
+	InsertTimeout time.Duration
+	// RetryAfter is sent with every 503.
+	RetryAfter time.Duration
+	// SeriesCacheSize bounds the series pyramid remembers having catalogued.
+	SeriesCacheSize int
+}
+
+// DefaultConfig returns the defaults documented in README.md.
+func DefaultConfig() Config {
+	return Config{
+		Database:        "pyramid",
+		MaxRequestBytes: 32 << 20,
+		MaxDecodedBytes: 128 << 20,
+		BatchRows:       100_000,
+		BatchWait:       500 * time.Millisecond,
+		InsertWorkers:   2,
+		MaxRowsInFlight: 2_000_000,
+		InsertTimeout:   30 * time.Second,
+		RetryAfter:      2 * time.Second,
+		SeriesCacheSize: 1_000_000,
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.Database == "":
+		return errors.New("database must be set")
+	case c.MaxRequestBytes <= 0 || c.MaxDecodedBytes <= 0:
+		return fmt.Errorf("size limits must be positive (request %d, decoded %d)", c.MaxRequestBytes, c.MaxDecodedBytes)
+	case c.MaxDecodedBytes < c.MaxRequestBytes:
+		return fmt.Errorf("decoded size limit %d is below the request size limit %d", c.MaxDecodedBytes, c.MaxRequestBytes)
+	case c.BatchRows <= 0:
+		return fmt.Errorf("batch rows %d must be positive", c.BatchRows)
+	case c.BatchWait <= 0:
+		return fmt.Errorf("batch wait %s must be positive", c.BatchWait)
+	case c.InsertWorkers <= 0:
+		return fmt.Errorf("insert workers %d must be positive", c.InsertWorkers)
+	case c.MaxRowsInFlight < c.BatchRows:
+		return fmt.Errorf("rows in flight %d must be at least one batch (%d)", c.MaxRowsInFlight, c.BatchRows)
+	case c.InsertTimeout <= 0:
+		return fmt.Errorf("insert timeout %s must be positive", c.InsertTimeout)
+	case c.RetryAfter < time.Second:
+		return fmt.Errorf("retry-after %s must be at least 1s (the header counts whole seconds)", c.RetryAfter)
+	case c.SeriesCacheSize <= 0:
+		return fmt.Errorf("series cache size %d must be positive", c.SeriesCacheSize)
+	}
+	return nil
+}

@@ -1,0 +1,89 @@
+package adapter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// Error kinds. Handlers wrap these (or return *ValidationError); statusFor turns any error
+// into the status code Prometheus needs to decide between retrying and dropping a batch.
+var (
+	// ErrDecode: the body is not valid snappy or protobuf. Retrying cannot help.
+	ErrDecode = errors.New("malformed request body")
+	// ErrTooLarge: the body exceeds a size limit before or after decompression.
+	ErrTooLarge = errors.New("request too large")
+	// ErrUnsupportedMediaType: a Content-Type or Content-Encoding pyramid does not speak.
+	ErrUnsupportedMediaType = errors.New("unsupported media type")
+	// ErrMethodNotAllowed: anything but POST on a write or read endpoint.
+	ErrMethodNotAllowed = errors.New("method not allowed")
+	// ErrOverloaded: more rows in flight than the configured cap. It answers 503, not 429,
+	// because Prometheus drops a batch on 429 unless retry_on_http_429 is set, and an
+	// overloaded store must never cost data.
+	ErrOverloaded = errors.New("too many rows in flight")
+	// ErrStoreUnavailable: ClickHouse did not take the rows; Prometheus should retry.
+	ErrStoreUnavailable = errors.New("ClickHouse unavailable")
+	// ErrNotReady: the schema has not been applied yet (ClickHouse was down at start-up).
+	ErrNotReady = errors.New("schema not ready")
+	// ErrShuttingDown: the server is draining and takes no new rows.
+	ErrShuttingDown = errors.New("shutting down")
+)
+
+// ValidationError lists the series of a request that break the remote-write label rules.
+// The rest of the request is stored; these series are not, and never will be.
+type ValidationError struct {
+	// Rejected counts every rejected series, Samples their samples, and Histograms those
+	// rejected for carrying native histograms. Examples holds the first few messages.
+	Rejected   int
+	Samples    int
+	Histograms int
+	Examples   []string
+}
+
+// maxValidationExamples bounds the size of a 400 response body.
+const maxValidationExamples = 5
+
+func (e *ValidationError) add(msg string, samples int) {
+	e.Rejected++
+	e.Samples += samples
+	if len(e.Examples) < maxValidationExamples {
+		e.Examples = append(e.Examples, msg)
+	}
+}
+
+func (e *ValidationError) Error() string {
+	more := ""
+	if n := e.Rejected - len(e.Examples); n > 0 {
+		more = fmt.Sprintf("; and %d more", n)
+	}
+	return fmt.Sprintf("rejected %d series: %s%s", e.Rejected, strings.Join(e.Examples, "; "), more)
+}
+
+// statusFor is the one mapping from error kinds to HTTP status codes. retry reports
+// whether the response carries Retry-After.
+func statusFor(err error) (code int, retry bool) {
+	var verr *ValidationError
+	switch {
+	case err == nil:
+		return http.StatusNoContent, false
+	case errors.As(err, &verr), errors.Is(err, ErrDecode):
+		return http.StatusBadRequest, false
+	case errors.Is(err, ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, false
+	case errors.Is(err, ErrUnsupportedMediaType):
+		return http.StatusUnsupportedMediaType, false
+	case errors.Is(err, ErrMethodNotAllowed):
+		return http.StatusMethodNotAllowed, false
+	case errors.Is(err, ErrOverloaded), errors.Is(err, ErrStoreUnavailable),
+		errors.Is(err, ErrNotReady), errors.Is(err, ErrShuttingDown):
+		return http.StatusServiceUnavailable, true
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		// The client gave up or the insert timed out; either way the rows may not be
+		// stored, so ask for a retry.
+		return http.StatusServiceUnavailable, true
+	default:
+		return http.StatusInternalServerError, false
+	}
+}

@@ -1,0 +1,51 @@
+package adapter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"testing"
+)
+
+// TestStatusFor is the one table of error kinds and the status each one answers, with the
+// reason Prometheus cares about: 2xx done, 5xx retried, 4xx dropped.
+func TestStatusFor(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		err       error
+		wantCode  int
+		wantRetry bool
+	}{
+		{"success", nil, http.StatusNoContent, false},
+		{"invalid series", &ValidationError{Rejected: 1, Examples: []string{"x"}}, http.StatusBadRequest, false},
+		{"wrapped invalid series", fmt.Errorf("write: %w", &ValidationError{Rejected: 2}), http.StatusBadRequest, false},
+		{"bad snappy or protobuf", fmt.Errorf("%w: snappy", ErrDecode), http.StatusBadRequest, false},
+		{"too large", fmt.Errorf("%w: 40 MiB", ErrTooLarge), http.StatusRequestEntityTooLarge, false},
+		{"unsupported media type", fmt.Errorf("%w: gzip", ErrUnsupportedMediaType), http.StatusUnsupportedMediaType, false},
+		{"method", fmt.Errorf("%w: GET", ErrMethodNotAllowed), http.StatusMethodNotAllowed, false},
+		{"overloaded", fmt.Errorf("%w: 3M rows", ErrOverloaded), http.StatusServiceUnavailable, true},
+		{"ClickHouse down", fmt.Errorf("%w: %w", ErrStoreUnavailable, errors.New("dial tcp: refused")), http.StatusServiceUnavailable, true},
+		{"schema not ready", ErrNotReady, http.StatusServiceUnavailable, true},
+		{"shutting down", ErrShuttingDown, http.StatusServiceUnavailable, true},
+		{"insert timed out", fmt.Errorf("wait: %w", context.DeadlineExceeded), http.StatusServiceUnavailable, true},
+		{"client went away", fmt.Errorf("wait: %w", context.Canceled), http.StatusServiceUnavailable, true},
+		{"anything else", errors.New("surprise"), http.StatusInternalServerError, false},
+	} {
+		code, retry := statusFor(tc.err)
+		if code != tc.wantCode || retry != tc.wantRetry {
+			t.Errorf("%s: statusFor(%v) = %d, retry %v; want %d, retry %v", tc.name, tc.err, code, retry, tc.wantCode, tc.wantRetry)
+		}
+	}
+}
+
+func TestValidationErrorMessage(t *testing.T) {
+	e := &ValidationError{}
+	for i := range maxValidationExamples + 3 {
+		e.add(fmt.Sprintf("series %d bad", i), 2)
+	}
+	want := "rejected 8 series: series 0 bad; series 1 bad; series 2 bad; series 3 bad; series 4 bad; and 3 more"
+	if e.Error() != want || e.Samples != 16 {
+		t.Errorf("message %q, samples %d; want %q, 16", e.Error(), e.Samples, want)
+	}
+}

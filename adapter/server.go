@@ -1,0 +1,128 @@
+package adapter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pyramid-metrics/pyramid/schema"
+)
+
+// Server is pyramid's HTTP front: remote write, health, readiness and metrics.
+type Server struct {
+	cfg     Config
+	conn    driver.Conn
+	logger  *slog.Logger
+	m       *metrics
+	cache   *seriesCache
+	batcher *batcher
+	router  *mux.Router
+	// schemaReady is set once migrations have run; until then writes get 503.
+	schemaReady atomic.Bool
+}
+
+// New builds a Server that writes through conn. Metrics go to reg and are served from
+// gatherer (normally the same registry).
+func New(cfg Config, conn driver.Conn, logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("adapter config: %w", err)
+	}
+	s := &Server{cfg: cfg, conn: conn, logger: logger, cache: newSeriesCache(cfg.SeriesCacheSize)}
+	s.m = newMetrics(reg, s.cache.len)
+	s.batcher = newBatcher(cfg, s.m, s.insert)
+
+	r := mux.NewRouter()
+	r.HandleFunc("/api/v1/write", s.handleWrite)
+	r.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("pyramid is healthy.\n"))
+	})
+	r.HandleFunc("/-/ready", s.handleReady)
+	r.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	s.router = r
+	return s, nil
+}
+
+// Handler returns the routes.
+func (s *Server) Handler() http.Handler { return s.router }
+
+// SchemaReady lets writes through; call it once schema.Migrate has succeeded.
+func (s *Server) SchemaReady() { s.schemaReady.Store(true) }
+
+// Close stops taking writes and inserts every row already accepted, waiting until ctx ends
+// at most. Call it after the HTTP server has stopped taking requests.
+func (s *Server) Close(ctx context.Context) error { return s.batcher.close(ctx) }
+
+// insert stores one batch: series first, so that a reader never finds samples whose
+// series it cannot name, then samples. The series cache learns of the series only once
+// both are in.
+func (s *Server) insert(ctx context.Context, b *Batch) error {
+	series := s.cache.uncovered(b.Series)
+	if err := InsertSeries(ctx, s.conn, s.cfg.Database, series); err != nil {
+		return err
+	}
+	if err := InsertSamples(ctx, s.conn, s.cfg.Database, b); err != nil {
+		return err
+	}
+	s.cache.add(series)
+	s.m.seriesWritten.Add(float64(len(series)))
+	return nil
+}
+
+// handleReady answers 200 when ClickHouse answers and holds the schema this build expects.
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	err := s.ready(ctx)
+	if err != nil {
+		http.Error(w, "pyramid is not ready: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("pyramid is ready.\n"))
+}
+
+func (s *Server) ready(ctx context.Context) error {
+	if !s.schemaReady.Load() {
+		return ErrNotReady
+	}
+	if err := s.conn.Ping(ctx); err != nil {
+		return fmt.Errorf("ping ClickHouse: %w", err)
+	}
+	v, err := schema.CurrentVersion(ctx, s.conn, schema.Config{Database: s.cfg.Database})
+	if err != nil {
+		return err
+	}
+	if v != schema.LatestVersion() {
+		return fmt.Errorf("schema version %d, want %d", v, schema.LatestVersion())
+	}
+	return nil
+}
+
+// respond writes err's status and message, counts the request and logs failures.
+func (s *Server) respond(w http.ResponseWriter, r *http.Request, handler string, err error) {
+	code, retry := statusFor(err)
+	if retry {
+		w.Header().Set("Retry-After", strconv.Itoa(int(s.cfg.RetryAfter/time.Second)))
+	}
+	s.m.requests.WithLabelValues(handler, strconv.Itoa(code)).Inc()
+	if err == nil {
+		w.WriteHeader(code)
+		return
+	}
+	level := slog.LevelWarn
+	if code >= 500 && !errors.Is(err, ErrNotReady) {
+		level = slog.LevelError
+	}
+	s.logger.Log(r.Context(), level, "request failed", "handler", handler, "code", code, "remote", r.RemoteAddr, "err", err)
+	http.Error(w, err.Error(), code)
+}

@@ -1,0 +1,179 @@
+package adapter
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
+)
+
+func lbls(kv ...string) []prompb.Label {
+	out := make([]prompb.Label, 0, len(kv)/2)
+	for i := 0; i < len(kv); i += 2 {
+		out = append(out, prompb.Label{Name: kv[i], Value: kv[i+1]})
+	}
+	return out
+}
+
+func labelsEqual(a, b []prompb.Label) bool {
+	return slices.EqualFunc(a, b, func(x, y prompb.Label) bool { return x.Name == y.Name && x.Value == y.Value })
+}
+
+func TestNormalizeLabels(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		in        []prompb.Label
+		want      []prompb.Label
+		wantLabel string // the label a rejection names; "" when accepted
+	}{
+		{"sorted", lbls("__name__", "up", "job", "a"), lbls("__name__", "up", "job", "a"), ""},
+		{"unsorted is sorted for the sender", lbls("job", "a", "__name__", "up", "instance", "i"), lbls("__name__", "up", "instance", "i", "job", "a"), ""},
+		{"empty value means no label", lbls("__name__", "up", "env", "", "job", "a"), lbls("__name__", "up", "job", "a"), ""},
+		{"UTF-8 names as Prometheus 3 allows", lbls("__name__", "höhe.m", "zürich", "ja"), lbls("__name__", "höhe.m", "zürich", "ja"), ""},
+		{"odd values are kept verbatim", lbls("__name__", "x", "q", "a\"b\\c\nd"), lbls("__name__", "x", "q", "a\"b\\c\nd"), ""},
+		{"no metric name", lbls("job", "a"), nil, "__name__"},
+		{"empty metric name", lbls("__name__", "", "job", "a"), nil, "__name__"},
+		{"duplicate name", lbls("__name__", "up", "job", "a", "job", "b"), nil, "job"},
+		{"duplicate name, empty value", lbls("__name__", "up", "job", "", "job", "b"), nil, "job"},
+		{"empty label name", lbls("__name__", "up", "", "v"), nil, ""},
+		{"invalid UTF-8 name", lbls("__name__", "up", "a\xff", "v"), nil, "a\xff"},
+		{"invalid UTF-8 value", lbls("__name__", "up", "job", "\xc3\x28"), nil, "job"},
+	} {
+		in := slices.Clone(tc.in)
+		got, label, problem := normalizeLabels(in)
+		if tc.want != nil {
+			if problem != "" || !labelsEqual(got, tc.want) {
+				t.Errorf("%s: got %v (problem %q), want %v", tc.name, got, problem, tc.want)
+			}
+			continue
+		}
+		if problem == "" || label != tc.wantLabel {
+			t.Errorf("%s: accepted %v or named label %q (problem %q), want rejection naming %q", tc.name, got, label, problem, tc.wantLabel)
+		}
+	}
+}
+
+// TestFingerprintIsStableHash holds pyramid's fingerprint to Prometheus's labels.StableHash,
+// which Prometheus promises never to change.
+func TestFingerprintIsStableHash(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	var buf []byte
+	for i := range 500 {
+		n := 1 + r.IntN(12)
+		b := labels.NewScratchBuilder(n)
+		for j := range n {
+			// Long values every so often exercise StableHash's path for sets over 1 KiB.
+			v := strings.Repeat(string(rune('a'+r.IntN(26))), 1+r.IntN(1+200*(i%3)))
+			b.Add("l"+string(rune('a'+j)), v)
+		}
+		b.Sort()
+		ls := b.Labels()
+		var pb []prompb.Label
+		ls.Range(func(l labels.Label) { pb = append(pb, prompb.Label{Name: l.Name, Value: l.Value}) })
+		var fp uint64
+		fp, buf = fingerprint(pb, buf)
+		if want := labels.StableHash(ls); fp != want {
+			t.Fatalf("fingerprint(%v) = %x, labels.StableHash = %x", ls, fp, want)
+		}
+	}
+}
+
+func TestToBatch(t *testing.T) {
+	stale := math.Float64frombits(0x7ff0000000000002)
+	req := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		{Labels: lbls("__name__", "up", "job", "a", "instance", "i1"), Samples: []prompb.Sample{{Value: 1, Timestamp: 1000}}},
+		{Labels: lbls("instance", "i1", "job", "a", "__name__", "up"), Samples: []prompb.Sample{{Value: stale, Timestamp: 2000}}},
+		{Labels: lbls("__name__", "temp", "job", "a", "instance", "i1"), Samples: []prompb.Sample{{Value: math.NaN(), Timestamp: 1500}, {Value: math.Inf(1), Timestamp: 3_600_000}}},
+		{Labels: lbls("job", "a"), Samples: []prompb.Sample{{Value: 5, Timestamp: 1000}}},
+		{Labels: lbls("__name__", "h"), Histograms: []prompb.Histogram{{Timestamp: 1}}},
+		{Labels: lbls("__name__", "no_samples")},
+	}}
+	var b Batch
+	v := validator{cache: newSeriesCache(10)}
+	verr := v.toBatch(req, &b)
+
+	if verr == nil || verr.Rejected != 2 || verr.Histograms != 1 || verr.Samples != 2 {
+		t.Fatalf("validation error = %+v, want 2 rejected (1 histogram), 2 samples", verr)
+	}
+	if !strings.Contains(verr.Error(), `series {job="a"} label "__name__": missing metric name`) {
+		t.Errorf("message %q does not name the series and label", verr.Error())
+	}
+	if got := b.Samples(); got != 4 {
+		t.Fatalf("samples = %d, want 4", got)
+	}
+	upFp, _ := fingerprint(lbls("__name__", "up", "instance", "i1", "job", "a"), nil)
+	tempFp, _ := fingerprint(lbls("__name__", "temp", "instance", "i1", "job", "a"), nil)
+	target, _ := targetHash(lbls("instance", "i1", "job", "a"), nil)
+	if want := []uint64{upFp, upFp, tempFp, tempFp}; !slices.Equal(b.Fingerprints, want) {
+		t.Errorf("fingerprints %x, want %x (unsorted labels must give the same series)", b.Fingerprints, want)
+	}
+	if slices.ContainsFunc(b.Targets, func(x uint64) bool { return x != target }) {
+		t.Errorf("targets %x, want all %x", b.Targets, target)
+	}
+	if want := []int64{1000, 2000, 1500, 3_600_000}; !slices.Equal(b.Timestamps, want) {
+		t.Errorf("timestamps %v, want %v", b.Timestamps, want)
+	}
+	wantBits := []uint64{math.Float64bits(1), 0x7ff0000000000002, math.Float64bits(math.NaN()), math.Float64bits(math.Inf(1))}
+	for i, v := range b.Values {
+		if math.Float64bits(v) != wantBits[i] {
+			t.Errorf("value %d bits %x, want %x", i, math.Float64bits(v), wantBits[i])
+		}
+	}
+	// One series row per series, spanning its samples in this request.
+	if len(b.Series) != 2 {
+		t.Fatalf("series rows = %+v, want 2", b.Series)
+	}
+	up := b.Series[0]
+	if up.Fingerprint != upFp || up.MetricName != "up" || up.FirstSeen != 1000 || up.LastSeen != 2000 ||
+		!slices.Equal(up.Names, []string{"__name__", "instance", "job"}) || !slices.Equal(up.Values, []string{"up", "i1", "a"}) {
+		t.Errorf("series row %+v", up)
+	}
+	if tmp := b.Series[1]; tmp.FirstSeen != 1500 || tmp.LastSeen != 3_600_000 {
+		t.Errorf("temp spans [%d, %d], want [1500, 3600000]", tmp.FirstSeen, tmp.LastSeen)
+	}
+
+	// Once the cache knows the series for those hours, the same request writes no series rows.
+	v.cache.add(b.Series)
+	var again Batch
+	v.toBatch(req, &again)
+	if len(again.Series) != 0 || again.Samples() != 4 {
+		t.Errorf("after caching: %d series rows, %d samples; want 0 and 4", len(again.Series), again.Samples())
+	}
+}
+
+func TestSeriesCache(t *testing.T) {
+	const h = hourMillis
+	for _, tc := range []struct {
+		name     string
+		recorded [][2]int64 // spans added, in order
+		min, max int64
+		want     bool
+	}{
+		{"unknown series", nil, 0, 1, false},
+		{"same hour", [][2]int64{{10, 20}}, 30, h - 1, true},
+		{"next hour", [][2]int64{{10, 20}}, 30, h, false},
+		{"spans merge", [][2]int64{{0, 0}, {5 * h, 5 * h}}, 2 * h, 3 * h, true},
+		{"earlier hour", [][2]int64{{h, h}}, h - 1, h, false},
+		{"negative times floor", [][2]int64{{-1, -1}}, -h, -1, true},
+		{"negative hour boundary", [][2]int64{{-1, -1}}, -h - 1, -1, false},
+	} {
+		c := newSeriesCache(10)
+		for _, s := range tc.recorded {
+			c.add([]SeriesRow{{Fingerprint: 7, FirstSeen: s[0], LastSeen: s[1]}})
+		}
+		if got := c.covers(7, tc.min, tc.max); got != tc.want {
+			t.Errorf("%s: covers(%d, %d) = %v, want %v", tc.name, tc.min, tc.max, got, tc.want)
+		}
+	}
+	c := newSeriesCache(3)
+	for fp := range uint64(10) {
+		c.add([]SeriesRow{{Fingerprint: fp}})
+	}
+	if c.len() != 3 {
+		t.Errorf("cache holds %d entries, want its bound 3", c.len())
+	}
+}

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+
+	"github.com/pyramid-metrics/pyramid/adapter"
+	"github.com/pyramid-metrics/pyramid/schema"
+)
+
+// envPrefix prefixes every environment variable: PYRAMID_LISTEN_ADDR and so on.
+const envPrefix = "PYRAMID"
+
+// config is everything pyramid reads from its environment and flags. Each field is an
+// environment variable (envconfig) and a flag of the same name in kebab case; a flag wins
+// over the environment, which wins over the default.
+type config struct {
+	ListenAddr         string        `envconfig:"LISTEN_ADDR" default:":9201" desc:"HTTP listen address"`
+	ClickHouseAddr     string        `envconfig:"CLICKHOUSE_ADDR" default:"127.0.0.1:9000" desc:"ClickHouse native-protocol address (host:port; comma-separate several for failover)"`
+	ClickHouseDatabase string        `envconfig:"CLICKHOUSE_DATABASE" default:"pyramid" desc:"database for pyramid's tables, created if missing"`
+	ClickHouseUser     string        `envconfig:"CLICKHOUSE_USER" default:"default" desc:"ClickHouse user"`
+	ClickHousePassword string        `envconfig:"CLICKHOUSE_PASSWORD" default:"" desc:"ClickHouse password"`
+	ClickHouseDial     time.Duration `envconfig:"CLICKHOUSE_DIAL_TIMEOUT" default:"5s" desc:"timeout for connecting to ClickHouse"`
+	ClickHouseConns    int           `envconfig:"CLICKHOUSE_MAX_CONNS" default:"16" desc:"maximum open ClickHouse connections"`
+	RawRetention       time.Duration `envconfig:"RAW_RETENTION" default:"720h" desc:"how long raw samples are kept, in whole days (0 keeps them forever)"`
+	MaxRequestBytes    int64         `envconfig:"MAX_REQUEST_BYTES" default:"33554432" desc:"largest compressed remote-write body accepted (413 beyond)"`
+	MaxDecodedBytes    int64         `envconfig:"MAX_DECODED_BYTES" default:"134217728" desc:"largest remote-write body after snappy decompression (413 beyond)"`
+	BatchRows          int           `envconfig:"BATCH_ROWS" default:"100000" desc:"rows that make a batch insert go at once"`
+	BatchWait          time.Duration `envconfig:"BATCH_WAIT" default:"500ms" desc:"longest a batch waits for more rows before its insert"`
+	InsertWorkers      int           `envconfig:"INSERT_WORKERS" default:"2" desc:"batch inserts running at once"`
+	MaxRowsInFlight    int           `envconfig:"MAX_ROWS_IN_FLIGHT" default:"2000000" desc:"rows accepted but not yet stored before writes get 503"`
+	InsertTimeout      time.Duration `envconfig:"INSERT_TIMEOUT" default:"30s" desc:"timeout of one batch insert"`
+	RetryAfter         time.Duration `envconfig:"RETRY_AFTER" default:"2s" desc:"Retry-After sent with 503 responses"`
+	SeriesCacheSize    int           `envconfig:"SERIES_CACHE_SIZE" default:"1000000" desc:"series remembered as catalogued (bounds memory)"`
+	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"how long shutdown waits for requests and inserts"`
+	RetentionInterval  time.Duration `envconfig:"RETENTION_INTERVAL" default:"1h" desc:"how often expired raw partitions are dropped on servers without TTL"`
+	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+}
+
+func (c config) adapterConfig() adapter.Config {
+	return adapter.Config{
+		Database:        c.ClickHouseDatabase,
+		MaxRequestBytes: c.MaxRequestBytes,
+		MaxDecodedBytes: c.MaxDecodedBytes,
+		BatchRows:       c.BatchRows,
+		BatchWait:       c.BatchWait,
+		InsertWorkers:   c.InsertWorkers,
+		MaxRowsInFlight: c.MaxRowsInFlight,
+		InsertTimeout:   c.InsertTimeout,
+		RetryAfter:      c.RetryAfter,
+		SeriesCacheSize: c.SeriesCacheSize,
+	}
+}
+
+func (c config) schemaConfig() schema.Config {
+	return schema.Config{Database: c.ClickHouseDatabase, RawRetention: c.RawRetention}
+}
+
+// loadConfig reads the environment and then args. It returns flag.ErrHelp after printing
+// usage to out for -h/--help.
+func loadConfig(args []string, out io.Writer) (config, []string, error) {
+	var c config
+	if err := envconfig.Process(envPrefix, &c); err != nil {
+		return c, nil, fmt.Errorf("read environment: %w", err)
+	}
+	fs := flag.NewFlagSet("pyramid", flag.ContinueOnError)
+	fs.SetOutput(out)
+	bindFlags(fs, &c)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: pyramid [flags] [serve|migrate]\n\n"+
+			"pyramid stores Prometheus remote_write in ClickHouse.\n"+
+			"  serve    (default) run the HTTP server on the listen address\n"+
+			"  migrate  apply the schema to ClickHouse and exit\n\n"+
+			"Every flag is also an environment variable, shown in brackets; flags win.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, nil, err
+	}
+	return c, fs.Args(), nil
+}
+
+// bindFlags defines a flag for each field of c, named after its envconfig tag
+// (CLICKHOUSE_ADDR -> -clickhouse-addr) and defaulting to the value already in c.
+func bindFlags(fs *flag.FlagSet, c *config) {
+	v := reflect.ValueOf(c).Elem()
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		env := f.Tag.Get("envconfig")
+		name := strings.ToLower(strings.ReplaceAll(env, "_", "-"))
+		usage := fmt.Sprintf("%s [%s_%s]", f.Tag.Get("desc"), envPrefix, env)
+		ptr := v.Field(i).Addr().Interface()
+		switch p := ptr.(type) {
+		case *string:
+			fs.StringVar(p, name, *p, usage)
+		case *int:
+			fs.IntVar(p, name, *p, usage)
+		case *int64:
+			fs.Int64Var(p, name, *p, usage)
+		case *time.Duration:
+			fs.DurationVar(p, name, *p, usage)
+		case *bool:
+			fs.BoolVar(p, name, *p, usage)
+		default:
+			panic("config field " + f.Name + " has a type bindFlags does not handle: " + strconv.Quote(f.Type.String()))
+		}
+	}
+}

@@ -1,0 +1,168 @@
+// Command pyramid receives Prometheus remote_write and stores it in ClickHouse.
+//
+// Flags and environment are read here and nowhere else; packages get Config structs.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/pyramid-metrics/pyramid/adapter"
+	"github.com/pyramid-metrics/pyramid/schema"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "pyramid:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	cfg, rest, err := loadConfig(args, os.Stderr)
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return fmt.Errorf("log level %q: %w", cfg.LogLevel, err)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := cfg.schemaConfig().Validate(); err != nil {
+		return err
+	}
+	if err := cfg.adapterConfig().Validate(); err != nil {
+		return err
+	}
+
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr:         strings.Split(cfg.ClickHouseAddr, ","),
+		Auth:         clickhouse.Auth{Database: "default", Username: cfg.ClickHouseUser, Password: cfg.ClickHousePassword},
+		DialTimeout:  cfg.ClickHouseDial,
+		MaxOpenConns: cfg.ClickHouseConns,
+		MaxIdleConns: cfg.ClickHouseConns,
+	})
+	if err != nil {
+		return fmt.Errorf("open ClickHouse %s: %w", cfg.ClickHouseAddr, err)
+	}
+	defer conn.Close()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	cmd := "serve"
+	if len(rest) > 0 {
+		cmd = rest[0]
+	}
+	switch cmd {
+	case "migrate":
+		info, err := schema.Migrate(ctx, conn, cfg.schemaConfig(), logger)
+		if err != nil {
+			return err
+		}
+		logger.Info("schema is current", "server", info.Server.String(), "dialect", info.Dialect.String(), "version", info.Schema)
+		return nil
+	case "serve":
+		return serve(ctx, cfg, conn, logger)
+	default:
+		return fmt.Errorf("unknown command %q (want serve or migrate)", cmd)
+	}
+}
+
+func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv, err := adapter.New(cfg.adapterConfig(), conn, logger, reg, reg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
+	}
+	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- httpSrv.Serve(ln) }()
+	logger.Info("pyramid listening", "addr", ln.Addr().String(), "clickhouse", cfg.ClickHouseAddr, "database", cfg.ClickHouseDatabase)
+
+	// ClickHouse may start after pyramid (a sidecar races its peers), so the schema is
+	// applied in the background until it works; writes get 503 until then.
+	go migrateUntilDone(ctx, cfg, conn, srv, logger)
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve HTTP: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down: finishing requests and inserting accepted rows", "timeout", cfg.ShutdownTimeout)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	// Stop taking requests first; requests already in progress wait for their batches,
+	// which Close then inserts.
+	httpErr := httpSrv.Shutdown(shutdownCtx)
+	closeErr := srv.Close(shutdownCtx)
+	if err := errors.Join(httpErr, closeErr); err != nil {
+		return fmt.Errorf("shut down: %w", err)
+	}
+	logger.Info("shut down cleanly")
+	return nil
+}
+
+// migrateUntilDone applies the schema, retrying with backoff while ClickHouse is away,
+// then opens the write path and, on servers without TTL, enforces raw retention.
+func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, srv *adapter.Server, logger *slog.Logger) {
+	backoff := time.Second
+	var info schema.Info
+	for {
+		var err error
+		info, err = schema.Migrate(ctx, conn, cfg.schemaConfig(), logger)
+		if err == nil {
+			break
+		}
+		logger.Warn("schema not applied yet; retrying", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+	srv.SchemaReady()
+	logger.Info("schema is current; accepting writes", "server", info.Server.String(), "dialect", info.Dialect.String(), "version", info.Schema)
+	if info.Dialect.TTL() || cfg.RawRetention == 0 {
+		return
+	}
+	ticker := time.NewTicker(cfg.RetentionInterval)
+	defer ticker.Stop()
+	for {
+		dropped, err := schema.DropExpiredPartitions(ctx, conn, cfg.schemaConfig(), time.Now())
+		if err != nil {
+			logger.Error("drop expired raw partitions", "err", err)
+		} else if len(dropped) > 0 {
+			logger.Info("dropped expired raw partitions", "days", dropped, "retention", cfg.RawRetention)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}

@@ -1,0 +1,166 @@
+package schema
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Table names. Every INSERT and SELECT in pyramid names its table through these.
+const (
+	TableMigrations   = "schema_migrations"
+	TableSamples      = "samples"
+	TableSeriesInput  = "series_input"
+	TableSeries       = "series"
+	TableSeriesLabels = "series_labels"
+	TableMetadata     = "metadata"
+)
+
+// dayMillis is the width of one samples partition: a UTC day in milliseconds.
+const dayMillis = 86_400_000
+
+// ddl renders one dialect's column types and clauses.
+type ddl struct {
+	db string
+	d  Dialect
+}
+
+// codec returns " CODEC(spec)" where the server has codecs.
+func (g ddl) codec(spec string) string {
+	if !g.d.Codecs() {
+		return ""
+	}
+	return " CODEC(" + spec + ")"
+}
+
+// lc wraps a type in LowCardinality where the server has it.
+func (g ddl) lc(typ string) string {
+	if !g.d.LowCardinality() {
+		return typ
+	}
+	return "LowCardinality(" + typ + ")"
+}
+
+func (g ddl) table(name string) string { return g.db + "." + name }
+
+func (g ddl) createDatabase() string {
+	return "CREATE DATABASE IF NOT EXISTS " + g.db
+}
+
+func (g ddl) createMigrations() string {
+	return fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
+    version UInt32,
+    name String,
+    dialect String,
+    applied_ms Int64
+) ENGINE = MergeTree
+ORDER BY version`, g.table(TableMigrations))
+}
+
+// samplesTTL expires raw samples by the day partition they live in; ttl_only_drop_parts
+// makes the server drop whole parts instead of rewriting them.
+func (g ddl) samplesTTL(retentionDays int) string {
+	if !g.d.TTL() || retentionDays == 0 {
+		return ""
+	}
+	return fmt.Sprintf("\nTTL toDateTime(intDiv(ts, 1000)) + INTERVAL %d DAY\nSETTINGS ttl_only_drop_parts = 1", retentionDays)
+}
+
+// initial is migration 1: raw samples, the series catalogue with its label index, and
+// metric metadata.
+func (g ddl) initial(cfg Config) []string {
+	return []string{
+		// One row per sample. ReplacingMergeTree collapses retried writes of the same
+		// (series, timestamp) during merges; readers deduplicate the rest. Ordering by the
+		// scrape target first puts series scraped together side by side, so their
+		// identical timestamp runs compress to almost nothing.
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
+    target UInt64%s,
+    fingerprint UInt64%s,
+    ts Int64%s,
+    value Float64%s
+) ENGINE = ReplacingMergeTree
+PARTITION BY intDiv(ts, %d)
+ORDER BY (target, fingerprint, ts)%s`, g.table(TableSamples),
+			g.codec("ZSTD(1)"), g.codec("ZSTD(1)"), g.codec("DoubleDelta, ZSTD(1)"), g.codec("Gorilla, ZSTD(1)"),
+			dayMillis, g.samplesTTL(cfg.retentionDays())),
+
+		// The series catalogue: labels once per series, and the span of time the series
+		// was written in, kept as min/max states so rows from any number of writers merge.
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
+    fingerprint UInt64,
+    target UInt64,
+    metric_name %s,
+    label_names Array(%s),
+    label_values Array(String),
+    first_seen AggregateFunction(min, Int64),
+    last_seen AggregateFunction(max, Int64)
+) ENGINE = AggregatingMergeTree
+ORDER BY (metric_name, fingerprint)`, g.table(TableSeries), g.lc("String"), g.lc("String")),
+
+		// The inverted label index: (name, value) -> fingerprints, so a matcher on any
+		// label reads a key range instead of every series.
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
+    name %s,
+    value String,
+    fingerprint UInt64
+) ENGINE = ReplacingMergeTree
+ORDER BY (name, value, fingerprint)`, g.table(TableSeriesLabels), g.lc("String")),
+
+		// Writers insert series rows here once; the Null engine stores nothing and the two
+		// views below fan each row out into the catalogue and the label index.
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
+    fingerprint UInt64,
+    target UInt64,
+    metric_name String,
+    label_names Array(String),
+    label_values Array(String),
+    first_seen Int64,
+    last_seen Int64
+) ENGINE = Null`, g.table(TableSeriesInput)),
+
+		fmt.Sprintf(`CREATE MATERIALIZED VIEW IF NOT EXISTS %s TO %s AS
+SELECT
+    fingerprint,
+    any(target) AS target,
+    any(metric_name) AS metric_name,
+    any(label_names) AS label_names,
+    any(label_values) AS label_values,
+    minState(first_seen) AS first_seen,
+    maxState(last_seen) AS last_seen
+FROM %s
+GROUP BY fingerprint`, g.table(TableSeries+"_mv"), g.table(TableSeries), g.table(TableSeriesInput)),
+
+		fmt.Sprintf(`CREATE MATERIALIZED VIEW IF NOT EXISTS %s TO %s AS
+SELECT name, value, fingerprint
+FROM %s
+ARRAY JOIN label_names AS name, label_values AS value`, g.table(TableSeriesLabels+"_mv"), g.table(TableSeriesLabels), g.table(TableSeriesInput)),
+
+		// Metric metadata (TYPE, HELP, UNIT) as Prometheus sends it every minute; the newest
+		// version of each metric family wins.
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
+    metric_family_name String,
+    type %s,
+    help String,
+    unit %s,
+    updated_ms Int64
+) ENGINE = ReplacingMergeTree(updated_ms)
+ORDER BY metric_family_name`, g.table(TableMetadata), g.lc("String"), g.lc("String")),
+	}
+}
+
+// Statements returns every DDL statement pyramid runs for cfg on a server of dialect d, in
+// order: the database, the migrations table, then each migration. Golden files pin it.
+func Statements(cfg Config, d Dialect) []string {
+	g := ddl{db: cfg.Database, d: d}
+	out := []string{g.createDatabase(), g.createMigrations()}
+	for _, m := range migrationList() {
+		out = append(out, m.statements(g, cfg)...)
+	}
+	return out
+}
+
+// Script joins statements into one file, one statement per paragraph, for golden files and
+// for operators who apply DDL by hand.
+func Script(stmts []string) string {
+	return strings.Join(stmts, ";\n\n") + ";\n"
+}

@@ -1,0 +1,72 @@
+CREATE DATABASE IF NOT EXISTS pyramid;
+
+CREATE TABLE IF NOT EXISTS pyramid.schema_migrations (
+    version UInt32,
+    name String,
+    dialect String,
+    applied_ms Int64
+) ENGINE = MergeTree
+ORDER BY version;
+
+CREATE TABLE IF NOT EXISTS pyramid.samples (
+    target UInt64,
+    fingerprint UInt64,
+    ts Int64,
+    value Float64
+) ENGINE = ReplacingMergeTree
+PARTITION BY intDiv(ts, 86400000)
+ORDER BY (target, fingerprint, ts);
+
+CREATE TABLE IF NOT EXISTS pyramid.series (
+    fingerprint UInt64,
+    target UInt64,
+    metric_name String,
+    label_names Array(String),
+    label_values Array(String),
+    first_seen AggregateFunction(min, Int64),
+    last_seen AggregateFunction(max, Int64)
+) ENGINE = AggregatingMergeTree
+ORDER BY (metric_name, fingerprint);
+
+CREATE TABLE IF NOT EXISTS pyramid.series_labels (
+    name String,
+    value String,
+    fingerprint UInt64
+) ENGINE = ReplacingMergeTree
+ORDER BY (name, value, fingerprint);
+
+CREATE TABLE IF NOT EXISTS pyramid.series_input (
+    fingerprint UInt64,
+    target UInt64,
+    metric_name String,
+    label_names Array(String),
+    label_values Array(String),
+    first_seen Int64,
+    last_seen Int64
+) ENGINE = Null;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pyramid.series_mv TO pyramid.series AS
+SELECT
+    fingerprint,
+    any(target) AS target,
+    any(metric_name) AS metric_name,
+    any(label_names) AS label_names,
+    any(label_values) AS label_values,
+    minState(first_seen) AS first_seen,
+    maxState(last_seen) AS last_seen
+FROM pyramid.series_input
+GROUP BY fingerprint;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pyramid.series_labels_mv TO pyramid.series_labels AS
+SELECT name, value, fingerprint
+FROM pyramid.series_input
+ARRAY JOIN label_names AS name, label_values AS value;
+
+CREATE TABLE IF NOT EXISTS pyramid.metadata (
+    metric_family_name String,
+    type String,
+    help String,
+    unit String,
+    updated_ms Int64
+) ENGINE = ReplacingMergeTree(updated_ms)
+ORDER BY metric_family_name;
