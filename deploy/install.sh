@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Install what pyramid's tests and local stack need, each only if it is missing: Debian's
+# clickhouse-server/clickhouse-client (18.16) and prometheus (2.42, with promtool), plus curl
+# and CA certificates.
+# Safe to run again and again; it does nothing once everything is there. Go is not installed
+# here: it is expected at /usr/local/go (or anywhere on PATH).
+set -euo pipefail
+
+# Debian installs clickhouse-server in /usr/sbin, which a non-root PATH often lacks.
+export PATH="$PATH:/usr/sbin:/sbin:/usr/local/go/bin"
+
+need=()
+command -v clickhouse-server >/dev/null || need+=(clickhouse-server)
+command -v clickhouse-client >/dev/null || need+=(clickhouse-client)
+command -v prometheus >/dev/null || need+=(prometheus)
+command -v promtool >/dev/null || need+=(prometheus)
+command -v curl >/dev/null || need+=(curl)
+command -v setsid >/dev/null || need+=(util-linux)
+# go needs CA certificates to fetch modules over HTTPS; minimal images lack them.
+[[ -e /etc/ssl/certs/ca-certificates.crt ]] || need+=(ca-certificates)
+
+if ((${#need[@]})); then
+	sudo=()
+	if [[ $(id -u) -ne 0 ]]; then
+		command -v sudo >/dev/null || { echo "install.sh: need root or sudo to install ${need[*]}" >&2; exit 1; }
+		sudo=(sudo)
+	fi
+	# The packages' postinst scripts would start system-wide servers on the very ports the
+	# stack uses (ClickHouse 9000/8123, Prometheus 9090, node-exporter 9100), or fail without
+	# systemd. We run our own servers, so forbid service starts during the install with a
+	# policy-rc.d (exit 101 = "not allowed") unless the machine already has one.
+	policy=/usr/sbin/policy-rc.d
+	if [[ ! -e $policy ]]; then
+		printf '#!/bin/sh\n# temporary, from pyramid deploy/install.sh\nexit 101\n' |
+			"${sudo[@]}" tee "$policy" >/dev/null
+		"${sudo[@]}" chmod 755 "$policy"
+		trap '"${sudo[@]}" rm -f "$policy"' EXIT
+	fi
+	echo "install.sh: installing ${need[*]}"
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+	# --no-install-recommends: skips prometheus-node-exporter, which we do not use. A failing
+	# postinst (service start without systemd) is tolerated; the checks below decide.
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		"${need[@]}" ||
+		echo "install.sh: apt-get install reported an error; checking the binaries anyway" >&2
+fi
+
+missing=0
+for cmd in clickhouse-server clickhouse-client prometheus promtool curl setsid; do
+	if ! command -v "$cmd" >/dev/null; then
+		echo "install.sh: $cmd is still missing" >&2
+		missing=1
+	fi
+done
+if ! command -v go >/dev/null; then
+	echo "install.sh: go not found; install Go (go.mod's version) under /usr/local/go" >&2
+	missing=1
+fi
+exit "$missing"
