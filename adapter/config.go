@@ -7,7 +7,7 @@ import (
 )
 
 // Config holds the write path's limits and batching. cmd/pyramid fills it from flags and
-// environment; DefaultConfig gives the values it starts from.
+// environment, where the defaults live.
 type Config struct {
 	// Database holds pyramid's tables (see package schema).
 	Database string
@@ -28,22 +28,6 @@ type Config struct {
 	RetryAfter time.Duration
 	// SeriesCacheSize bounds the series pyramid remembers having catalogued.
 	SeriesCacheSize int
-}
-
-// DefaultConfig returns the defaults documented in README.md.
-func DefaultConfig() Config {
-	return Config{
-		Database:        "pyramid",
-		MaxRequestBytes: 32 << 20,
-		MaxDecodedBytes: 128 << 20,
-		BatchRows:       100_000,
-		BatchWait:       500 * time.Millisecond,
-		InsertWorkers:   2,
-		MaxRowsInFlight: 2_000_000,
-		InsertTimeout:   30 * time.Second,
-		RetryAfter:      2 * time.Second,
-		SeriesCacheSize: 1_000_000,
-	}
 }
 
 // Validate reports the first setting that cannot work.

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadConfigPrecedence(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want func(config) bool
+		rest []string
+	}{
+		{"defaults", nil, nil, func(c config) bool {
+			return c.ListenAddr == ":9201" && c.ClickHouseAddr == "127.0.0.1:9000" && c.ClickHouseDatabase == "pyramid" &&
+				c.RawRetention == 30*24*time.Hour && c.BatchWait == 500*time.Millisecond && c.BatchRows == 100000
+		}, nil},
+		{"environment", map[string]string{"PYRAMID_LISTEN_ADDR": ":1", "PYRAMID_BATCH_WAIT": "2s", "PYRAMID_RAW_RETENTION": "0"}, nil,
+			func(c config) bool { return c.ListenAddr == ":1" && c.BatchWait == 2*time.Second && c.RawRetention == 0 }, nil},
+		{"flags win", map[string]string{"PYRAMID_LISTEN_ADDR": ":1"}, []string{"-listen-addr", ":2", "-max-rows-in-flight", "7", "migrate"},
+			func(c config) bool { return c.ListenAddr == ":2" && c.MaxRowsInFlight == 7 }, []string{"migrate"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			c, rest, err := loadConfig(tc.args, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.want(c) {
+				t.Errorf("config %+v", c)
+			}
+			if strings.Join(rest, " ") != strings.Join(tc.rest, " ") {
+				t.Errorf("rest %v, want %v", rest, tc.rest)
+			}
+			if err := c.adapterConfig().Validate(); err != nil && tc.name != "flags win" {
+				t.Errorf("defaults do not validate: %v", err)
+			}
+			if err := c.schemaConfig().Validate(); err != nil {
+				t.Errorf("schema config does not validate: %v", err)
+			}
+		})
+	}
+}
+
+func TestLoadConfigErrors(t *testing.T) {
+	t.Setenv("PYRAMID_BATCH_ROWS", "many")
+	if _, _, err := loadConfig(nil, io.Discard); err == nil || !strings.Contains(err.Error(), "BATCH_ROWS") {
+		t.Errorf("bad environment value: err = %v, want one naming BATCH_ROWS", err)
+	}
+}
+
+// TestHelpListsEveryVariable: --help documents each setting with its environment variable.
+func TestHelpListsEveryVariable(t *testing.T) {
+	var out strings.Builder
+	_, _, err := loadConfig([]string{"--help"}, &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("err = %v, want flag.ErrHelp", err)
+	}
+	for _, want := range []string{"PYRAMID_LISTEN_ADDR", "PYRAMID_CLICKHOUSE_ADDR", "PYRAMID_CLICKHOUSE_DATABASE", "PYRAMID_CLICKHOUSE_USER",
+		"PYRAMID_CLICKHOUSE_PASSWORD", "PYRAMID_BATCH_ROWS", "PYRAMID_BATCH_WAIT", "PYRAMID_MAX_REQUEST_BYTES", "PYRAMID_MAX_DECODED_BYTES",
+		"PYRAMID_RAW_RETENTION", "-clickhouse-addr", "migrate"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+}
