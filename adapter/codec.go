@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/golang/snappy"
-	"github.com/prometheus/prometheus/prompb"
 )
 
 // Remote-write protobuf messages, as named in the Content-Type's proto parameter.
@@ -62,10 +61,10 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 	return body, nil
 }
 
-// decodeWriteRequest decompresses and unmarshals a remote-write 1.0 body. The decoded
-// length in the snappy header is checked against maxDecoded before anything is allocated.
-// The returned request owns its memory; body may be reused after return.
-func decodeWriteRequest(body []byte, maxDecoded int64) (*prompb.WriteRequest, error) {
+// decodeWriteRequest decompresses and parses a remote-write 1.0 body. The decoded length in
+// the snappy header is checked against maxDecoded before anything is allocated. The result
+// aliases a buffer of its own; body may be reused after return.
+func decodeWriteRequest(body []byte, maxDecoded int64) (*wireRequest, error) {
 	n, err := snappy.DecodedLen(body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: snappy header: %v", ErrDecode, err)
@@ -77,9 +76,9 @@ func decodeWriteRequest(body []byte, maxDecoded int64) (*prompb.WriteRequest, er
 	if err != nil {
 		return nil, fmt.Errorf("%w: snappy block of %d bytes: %v", ErrDecode, len(body), err)
 	}
-	var req prompb.WriteRequest
-	if err := req.Unmarshal(raw); err != nil {
+	req, err := parseWriteRequest(raw)
+	if err != nil {
 		return nil, fmt.Errorf("%w: protobuf WriteRequest of %d bytes: %v", ErrDecode, len(raw), err)
 	}
-	return &req, nil
+	return req, nil
 }

@@ -112,7 +112,7 @@ func TestDecodeWriteRequest(t *testing.T) {
 			continue
 		}
 		if tc.name == "valid" {
-			s := got.Timeseries[0].Samples
+			s := got.samples
 			if math.Float64bits(s[0].Value) != 0x7ff0000000000002 || !math.IsInf(s[1].Value, -1) {
 				t.Errorf("values changed in decoding: %x %v", math.Float64bits(s[0].Value), s[1].Value)
 			}

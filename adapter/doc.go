@@ -1,6 +1,7 @@
 // Package adapter owns pyramid's HTTP surface and the write path behind it:
 //
-//	codec.go          decode: size limits, content negotiation, snappy, protobuf
+//	codec.go          decode: size limits, content negotiation, snappy
+//	wire.go           decode: zero-copy protobuf parsing of the WriteRequest
 //	validate.go       validate: label rules, fingerprints, columnar rows
 //	batcher.go        batch: group commit of concurrent requests into large inserts
 //	clickhouse.go     ClickHouse: the INSERTs and the series cache

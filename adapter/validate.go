@@ -1,6 +1,7 @@
 package adapter
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"strconv"
@@ -8,7 +9,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/cespare/xxhash/v2"
-	"github.com/prometheus/prometheus/prompb"
 )
 
 // Batch is a columnar block of rows bound for ClickHouse: one entry per sample in the
@@ -53,32 +53,64 @@ func (b *Batch) appendBatch(o *Batch) {
 // stable across pyramid and Prometheus versions.
 const labelSep = '\xff'
 
-// fingerprint hashes sorted labels exactly like labels.StableHash.
-func fingerprint(ls []prompb.Label, buf []byte) (uint64, []byte) {
-	buf = buf[:0]
-	for _, l := range ls {
-		buf = append(buf, l.Name...)
-		buf = append(buf, labelSep)
-		buf = append(buf, l.Value...)
-		buf = append(buf, labelSep)
+// Fingerprint hashes sorted labels exactly like labels.StableHash. names and values are
+// parallel; the load generator uses it to build the rows pyramid would write.
+func Fingerprint(names, values []string) uint64 {
+	d := xxhash.New()
+	for i := range names {
+		_, _ = d.WriteString(names[i])
+		_, _ = d.Write([]byte{labelSep})
+		_, _ = d.WriteString(values[i])
+		_, _ = d.Write([]byte{labelSep})
 	}
-	return xxhash.Sum64(buf), buf
+	return d.Sum64()
 }
 
-// targetHash identifies the scrape target (job and instance) a series came from. Samples
-// are ordered by it so that series scraped together, which share every timestamp, sit
-// side by side on disk.
-func targetHash(ls []prompb.Label, buf []byte) (uint64, []byte) {
+// TargetHash identifies the scrape target (the job and instance labels) a series came
+// from. Samples are ordered by it so that series scraped together, which share every
+// timestamp, sit side by side on disk.
+func TargetHash(job, instance string) uint64 {
+	d := xxhash.New()
+	for _, kv := range [][2]string{{"instance", instance}, {"job", job}} {
+		if kv[1] == "" {
+			continue
+		}
+		_, _ = d.WriteString(kv[0])
+		_, _ = d.Write([]byte{labelSep})
+		_, _ = d.WriteString(kv[1])
+		_, _ = d.Write([]byte{labelSep})
+	}
+	return d.Sum64()
+}
+
+// hashes computes a series' fingerprint and target hash in one pass over its sorted labels;
+// buf is scratch space, returned for reuse.
+func hashes(ls []wireLabel, buf []byte) (fp, target uint64, _ []byte) {
 	buf = buf[:0]
+	var tgt [2]wireLabel // instance, job: the sorted order, as TargetHash writes them
 	for _, l := range ls {
-		if l.Name == "job" || l.Name == "instance" {
-			buf = append(buf, l.Name...)
+		buf = append(buf, l.name...)
+		buf = append(buf, labelSep)
+		buf = append(buf, l.value...)
+		buf = append(buf, labelSep)
+		switch string(l.name) {
+		case "instance":
+			tgt[0] = l
+		case "job":
+			tgt[1] = l
+		}
+	}
+	fp = xxhash.Sum64(buf)
+	buf = buf[:0]
+	for _, l := range tgt {
+		if len(l.value) > 0 {
+			buf = append(buf, l.name...)
 			buf = append(buf, labelSep)
-			buf = append(buf, l.Value...)
+			buf = append(buf, l.value...)
 			buf = append(buf, labelSep)
 		}
 	}
-	return xxhash.Sum64(buf), buf
+	return fp, xxhash.Sum64(buf), buf
 }
 
 // validator turns decoded write requests into Batches.
@@ -91,36 +123,35 @@ type validator struct {
 // the label rules are left out and described in the returned *ValidationError (nil when
 // all are valid). Labels are sorted in place and empty-valued labels dropped: an empty
 // value means "no such label" in Prometheus, and both spellings must be one series.
-func (v *validator) toBatch(req *prompb.WriteRequest, b *Batch) *ValidationError {
+func (v *validator) toBatch(req *wireRequest, b *Batch) *ValidationError {
 	var verr *ValidationError
 	var seen map[uint64]int // fingerprint -> index into b.Series, for series added here
-	for i := range req.Timeseries {
-		ts := &req.Timeseries[i]
-		if len(ts.Histograms) > 0 {
-			verr = addProblem(verr, ts, "", "native histograms are not supported yet")
+	for i := range req.series {
+		s := &req.series[i]
+		ls, samples := req.seriesLabels(s), req.seriesSamples(s)
+		if s.histograms > 0 {
+			verr = addProblem(verr, ls, nil, "native histograms are not supported yet", len(samples)+s.histograms)
 			verr.Histograms++
 			continue
 		}
-		if len(ts.Samples) == 0 {
+		if len(samples) == 0 {
 			continue
 		}
-		ls, name, problem := normalizeLabels(ts.Labels)
+		ls, name, problem := normalizeLabels(ls)
 		if problem != "" {
-			verr = addProblem(verr, ts, name, problem)
+			verr = addProblem(verr, req.seriesLabels(s), name, problem, len(samples))
 			continue
 		}
-		ts.Labels = ls
 		var fp, target uint64
-		fp, v.buf = fingerprint(ls, v.buf)
-		target, v.buf = targetHash(ls, v.buf)
-		minTs, maxTs := ts.Samples[0].Timestamp, ts.Samples[0].Timestamp
-		for _, s := range ts.Samples {
+		fp, target, v.buf = hashes(ls, v.buf)
+		minTs, maxTs := samples[0].Timestamp, samples[0].Timestamp
+		for _, smp := range samples {
 			b.Targets = append(b.Targets, target)
 			b.Fingerprints = append(b.Fingerprints, fp)
-			b.Timestamps = append(b.Timestamps, s.Timestamp)
-			b.Values = append(b.Values, s.Value)
-			minTs = min(minTs, s.Timestamp)
-			maxTs = max(maxTs, s.Timestamp)
+			b.Timestamps = append(b.Timestamps, smp.Timestamp)
+			b.Values = append(b.Values, smp.Value)
+			minTs = min(minTs, smp.Timestamp)
+			maxTs = max(maxTs, smp.Timestamp)
 		}
 		if v.cache.covers(fp, minTs, maxTs) {
 			continue
@@ -139,15 +170,16 @@ func (v *validator) toBatch(req *prompb.WriteRequest, b *Batch) *ValidationError
 	return verr
 }
 
-func newSeriesRow(ls []prompb.Label, fp, target uint64, first, last int64) SeriesRow {
+// newSeriesRow copies the labels out of the request body, which the row outlives.
+func newSeriesRow(ls []wireLabel, fp, target uint64, first, last int64) SeriesRow {
 	row := SeriesRow{
 		Fingerprint: fp, Target: target, FirstSeen: first, LastSeen: last,
 		Names: make([]string, len(ls)), Values: make([]string, len(ls)),
 	}
 	for i, l := range ls {
-		row.Names[i], row.Values[i] = l.Name, l.Value
-		if l.Name == "__name__" {
-			row.MetricName = l.Value
+		row.Names[i], row.Values[i] = string(l.name), string(l.value)
+		if row.Names[i] == "__name__" {
+			row.MetricName = row.Values[i]
 		}
 	}
 	return row
@@ -156,55 +188,55 @@ func newSeriesRow(ls []prompb.Label, fp, target uint64, first, last int64) Serie
 // normalizeLabels applies the remote-write 1.0 label rules, accepting the UTF-8 names that
 // Prometheus 3 allows: it sorts the labels, drops empty values and then requires a
 // __name__, non-empty and unique names, and valid UTF-8 throughout. It returns the
-// labels to store, or the offending label name and what is wrong with it.
-func normalizeLabels(ls []prompb.Label) (out []prompb.Label, label, problem string) {
+// labels to store, or the offending label name and what is wrong with it. It reorders ls.
+func normalizeLabels(ls []wireLabel) (out []wireLabel, label []byte, problem string) {
 	if !slices.IsSortedFunc(ls, compareLabels) {
 		slices.SortStableFunc(ls, compareLabels)
 	}
 	hasName, empty := false, 0
 	for i, l := range ls {
 		switch {
-		case l.Name == "":
-			return nil, l.Name, fmt.Sprintf("label %d has an empty name", i)
-		case !utf8.ValidString(l.Name):
-			return nil, l.Name, "label name is not valid UTF-8"
-		case !utf8.ValidString(l.Value):
-			return nil, l.Name, "label value is not valid UTF-8"
-		case i > 0 && ls[i-1].Name == l.Name:
-			return nil, l.Name, "duplicate label name"
-		case l.Value == "":
+		case len(l.name) == 0:
+			return nil, l.name, fmt.Sprintf("label %d has an empty name", i)
+		case !utf8.Valid(l.name):
+			return nil, l.name, "label name is not valid UTF-8"
+		case !utf8.Valid(l.value):
+			return nil, l.name, "label value is not valid UTF-8"
+		case i > 0 && bytes.Equal(ls[i-1].name, l.name):
+			return nil, l.name, "duplicate label name"
+		case len(l.value) == 0:
 			empty++
-		case l.Name == "__name__":
+		case string(l.name) == "__name__":
 			hasName = true
 		}
 	}
 	if !hasName {
-		return nil, "__name__", "missing metric name (__name__)"
+		return nil, []byte("__name__"), "missing metric name (__name__)"
 	}
 	if empty == 0 {
-		return ls, "", ""
+		return ls, nil, ""
 	}
-	return slices.DeleteFunc(ls, func(l prompb.Label) bool { return l.Value == "" }), "", ""
+	return slices.DeleteFunc(ls, func(l wireLabel) bool { return len(l.value) == 0 }), nil, ""
 }
 
-func compareLabels(a, b prompb.Label) int { return strings.Compare(a.Name, b.Name) }
+func compareLabels(a, b wireLabel) int { return bytes.Compare(a.name, b.name) }
 
 // addProblem records a rejected series, creating the error on first use.
-func addProblem(verr *ValidationError, ts *prompb.TimeSeries, label, problem string) *ValidationError {
+func addProblem(verr *ValidationError, ls []wireLabel, label []byte, problem string, samples int) *ValidationError {
 	if verr == nil {
 		verr = &ValidationError{}
 	}
-	msg := "series " + formatLabels(ts.Labels)
-	if label != "" {
-		msg += " label " + strconv.Quote(label)
+	msg := "series " + formatLabels(ls)
+	if label != nil {
+		msg += " label " + strconv.Quote(string(label))
 	}
-	verr.add(msg+": "+problem, len(ts.Samples)+len(ts.Histograms))
+	verr.add(msg+": "+problem, samples)
 	return verr
 }
 
 // formatLabels renders labels like Prometheus does ({a="1", b="2"}), quoting invalid UTF-8
 // so the message stays readable, and cut short for very long label sets.
-func formatLabels(ls []prompb.Label) string {
+func formatLabels(ls []wireLabel) string {
 	var sb strings.Builder
 	sb.WriteByte('{')
 	for i, l := range ls {
@@ -215,10 +247,10 @@ func formatLabels(ls []prompb.Label) string {
 			sb.WriteString("...")
 			break
 		}
-		name := strconv.QuoteToASCII(l.Name)
+		name := strconv.QuoteToASCII(string(l.name))
 		sb.WriteString(name[1 : len(name)-1])
 		sb.WriteByte('=')
-		sb.WriteString(strconv.QuoteToASCII(l.Value))
+		sb.WriteString(strconv.QuoteToASCII(string(l.value)))
 	}
 	sb.WriteByte('}')
 	return sb.String()

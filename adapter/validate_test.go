@@ -19,8 +19,25 @@ func lbls(kv ...string) []prompb.Label {
 	return out
 }
 
-func labelsEqual(a, b []prompb.Label) bool {
-	return slices.EqualFunc(a, b, func(x, y prompb.Label) bool { return x.Name == y.Name && x.Value == y.Value })
+func wireLabels(ls []prompb.Label) []wireLabel {
+	out := make([]wireLabel, len(ls))
+	for i, l := range ls {
+		out[i] = wireLabel{name: []byte(l.Name), value: []byte(l.Value)}
+	}
+	return out
+}
+
+func labelsEqual(a []wireLabel, b []prompb.Label) bool {
+	return slices.EqualFunc(a, b, func(x wireLabel, y prompb.Label) bool { return string(x.name) == y.Name && string(x.value) == y.Value })
+}
+
+// fp is the fingerprint of labels given as name, value pairs, in sorted order.
+func fp(kv ...string) uint64 {
+	var names, values []string
+	for i := 0; i < len(kv); i += 2 {
+		names, values = append(names, kv[i]), append(values, kv[i+1])
+	}
+	return Fingerprint(names, values)
 }
 
 func TestNormalizeLabels(t *testing.T) {
@@ -43,15 +60,14 @@ func TestNormalizeLabels(t *testing.T) {
 		{"invalid UTF-8 name", lbls("__name__", "up", "a\xff", "v"), nil, "a\xff"},
 		{"invalid UTF-8 value", lbls("__name__", "up", "job", "\xc3\x28"), nil, "job"},
 	} {
-		in := slices.Clone(tc.in)
-		got, label, problem := normalizeLabels(in)
+		got, label, problem := normalizeLabels(wireLabels(tc.in))
 		if tc.want != nil {
 			if problem != "" || !labelsEqual(got, tc.want) {
 				t.Errorf("%s: got %v (problem %q), want %v", tc.name, got, problem, tc.want)
 			}
 			continue
 		}
-		if problem == "" || label != tc.wantLabel {
+		if problem == "" || string(label) != tc.wantLabel {
 			t.Errorf("%s: accepted %v or named label %q (problem %q), want rejection naming %q", tc.name, got, label, problem, tc.wantLabel)
 		}
 	}
@@ -73,11 +89,16 @@ func TestFingerprintIsStableHash(t *testing.T) {
 		b.Sort()
 		ls := b.Labels()
 		var pb []prompb.Label
-		ls.Range(func(l labels.Label) { pb = append(pb, prompb.Label{Name: l.Name, Value: l.Value}) })
-		var fp uint64
-		fp, buf = fingerprint(pb, buf)
-		if want := labels.StableHash(ls); fp != want {
-			t.Fatalf("fingerprint(%v) = %x, labels.StableHash = %x", ls, fp, want)
+		var names, values []string
+		ls.Range(func(l labels.Label) {
+			pb = append(pb, prompb.Label{Name: l.Name, Value: l.Value})
+			names, values = append(names, l.Name), append(values, l.Value)
+		})
+		var got uint64
+		got, _, buf = hashes(wireLabels(pb), buf)
+		want := labels.StableHash(ls)
+		if got != want || Fingerprint(names, values) != want {
+			t.Fatalf("hashes(%v) = %x, Fingerprint = %x, labels.StableHash = %x", ls, got, Fingerprint(names, values), want)
 		}
 	}
 }
@@ -94,7 +115,7 @@ func TestToBatch(t *testing.T) {
 	}}
 	var b Batch
 	v := validator{cache: newSeriesCache(10)}
-	verr := v.toBatch(req, &b)
+	verr := v.toBatch(parseForTest(t, req), &b)
 
 	if verr == nil || verr.Rejected != 2 || verr.Histograms != 1 || verr.Samples != 2 {
 		t.Fatalf("validation error = %+v, want 2 rejected (1 histogram), 2 samples", verr)
@@ -105,9 +126,9 @@ func TestToBatch(t *testing.T) {
 	if got := b.Samples(); got != 4 {
 		t.Fatalf("samples = %d, want 4", got)
 	}
-	upFp, _ := fingerprint(lbls("__name__", "up", "instance", "i1", "job", "a"), nil)
-	tempFp, _ := fingerprint(lbls("__name__", "temp", "instance", "i1", "job", "a"), nil)
-	target, _ := targetHash(lbls("instance", "i1", "job", "a"), nil)
+	upFp := fp("__name__", "up", "instance", "i1", "job", "a")
+	tempFp := fp("__name__", "temp", "instance", "i1", "job", "a")
+	target := TargetHash("a", "i1")
 	if want := []uint64{upFp, upFp, tempFp, tempFp}; !slices.Equal(b.Fingerprints, want) {
 		t.Errorf("fingerprints %x, want %x (unsorted labels must give the same series)", b.Fingerprints, want)
 	}
@@ -139,7 +160,7 @@ func TestToBatch(t *testing.T) {
 	// Once the cache knows the series for those hours, the same request writes no series rows.
 	v.cache.add(b.Series)
 	var again Batch
-	v.toBatch(req, &again)
+	v.toBatch(parseForTest(t, req), &again)
 	if len(again.Series) != 0 || again.Samples() != 4 {
 		t.Errorf("after caching: %d series rows, %d samples; want 0 and 4", len(again.Series), again.Samples())
 	}

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"time"
-
-	"github.com/prometheus/prometheus/prompb"
 )
 
 // handleWrite serves POST /api/v1/write (remote write 1.0).
@@ -42,11 +40,11 @@ func (s *Server) write(r *http.Request) error {
 	verr := v.toBatch(req, &b)
 	s.countReceived(req, verr)
 
-	if len(req.Metadata) > 0 {
-		if err := InsertMetadata(r.Context(), s.conn, s.cfg.Database, req.Metadata, time.Now().UnixMilli()); err != nil {
+	if len(req.metadata) > 0 {
+		if err := InsertMetadata(r.Context(), s.conn, s.cfg.Database, req.metadata, time.Now().UnixMilli()); err != nil {
 			return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 		}
-		s.m.metadataWritten.Add(float64(len(req.Metadata)))
+		s.m.metadataWritten.Add(float64(len(req.metadata)))
 	}
 	if err := s.batcher.write(r.Context(), &b); err != nil {
 		return err
@@ -57,13 +55,9 @@ func (s *Server) write(r *http.Request) error {
 	return nil
 }
 
-func (s *Server) countReceived(req *prompb.WriteRequest, verr *ValidationError) {
-	samples := 0
-	for i := range req.Timeseries {
-		samples += len(req.Timeseries[i].Samples)
-	}
-	s.m.seriesReceived.Add(float64(len(req.Timeseries)))
-	s.m.samplesReceived.Add(float64(samples))
+func (s *Server) countReceived(req *wireRequest, verr *ValidationError) {
+	s.m.seriesReceived.Add(float64(len(req.series)))
+	s.m.samplesReceived.Add(float64(len(req.samples)))
 	if verr != nil {
 		s.m.seriesRejected.WithLabelValues(reasonInvalidLabels).Add(float64(verr.Rejected - verr.Histograms))
 		s.m.seriesRejected.WithLabelValues(reasonNativeHistogram).Add(float64(verr.Histograms))

@@ -1,0 +1,213 @@
+package adapter
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/prometheus/prometheus/prompb"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// wireRequest is a remote-write 1.0 WriteRequest decoded without copying: label names and
+// values are slices of the decompressed body, and all series share three arenas, so a
+// request costs a handful of allocations instead of one per label string (the generated
+// prompb.WriteRequest.Unmarshal spent three quarters of the write path's CPU on those; see
+// BenchmarkDecodeValidate). A wireRequest and every slice in it alias the body it was parsed
+// from: do not modify the body while they are in use.
+type wireRequest struct {
+	series   []wireSeries
+	labels   []wireLabel
+	samples  []prompb.Sample
+	metadata []prompb.MetricMetadata
+}
+
+// wireSeries locates one TimeSeries' labels and samples in the request's arenas.
+type wireSeries struct {
+	labelStart, labelEnd   int
+	sampleStart, sampleEnd int
+	histograms             int
+}
+
+type wireLabel struct {
+	name, value []byte
+}
+
+func (r *wireRequest) seriesLabels(s *wireSeries) []wireLabel {
+	return r.labels[s.labelStart:s.labelEnd]
+}
+func (r *wireRequest) seriesSamples(s *wireSeries) []prompb.Sample {
+	return r.samples[s.sampleStart:s.sampleEnd]
+}
+
+// Field numbers from prompb's remote.proto and types.proto.
+const (
+	fieldWriteTimeseries = 1
+	fieldWriteMetadata   = 3
+	fieldSeriesLabels    = 1
+	fieldSeriesSamples   = 2
+	fieldSeriesExemplar  = 3
+	fieldSeriesHistogram = 4
+	fieldLabelName       = 1
+	fieldLabelValue      = 2
+	fieldSampleValue     = 1
+	fieldSampleTimestamp = 2
+)
+
+var (
+	errWireType = errors.New("wrong wire type")
+	// errGroup: protobuf groups, deprecated since proto2 and absent from remote write.
+	errGroup = errors.New("protobuf groups are not supported")
+	// errMalformed: bytes that protowire, the reference protobuf wire decoder, rejects, such
+	// as field numbers past 2^29-1 or overlong varints. The generated code is laxer there.
+	errMalformed = errors.New("malformed protobuf")
+)
+
+// parseWriteRequest decodes b as a prompb.WriteRequest, accepting what the generated
+// Unmarshal accepts (a differential fuzz test holds it to that) except protobuf groups, which
+// no remote-write sender emits, and bytes the protobuf reference decoder calls malformed. Unknown fields are skipped, exemplars checked and dropped,
+// histograms checked and counted so that validation can refuse them.
+func parseWriteRequest(b []byte) (*wireRequest, error) {
+	r := &wireRequest{}
+	// A sample costs at least 11 bytes on the wire and a label of a real series 20 to 40;
+	// sizing the arenas from the body avoids most regrowth without trusting any length
+	// prefix in it.
+	r.samples = make([]prompb.Sample, 0, len(b)/64)
+	r.labels = make([]wireLabel, 0, len(b)/32)
+	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
+		switch num {
+		case fieldWriteTimeseries:
+			if typ != protowire.BytesType {
+				return fmt.Errorf("timeseries: %w %d", errWireType, typ)
+			}
+			return r.parseSeries(v)
+		case fieldWriteMetadata:
+			if typ != protowire.BytesType {
+				return fmt.Errorf("metadata: %w %d", errWireType, typ)
+			}
+			var md prompb.MetricMetadata
+			if err := md.Unmarshal(v); err != nil {
+				return fmt.Errorf("metadata %d: %w", len(r.metadata), err)
+			}
+			r.metadata = append(r.metadata, md)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *wireRequest) parseSeries(b []byte) error {
+	s := wireSeries{labelStart: len(r.labels), sampleStart: len(r.samples)}
+	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
+		switch num {
+		case fieldSeriesLabels:
+			if typ != protowire.BytesType {
+				return fmt.Errorf("label: %w %d", errWireType, typ)
+			}
+			var l wireLabel
+			err := eachField(v, func(num protowire.Number, typ protowire.Type, v []byte) error {
+				if num != fieldLabelName && num != fieldLabelValue {
+					return nil
+				}
+				if typ != protowire.BytesType {
+					return fmt.Errorf("label field %d: %w %d", num, errWireType, typ)
+				}
+				if num == fieldLabelName {
+					l.name = v
+				} else {
+					l.value = v
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("series %d label: %w", len(r.series), err)
+			}
+			r.labels = append(r.labels, l)
+		case fieldSeriesSamples:
+			if typ != protowire.BytesType {
+				return fmt.Errorf("sample: %w %d", errWireType, typ)
+			}
+			var smp prompb.Sample
+			err := eachField(v, func(num protowire.Number, typ protowire.Type, v []byte) error {
+				switch num {
+				case fieldSampleValue:
+					if typ != protowire.Fixed64Type {
+						return fmt.Errorf("sample value: %w %d", errWireType, typ)
+					}
+					bits, _ := protowire.ConsumeFixed64(v)
+					smp.Value = math.Float64frombits(bits)
+				case fieldSampleTimestamp:
+					if typ != protowire.VarintType {
+						return fmt.Errorf("sample timestamp: %w %d", errWireType, typ)
+					}
+					ts, _ := protowire.ConsumeVarint(v)
+					smp.Timestamp = int64(ts)
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("series %d sample: %w", len(r.series), err)
+			}
+			r.samples = append(r.samples, smp)
+		case fieldSeriesExemplar, fieldSeriesHistogram:
+			// Neither is stored, but both are checked like the generated code checks them,
+			// so that a malformed one fails the request here too. Both are rare.
+			if typ != protowire.BytesType {
+				return fmt.Errorf("field %d: %w %d", num, errWireType, typ)
+			}
+			if num == fieldSeriesExemplar {
+				var e prompb.Exemplar
+				return e.Unmarshal(v)
+			}
+			var h prompb.Histogram
+			if err := h.Unmarshal(v); err != nil {
+				return err
+			}
+			s.histograms++
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.labelEnd, s.sampleEnd = len(r.labels), len(r.samples)
+	r.series = append(r.series, s)
+	return nil
+}
+
+// eachField calls fn for every field of the message b with the field's raw value: the
+// payload for length-delimited fields, the encoded bytes for the others.
+func eachField(b []byte, fn func(num protowire.Number, typ protowire.Type, v []byte) error) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("field tag: %w: %w", errMalformed, protowire.ParseError(n))
+		}
+		b = b[n:]
+		var v []byte
+		switch typ {
+		case protowire.BytesType:
+			payload, m := protowire.ConsumeBytes(b)
+			if m < 0 {
+				return fmt.Errorf("field %d: %w: %w", num, errMalformed, protowire.ParseError(m))
+			}
+			v, n = payload, m
+		case protowire.StartGroupType, protowire.EndGroupType:
+			return fmt.Errorf("field %d: %w", num, errGroup)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return fmt.Errorf("field %d: %w: %w", num, errMalformed, protowire.ParseError(n))
+			}
+			v = b[:n]
+		}
+		if err := fn(num, typ, v); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
