@@ -85,28 +85,29 @@ func TargetHash(job, instance string) uint64 {
 
 // hashes computes a series' fingerprint and target hash in one pass over its sorted labels;
 // buf is scratch space, returned for reuse.
-func hashes(ls []wireLabel, buf []byte) (fp, target uint64, _ []byte) {
+func hashes(body []byte, ls []wireLabel, buf []byte) (fp, target uint64, _ []byte) {
 	buf = buf[:0]
-	var tgt [2]wireLabel // instance, job: the sorted order, as TargetHash writes them
+	var tgt [2][]byte // the instance and job values: the sorted order, as TargetHash writes them
 	for _, l := range ls {
-		buf = append(buf, l.name...)
+		name, value := l.name(body), l.value(body)
+		buf = append(buf, name...)
 		buf = append(buf, labelSep)
-		buf = append(buf, l.value...)
+		buf = append(buf, value...)
 		buf = append(buf, labelSep)
-		switch string(l.name) {
+		switch string(name) {
 		case "instance":
-			tgt[0] = l
+			tgt[0] = value
 		case "job":
-			tgt[1] = l
+			tgt[1] = value
 		}
 	}
 	fp = xxhash.Sum64(buf)
 	buf = buf[:0]
-	for _, l := range tgt {
-		if len(l.value) > 0 {
-			buf = append(buf, l.name...)
+	for i, name := range [2]string{"instance", "job"} {
+		if len(tgt[i]) > 0 {
+			buf = append(buf, name...)
 			buf = append(buf, labelSep)
-			buf = append(buf, l.value...)
+			buf = append(buf, tgt[i]...)
 			buf = append(buf, labelSep)
 		}
 	}
@@ -126,24 +127,27 @@ type validator struct {
 func (v *validator) toBatch(req *wireRequest, b *Batch) *ValidationError {
 	var verr *ValidationError
 	var seen map[uint64]int // fingerprint -> index into b.Series, for series added here
+	n := len(req.samples)
+	b.Targets, b.Fingerprints = slices.Grow(b.Targets, n), slices.Grow(b.Fingerprints, n)
+	b.Timestamps, b.Values = slices.Grow(b.Timestamps, n), slices.Grow(b.Values, n)
 	for i := range req.series {
 		s := &req.series[i]
 		ls, samples := req.seriesLabels(s), req.seriesSamples(s)
 		if s.histograms > 0 {
-			verr = addProblem(verr, ls, nil, "native histograms are not supported yet", len(samples)+s.histograms)
+			verr = addProblem(verr, req.buf, ls, nil, "native histograms are not supported yet", len(samples)+s.histograms)
 			verr.Histograms++
 			continue
 		}
 		if len(samples) == 0 {
 			continue
 		}
-		ls, name, problem := normalizeLabels(ls)
+		ls, name, problem := normalizeLabels(req.buf, ls)
 		if problem != "" {
-			verr = addProblem(verr, req.seriesLabels(s), name, problem, len(samples))
+			verr = addProblem(verr, req.buf, req.seriesLabels(s), name, problem, len(samples))
 			continue
 		}
 		var fp, target uint64
-		fp, target, v.buf = hashes(ls, v.buf)
+		fp, target, v.buf = hashes(req.buf, ls, v.buf)
 		minTs, maxTs := samples[0].Timestamp, samples[0].Timestamp
 		for _, smp := range samples {
 			b.Targets = append(b.Targets, target)
@@ -165,19 +169,19 @@ func (v *validator) toBatch(req *wireRequest, b *Batch) *ValidationError {
 			seen = make(map[uint64]int)
 		}
 		seen[fp] = len(b.Series)
-		b.Series = append(b.Series, newSeriesRow(ls, fp, target, minTs, maxTs))
+		b.Series = append(b.Series, newSeriesRow(req.buf, ls, fp, target, minTs, maxTs))
 	}
 	return verr
 }
 
 // newSeriesRow copies the labels out of the request body, which the row outlives.
-func newSeriesRow(ls []wireLabel, fp, target uint64, first, last int64) SeriesRow {
+func newSeriesRow(body []byte, ls []wireLabel, fp, target uint64, first, last int64) SeriesRow {
 	row := SeriesRow{
 		Fingerprint: fp, Target: target, FirstSeen: first, LastSeen: last,
 		Names: make([]string, len(ls)), Values: make([]string, len(ls)),
 	}
 	for i, l := range ls {
-		row.Names[i], row.Values[i] = string(l.name), string(l.value)
+		row.Names[i], row.Values[i] = string(l.name(body)), string(l.value(body))
 		if row.Names[i] == "__name__" {
 			row.MetricName = row.Values[i]
 		}
@@ -189,26 +193,30 @@ func newSeriesRow(ls []wireLabel, fp, target uint64, first, last int64) SeriesRo
 // Prometheus 3 allows: it sorts the labels, drops empty values and then requires a
 // __name__, non-empty and unique names, and valid UTF-8 throughout. It returns the
 // labels to store, or the offending label name and what is wrong with it. It reorders ls.
-func normalizeLabels(ls []wireLabel) (out []wireLabel, label []byte, problem string) {
-	if !slices.IsSortedFunc(ls, compareLabels) {
-		slices.SortStableFunc(ls, compareLabels)
+func normalizeLabels(body []byte, ls []wireLabel) (out []wireLabel, label []byte, problem string) {
+	compare := func(a, b wireLabel) int { return bytes.Compare(a.name(body), b.name(body)) }
+	if !slices.IsSortedFunc(ls, compare) {
+		slices.SortStableFunc(ls, compare)
 	}
 	hasName, empty := false, 0
+	var prev []byte
 	for i, l := range ls {
+		name, value := l.name(body), l.value(body)
 		switch {
-		case len(l.name) == 0:
-			return nil, l.name, fmt.Sprintf("label %d has an empty name", i)
-		case !utf8.Valid(l.name):
-			return nil, l.name, "label name is not valid UTF-8"
-		case !utf8.Valid(l.value):
-			return nil, l.name, "label value is not valid UTF-8"
-		case i > 0 && bytes.Equal(ls[i-1].name, l.name):
-			return nil, l.name, "duplicate label name"
-		case len(l.value) == 0:
+		case len(name) == 0:
+			return nil, name, fmt.Sprintf("label %d has an empty name", i)
+		case !utf8.Valid(name):
+			return nil, name, "label name is not valid UTF-8"
+		case !utf8.Valid(value):
+			return nil, name, "label value is not valid UTF-8"
+		case i > 0 && bytes.Equal(prev, name):
+			return nil, name, "duplicate label name"
+		case len(value) == 0:
 			empty++
-		case string(l.name) == "__name__":
+		case string(name) == "__name__":
 			hasName = true
 		}
+		prev = name
 	}
 	if !hasName {
 		return nil, []byte("__name__"), "missing metric name (__name__)"
@@ -216,17 +224,15 @@ func normalizeLabels(ls []wireLabel) (out []wireLabel, label []byte, problem str
 	if empty == 0 {
 		return ls, nil, ""
 	}
-	return slices.DeleteFunc(ls, func(l wireLabel) bool { return len(l.value) == 0 }), nil, ""
+	return slices.DeleteFunc(ls, func(l wireLabel) bool { return l.valueEnd == l.valueStart }), nil, ""
 }
 
-func compareLabels(a, b wireLabel) int { return bytes.Compare(a.name, b.name) }
-
 // addProblem records a rejected series, creating the error on first use.
-func addProblem(verr *ValidationError, ls []wireLabel, label []byte, problem string, samples int) *ValidationError {
+func addProblem(verr *ValidationError, body []byte, ls []wireLabel, label []byte, problem string, samples int) *ValidationError {
 	if verr == nil {
 		verr = &ValidationError{}
 	}
-	msg := "series " + formatLabels(ls)
+	msg := "series " + formatLabels(body, ls)
 	if label != nil {
 		msg += " label " + strconv.Quote(string(label))
 	}
@@ -236,7 +242,7 @@ func addProblem(verr *ValidationError, ls []wireLabel, label []byte, problem str
 
 // formatLabels renders labels like Prometheus does ({a="1", b="2"}), quoting invalid UTF-8
 // so the message stays readable, and cut short for very long label sets.
-func formatLabels(ls []wireLabel) string {
+func formatLabels(body []byte, ls []wireLabel) string {
 	var sb strings.Builder
 	sb.WriteByte('{')
 	for i, l := range ls {
@@ -247,10 +253,10 @@ func formatLabels(ls []wireLabel) string {
 			sb.WriteString("...")
 			break
 		}
-		name := strconv.QuoteToASCII(string(l.name))
+		name := strconv.QuoteToASCII(string(l.name(body)))
 		sb.WriteString(name[1 : len(name)-1])
 		sb.WriteByte('=')
-		sb.WriteString(strconv.QuoteToASCII(string(l.value)))
+		sb.WriteString(strconv.QuoteToASCII(string(l.value(body))))
 	}
 	sb.WriteByte('}')
 	return sb.String()

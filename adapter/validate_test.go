@@ -19,16 +19,24 @@ func lbls(kv ...string) []prompb.Label {
 	return out
 }
 
-func wireLabels(ls []prompb.Label) []wireLabel {
+// wireLabels lays labels out in a body the way the parser would find them.
+func wireLabels(ls []prompb.Label) ([]byte, []wireLabel) {
+	var body []byte
 	out := make([]wireLabel, len(ls))
 	for i, l := range ls {
-		out[i] = wireLabel{name: []byte(l.Name), value: []byte(l.Value)}
+		out[i].nameStart = uint32(len(body))
+		body = append(body, l.Name...)
+		out[i].nameEnd, out[i].valueStart = uint32(len(body)), uint32(len(body))
+		body = append(body, l.Value...)
+		out[i].valueEnd = uint32(len(body))
 	}
-	return out
+	return body, out
 }
 
-func labelsEqual(a []wireLabel, b []prompb.Label) bool {
-	return slices.EqualFunc(a, b, func(x wireLabel, y prompb.Label) bool { return string(x.name) == y.Name && string(x.value) == y.Value })
+func labelsEqual(body []byte, a []wireLabel, b []prompb.Label) bool {
+	return slices.EqualFunc(a, b, func(x wireLabel, y prompb.Label) bool {
+		return string(x.name(body)) == y.Name && string(x.value(body)) == y.Value
+	})
 }
 
 // fp is the fingerprint of labels given as name, value pairs, in sorted order.
@@ -60,9 +68,10 @@ func TestNormalizeLabels(t *testing.T) {
 		{"invalid UTF-8 name", lbls("__name__", "up", "a\xff", "v"), nil, "a\xff"},
 		{"invalid UTF-8 value", lbls("__name__", "up", "job", "\xc3\x28"), nil, "job"},
 	} {
-		got, label, problem := normalizeLabels(wireLabels(tc.in))
+		body, in := wireLabels(tc.in)
+		got, label, problem := normalizeLabels(body, in)
 		if tc.want != nil {
-			if problem != "" || !labelsEqual(got, tc.want) {
+			if problem != "" || !labelsEqual(body, got, tc.want) {
 				t.Errorf("%s: got %v (problem %q), want %v", tc.name, got, problem, tc.want)
 			}
 			continue
@@ -95,7 +104,8 @@ func TestFingerprintIsStableHash(t *testing.T) {
 			names, values = append(names, l.Name), append(values, l.Value)
 		})
 		var got uint64
-		got, _, buf = hashes(wireLabels(pb), buf)
+		body, wls := wireLabels(pb)
+		got, _, buf = hashes(body, wls, buf)
 		want := labels.StableHash(ls)
 		if got != want || Fingerprint(names, values) != want {
 			t.Fatalf("hashes(%v) = %x, Fingerprint = %x, labels.StableHash = %x", ls, got, Fingerprint(names, values), want)

@@ -10,12 +10,14 @@ import (
 )
 
 // wireRequest is a remote-write 1.0 WriteRequest decoded without copying: label names and
-// values are slices of the decompressed body, and all series share three arenas, so a
+// values are offsets into the decompressed body, and all series share three arenas, so a
 // request costs a handful of allocations instead of one per label string (the generated
 // prompb.WriteRequest.Unmarshal spent three quarters of the write path's CPU on those; see
-// BenchmarkDecodeValidate). A wireRequest and every slice in it alias the body it was parsed
-// from: do not modify the body while they are in use.
+// BenchmarkDecodeValidate). The arenas hold no pointers, so the garbage collector neither
+// scans them nor runs write barriers while they fill. A wireRequest keeps the body it was
+// parsed from: do not modify the body while the request is in use.
 type wireRequest struct {
+	buf      []byte
 	series   []wireSeries
 	labels   []wireLabel
 	samples  []prompb.Sample
@@ -29,9 +31,18 @@ type wireSeries struct {
 	histograms             int
 }
 
+// wireLabel locates a label's name and value in the request body: [nameStart, nameEnd) and
+// [valueStart, valueEnd). Bodies are capped far below 4 GiB, so uint32 offsets suffice.
 type wireLabel struct {
-	name, value []byte
+	nameStart, nameEnd, valueStart, valueEnd uint32
 }
+
+func (l wireLabel) name(buf []byte) []byte  { return buf[l.nameStart:l.nameEnd] }
+func (l wireLabel) value(buf []byte) []byte { return buf[l.valueStart:l.valueEnd] }
+
+// offset is where v starts in buf, v being a subslice of buf: subslices keep their capacity
+// to the end of the backing array, so the difference of capacities is the offset.
+func offset(buf, v []byte) uint32 { return uint32(cap(buf) - cap(v)) }
 
 func (r *wireRequest) seriesLabels(s *wireSeries) []wireLabel {
 	return r.labels[s.labelStart:s.labelEnd]
@@ -68,7 +79,11 @@ var (
 // no remote-write sender emits, and bytes the protobuf reference decoder calls malformed. Unknown fields are skipped, exemplars checked and dropped,
 // histograms checked and counted so that validation can refuse them.
 func parseWriteRequest(b []byte) (*wireRequest, error) {
-	r := &wireRequest{}
+	if int64(len(b)) > math.MaxUint32 {
+		return nil, fmt.Errorf("body of %d bytes is too large to parse", len(b))
+	}
+	b = b[:len(b):len(b)] // offset relies on every subslice ending at the body's end
+	r := &wireRequest{buf: b}
 	// A sample costs at least 11 bytes on the wire and a label of a real series 20 to 40;
 	// sizing the arenas from the body avoids most regrowth without trusting any length
 	// prefix in it.
@@ -115,10 +130,11 @@ func (r *wireRequest) parseSeries(b []byte) error {
 				if typ != protowire.BytesType {
 					return fmt.Errorf("label field %d: %w %d", num, errWireType, typ)
 				}
+				start := offset(r.buf, v)
 				if num == fieldLabelName {
-					l.name = v
+					l.nameStart, l.nameEnd = start, start+uint32(len(v))
 				} else {
-					l.value = v
+					l.valueStart, l.valueEnd = start, start+uint32(len(v))
 				}
 				return nil
 			})

@@ -16,7 +16,7 @@ func toPrompb(r *wireRequest) *prompb.WriteRequest {
 		s := &r.series[i]
 		ts := prompb.TimeSeries{Samples: r.seriesSamples(s)}
 		for _, l := range r.seriesLabels(s) {
-			ts.Labels = append(ts.Labels, prompb.Label{Name: string(l.name), Value: string(l.value)})
+			ts.Labels = append(ts.Labels, prompb.Label{Name: string(l.name(r.buf)), Value: string(l.value(r.buf))})
 		}
 		for range s.histograms {
 			ts.Histograms = append(ts.Histograms, prompb.Histogram{})

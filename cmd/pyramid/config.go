@@ -33,7 +33,7 @@ type config struct {
 	MaxRequestBytes    int64         `envconfig:"MAX_REQUEST_BYTES" default:"33554432" desc:"largest compressed remote-write body accepted (413 beyond)"`
 	MaxDecodedBytes    int64         `envconfig:"MAX_DECODED_BYTES" default:"134217728" desc:"largest remote-write body after snappy decompression (413 beyond)"`
 	BatchRows          int           `envconfig:"BATCH_ROWS" default:"100000" desc:"rows that make a batch insert go at once"`
-	BatchWait          time.Duration `envconfig:"BATCH_WAIT" default:"500ms" desc:"longest a batch waits for more rows before its insert"`
+	BatchWait          time.Duration `envconfig:"BATCH_WAIT" default:"100ms" desc:"longest a batch waits for more rows before its insert (each request waits up to this long)"`
 	InsertWorkers      int           `envconfig:"INSERT_WORKERS" default:"2" desc:"batch inserts running at once"`
 	MaxRowsInFlight    int           `envconfig:"MAX_ROWS_IN_FLIGHT" default:"2000000" desc:"rows accepted but not yet stored before writes get 503"`
 	InsertTimeout      time.Duration `envconfig:"INSERT_TIMEOUT" default:"30s" desc:"timeout of one batch insert"`

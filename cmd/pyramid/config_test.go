@@ -19,10 +19,12 @@ func TestLoadConfigPrecedence(t *testing.T) {
 	}{
 		{"defaults", nil, nil, func(c config) bool {
 			return c.ListenAddr == ":9201" && c.ClickHouseAddr == "127.0.0.1:9000" && c.ClickHouseDatabase == "pyramid" &&
-				c.RawRetention == 30*24*time.Hour && c.BatchWait == 500*time.Millisecond && c.BatchRows == 100000
+				c.RawRetention == 30*24*time.Hour && c.BatchWait == 100*time.Millisecond && c.BatchRows == 100000
 		}, nil},
 		{"environment", map[string]string{"PYRAMID_LISTEN_ADDR": ":1", "PYRAMID_BATCH_WAIT": "2s", "PYRAMID_RAW_RETENTION": "0"}, nil,
-			func(c config) bool { return c.ListenAddr == ":1" && c.BatchWait == 2*time.Second && c.RawRetention == 0 }, nil},
+			func(c config) bool {
+				return c.ListenAddr == ":1" && c.BatchWait == 2*time.Second && c.RawRetention == 0
+			}, nil},
 		{"flags win", map[string]string{"PYRAMID_LISTEN_ADDR": ":1"}, []string{"-listen-addr", ":2", "-max-rows-in-flight", "7", "migrate"},
 			func(c config) bool { return c.ListenAddr == ":2" && c.MaxRowsInFlight == 7 }, []string{"migrate"}},
 	} {

@@ -1,0 +1,586 @@
+// Command pyramid-loadgen measures pyramid's write path in one run:
+//
+//  1. ingest: realistic node-exporter traffic sent as Prometheus 2.44+ remote-write 1.0
+//     requests (2,000 samples each, one sample per TimeSeries, time-ordered, one sender per
+//     shard of series) to pyramid, with retries like Prometheus;
+//  2. direct: the same rows inserted straight into ClickHouse with pyramid's own insert
+//     functions (adapter.InsertSeries / InsertSamples), batch size and concurrency, into a
+//     second database with the same schema: the physical limit pyramid could reach;
+//  3. storage: bytes per sample after OPTIMIZE FINAL, in total and per column.
+//
+// Request bodies and direct batches are generated before their phase's clock starts
+// (-pregenerate, the default), so on a small machine the generator does not compete with
+// pyramid and ClickHouse for CPU.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/pyramid-metrics/pyramid/adapter"
+	"github.com/pyramid-metrics/pyramid/schema"
+)
+
+type options struct {
+	url                string
+	clickhouseAddr     string
+	clickhouseUser     string
+	clickhousePassword string
+	database           string
+	directDatabase     string
+	targets            int
+	seriesPerTarget    int
+	scrapes            int
+	interval           time.Duration
+	endMs              int64
+	seed               uint64
+	resetProb          float64
+	job                string
+	gauges             string
+	samplesPerRequest  int
+	concurrency        int
+	batchRows          int
+	directWorkers      int
+	rawRetention       time.Duration
+	pyramidPID         int
+	clickhousePID      int
+	skipDirect         bool
+	skipIngest         bool
+	skipStorage        bool
+	pregenerate        bool
+	pipelineDepth      int
+	maxRetries         int
+	timeout            time.Duration
+	readyTimeout       time.Duration
+	settleTimeout      time.Duration
+	compressionLabel   string
+	jsonOut            bool
+	cpuProfile         string
+}
+
+func parseFlags(args []string, out io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("pyramid-loadgen", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&o.url, "url", "http://127.0.0.1:9201/api/v1/write", "pyramid's remote-write URL")
+	fs.StringVar(&o.clickhouseAddr, "clickhouse-addr", "127.0.0.1:9000", "ClickHouse native-protocol address pyramid writes to")
+	fs.StringVar(&o.clickhouseUser, "clickhouse-user", "default", "ClickHouse user")
+	fs.StringVar(&o.clickhousePassword, "clickhouse-password", "", "ClickHouse password")
+	fs.StringVar(&o.database, "database", "pyramid", "pyramid's database")
+	fs.StringVar(&o.directDatabase, "direct-database", "", `database for the direct inserts, dropped and recreated at start (default "<database>_direct")`)
+	fs.IntVar(&o.targets, "targets", 50, "scrape targets (job/instance pairs)")
+	fs.IntVar(&o.seriesPerTarget, "series-per-target", 100, "series per target")
+	fs.IntVar(&o.scrapes, "scrapes", 2000, "samples per series (scrapes), history ending now")
+	fs.DurationVar(&o.interval, "interval", 15*time.Second, "scrape interval")
+	fs.Int64Var(&o.endMs, "end-ms", 0, "timestamp (ms) the history ends at; 0 = now")
+	fs.Uint64Var(&o.seed, "seed", 1, "generation seed: same seed (and -end-ms), same data")
+	fs.Float64Var(&o.resetProb, "reset-probability", 0.0005, "per target and scrape: probability of a restart that resets its counters")
+	fs.StringVar(&o.job, "job", "node", "job label of every target")
+	fs.StringVar(&o.gauges, "gauges", "realistic", `gauge values: "realistic" (rounded like node exporter: bytes to KiB/pages, load to 0.01, temperatures and counts to 1; 2 of 28 gauges full doubles) or "full" (every gauge an arbitrary double: worst case for compression)`)
+	fs.IntVar(&o.samplesPerRequest, "samples-per-request", 2000, "samples per remote-write request (Prometheus 2.44+: 2000)")
+	fs.IntVar(&o.concurrency, "concurrency", 4, "concurrent senders, each owning a shard of series")
+	fs.IntVar(&o.batchRows, "batch-rows", 100000, "rows per direct insert (pyramid's PYRAMID_BATCH_ROWS)")
+	fs.IntVar(&o.directWorkers, "direct-workers", 2, "concurrent direct inserts (pyramid's PYRAMID_INSERT_WORKERS)")
+	fs.DurationVar(&o.rawRetention, "raw-retention", 720*time.Hour, "raw retention the direct database is migrated with (pyramid's PYRAMID_RAW_RETENTION)")
+	fs.IntVar(&o.pyramidPID, "pyramid-pid", 0, "pyramid's pid, for peak RSS (VmHWM, sampled VmRSS) and CPU time")
+	fs.IntVar(&o.clickhousePID, "clickhouse-pid", 0, "clickhouse-server's pid, for its RSS and CPU time (optional)")
+	fs.BoolVar(&o.skipDirect, "skip-direct", false, "skip the direct-insert phase")
+	fs.BoolVar(&o.skipIngest, "skip-ingest", false, "skip the ingest-through-pyramid phase")
+	fs.BoolVar(&o.skipStorage, "skip-storage", false, "skip OPTIMIZE FINAL and the storage report")
+	fs.BoolVar(&o.pregenerate, "pregenerate", true, "encode every request body before the clock starts (false: a generation pipeline per sender)")
+	fs.IntVar(&o.pipelineDepth, "pipeline-depth", 32, "requests buffered per sender with -pregenerate=false")
+	fs.IntVar(&o.maxRetries, "max-retries", 100, "retries of one request before giving up")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "timeout of one HTTP attempt (Prometheus remote_timeout)")
+	fs.DurationVar(&o.readyTimeout, "ready-timeout", 60*time.Second, "how long to wait for pyramid's /-/ready")
+	fs.DurationVar(&o.settleTimeout, "settle-timeout", 120*time.Second, "longest wait for ClickHouse merges to finish between phases")
+	fs.StringVar(&o.compressionLabel, "compression-label", "", "compression the server is configured with, printed as given (it is also detected from a column file when the data directory is readable)")
+	fs.BoolVar(&o.jsonOut, "json", false, "also print one JSON object with every figure at the end")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the loadgen to this file")
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: pyramid-loadgen [flags]\n\nMeasures ingest through pyramid, direct ClickHouse inserts of the same rows, and bytes per sample.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if o.directDatabase == "" {
+		o.directDatabase = o.database + "_direct"
+	}
+	switch {
+	case o.samplesPerRequest <= 0 || o.concurrency <= 0 || o.batchRows <= 0 || o.directWorkers <= 0:
+		return o, errors.New("-samples-per-request, -concurrency, -batch-rows and -direct-workers must be positive")
+	case o.directDatabase == o.database:
+		return o, errors.New("-direct-database must differ from -database: it is dropped at start")
+	case o.gauges != "realistic" && o.gauges != "full":
+		return o, fmt.Errorf("-gauges %q: want realistic or full", o.gauges)
+	case o.pipelineDepth <= 0 || o.maxRetries < 0:
+		return o, errors.New("-pipeline-depth must be positive and -max-retries not negative")
+	}
+	for _, db := range []string{o.database, o.directDatabase} {
+		if err := (schema.Config{Database: db}).Validate(); err != nil {
+			return o, err
+		}
+	}
+	return o, nil
+}
+
+// result is everything one run measured; -json prints it.
+type result struct {
+	Config struct {
+		Targets           int            `json:"targets"`
+		SeriesPerTarget   int            `json:"series_per_target"`
+		Series            int            `json:"series"`
+		Scrapes           int            `json:"scrapes"`
+		Samples           int            `json:"samples"`
+		IntervalMs        int64          `json:"interval_ms"`
+		FirstTsMs         int64          `json:"first_ts_ms"`
+		EndMs             int64          `json:"end_ms"`
+		Seed              uint64         `json:"seed"`
+		ResetProbability  float64        `json:"reset_probability"`
+		SamplesPerRequest int            `json:"samples_per_request"`
+		Concurrency       int            `json:"concurrency"`
+		BatchRows         int            `json:"batch_rows"`
+		DirectWorkers     int            `json:"direct_workers"`
+		Pregenerate       bool           `json:"pregenerate"`
+		Gauges            string         `json:"gauges"`
+		Mix               map[string]int `json:"series_mix"`
+	} `json:"config"`
+	Machine struct {
+		NumCPU     int    `json:"num_cpu"`
+		GOMAXPROCS int    `json:"gomaxprocs"`
+		Note       string `json:"note"`
+	} `json:"machine"`
+	ServerVersion       string           `json:"server_version"`
+	Compression         string           `json:"compression"`
+	CompressionLabel    string           `json:"compression_label,omitempty"`
+	Ingest              *ingestResult    `json:"ingest,omitempty"`
+	SettleSeconds       float64          `json:"settle_seconds"`
+	MergesLeft          uint64           `json:"merges_left_at_direct_start"`
+	Direct              *directResult    `json:"direct,omitempty"`
+	IngestToDirectRatio float64          `json:"ingest_to_direct_ratio,omitempty"`
+	RowsBefore          uint64           `json:"pyramid_rows_before_ingest"`
+	Storage             []*storageResult `json:"storage,omitempty"`
+	Checks              []string         `json:"checks"`
+}
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "pyramid-loadgen:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	o, err := parseFlags(args, os.Stderr)
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	end := o.endMs
+	if end == 0 {
+		end = time.Now().UnixMilli()
+	}
+	gc := genConfig{Seed: o.seed, Targets: o.targets, SeriesPerTarget: o.seriesPerTarget, Scrapes: o.scrapes,
+		IntervalMs: o.interval.Milliseconds(), EndMs: end, ResetProb: o.resetProb, Job: o.job,
+		FullPrecisionGauges: o.gauges == "full"}
+	p, err := newPlan(gc)
+	if err != nil {
+		return err
+	}
+
+	var res result
+	c := &res.Config
+	c.Targets, c.SeriesPerTarget, c.Series, c.Scrapes, c.Samples = o.targets, o.seriesPerTarget, p.totalSeries(), o.scrapes, p.totalSamples()
+	c.IntervalMs, c.EndMs, c.Seed, c.ResetProbability = gc.IntervalMs, end, o.seed, o.resetProb
+	c.SamplesPerRequest, c.Concurrency, c.BatchRows, c.DirectWorkers, c.Pregenerate = o.samplesPerRequest, o.concurrency, o.batchRows, o.directWorkers, o.pregenerate
+	c.FirstTsMs = end
+	c.Gauges = o.gauges
+	c.Mix = map[string]int{}
+	for _, t := range p.targets {
+		c.FirstTsMs = min(c.FirstTsMs, scrapeTs(t.last, gc.IntervalMs, 0, gc.Scrapes))
+		for _, d := range t.series {
+			c.Mix[d.spec.kind.String()]++
+		}
+	}
+	res.Machine.NumCPU, res.Machine.GOMAXPROCS = runtime.NumCPU(), runtime.GOMAXPROCS(0)
+	res.Machine.Note = fmt.Sprintf("loadgen, pyramid and ClickHouse share %d CPUs", runtime.NumCPU())
+	res.CompressionLabel = o.compressionLabel
+
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr:         strings.Split(o.clickhouseAddr, ","),
+		Auth:         clickhouse.Auth{Database: "default", Username: o.clickhouseUser, Password: o.clickhousePassword},
+		DialTimeout:  5 * time.Second,
+		MaxOpenConns: o.directWorkers + 4,
+		MaxIdleConns: o.directWorkers + 4,
+	})
+	if err != nil {
+		return fmt.Errorf("open ClickHouse %s: %w", o.clickhouseAddr, err)
+	}
+	defer conn.Close()
+	v, err := schema.ServerVersion(ctx, conn)
+	if err != nil {
+		return err
+	}
+	res.ServerVersion = v.String()
+	logger.Info("plan", "series", c.Series, "samples", c.Samples, "from", time.UnixMilli(c.FirstTsMs).UTC(), "to", time.UnixMilli(end).UTC(),
+		"mix", c.Mix, "clickhouse", res.ServerVersion)
+
+	if !o.skipIngest {
+		if err := phaseIngest(ctx, o, p, conn, &res, logger); err != nil {
+			return fmt.Errorf("ingest: %w", err)
+		}
+		debug.FreeOSMemory()
+	}
+	if !o.skipDirect {
+		if !o.skipIngest {
+			settle, left, err := waitMerges(ctx, conn, o.settleTimeout)
+			if err != nil {
+				return err
+			}
+			res.SettleSeconds, res.MergesLeft = settle.Seconds(), left
+			logger.Info("merges settled", "waited", settle.Round(time.Millisecond), "merges_left", left)
+		}
+		if err := phaseDirect(ctx, o, p, conn, &res, logger); err != nil {
+			return fmt.Errorf("direct: %w", err)
+		}
+		debug.FreeOSMemory()
+	}
+	if res.Ingest != nil && res.Direct != nil && res.Direct.RowsPerSec > 0 {
+		res.IngestToDirectRatio = res.Ingest.SamplesPerSec / res.Direct.RowsPerSec
+	}
+	if !o.skipStorage {
+		if err := phaseStorage(ctx, o, p, conn, &res, logger); err != nil {
+			return fmt.Errorf("storage: %w", err)
+		}
+	}
+	printReport(os.Stdout, &res)
+	if o.jsonOut {
+		enc := json.NewEncoder(os.Stdout)
+		if err := enc.Encode(&res); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ingestRequests prepares each sender's requests: all of them up front (pregenerate) or
+// through a bounded pipeline per sender.
+func ingestRequests(ctx context.Context, o options, p *plan) (next func(int) (request, bool), total int) {
+	shards := o.concurrency
+	if o.pregenerate {
+		all := make([][]request, shards)
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+		for sh := range shards {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				p.shardRequests(sh, shards, o.samplesPerRequest, func(r request) { all[sh] = append(all[sh], r) })
+			}()
+		}
+		wg.Wait()
+		pos := make([]int, shards)
+		for _, rs := range all {
+			total += len(rs)
+		}
+		return func(sh int) (request, bool) {
+			if pos[sh] >= len(all[sh]) {
+				return request{}, false
+			}
+			r := all[sh][pos[sh]]
+			all[sh][pos[sh]] = request{} // let the body go once sent
+			pos[sh]++
+			return r, true
+		}, total
+	}
+	chans := make([]chan request, shards)
+	for sh := range shards {
+		chans[sh] = make(chan request, o.pipelineDepth)
+		go func() {
+			defer close(chans[sh])
+			p.shardRequests(sh, shards, o.samplesPerRequest, func(r request) {
+				select {
+				case chans[sh] <- r:
+				case <-ctx.Done():
+				}
+			})
+		}()
+	}
+	return func(sh int) (request, bool) {
+		r, ok := <-chans[sh]
+		return r, ok
+	}, -1
+}
+
+func phaseIngest(ctx context.Context, o options, p *plan, conn driver.Conn, res *result, logger *slog.Logger) error {
+	client := &http.Client{
+		Timeout: o.timeout,
+		Transport: &http.Transport{
+			MaxIdleConns:        o.concurrency * 2,
+			MaxIdleConnsPerHost: o.concurrency * 2,
+			IdleConnTimeout:     90 * time.Second,
+		},
+	}
+	if err := waitReady(ctx, client, o.url, o.readyTimeout); err != nil {
+		return err
+	}
+	if ok, err := tableExists(ctx, conn, o.database, schema.TableSamples); err != nil {
+		return err
+	} else if ok {
+		if res.RowsBefore, err = countRows(ctx, conn, o.database); err != nil {
+			return err
+		}
+		if res.RowsBefore > 0 {
+			logger.Warn("pyramid's samples table is not empty: storage figures will include earlier rows", "rows", res.RowsBefore)
+		}
+	}
+
+	ir := &ingestResult{}
+	t0 := time.Now()
+	next, n := ingestRequests(ctx, o, p)
+	ir.PregenSeconds = time.Since(t0).Seconds()
+	if o.pregenerate {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		logger.Info("request bodies encoded", "requests", n, "took", time.Since(t0).Round(time.Millisecond), "heap_mib", ms.HeapAlloc>>20)
+	}
+
+	var pw, cw *procWatcher
+	var err error
+	if o.pyramidPID > 0 {
+		if pw, err = watchProc(o.pyramidPID, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	if o.clickhousePID > 0 {
+		if cw, err = watchProc(o.clickhousePID, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	s := &sender{client: client, url: o.url, userAgent: "Prometheus/2.53.0 (pyramid-loadgen)", maxRetries: o.maxRetries, statuses: map[string]int64{}}
+	logger.Info("ingest started", "url", o.url, "senders", o.concurrency)
+	cpu0 := selfCPUSeconds()
+	err = runSenders(ctx, s, o.concurrency, next, ir)
+	ir.LoadgenCPUSec = selfCPUSeconds() - cpu0
+	if pw != nil {
+		ir.Pyramid = pw.finish()
+	}
+	if cw != nil {
+		ir.ClickHouse = cw.finish()
+	}
+	res.Ingest = ir
+	if err != nil {
+		return err
+	}
+	logger.Info("ingest done", "samples", ir.Samples, "seconds", fmt.Sprintf("%.1f", ir.WallSeconds), "samples_per_sec", fmt.Sprintf("%.0f", ir.SamplesPerSec))
+	return nil
+}
+
+func phaseDirect(ctx context.Context, o options, p *plan, conn driver.Conn, res *result, logger *slog.Logger) error {
+	if err := resetDatabase(ctx, conn, o.directDatabase, o.rawRetention, logger); err != nil {
+		return err
+	}
+	dr := &directResult{Database: o.directDatabase, BatchRows: o.batchRows}
+	t0 := time.Now()
+	var batches []*adapter.Batch
+	p.directBatches(o.batchRows, func(b *adapter.Batch) {
+		batches = append(batches, b)
+		dr.Samples += b.Samples()
+		dr.SeriesRows += len(b.Series)
+	})
+	dr.Batches = len(batches)
+	dr.PregenSeconds = time.Since(t0).Seconds()
+	logger.Info("direct batches built", "batches", dr.Batches, "samples", dr.Samples, "series_rows", dr.SeriesRows, "took", time.Since(t0).Round(time.Millisecond))
+
+	var cw *procWatcher
+	var err error
+	if o.clickhousePID > 0 {
+		if cw, err = watchProc(o.clickhousePID, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	cpu0 := selfCPUSeconds()
+	err = insertDirect(ctx, conn, o.directDatabase, batches, o.directWorkers, dr)
+	dr.LoadgenCPUSec = selfCPUSeconds() - cpu0
+	if cw != nil {
+		dr.ClickHouse = cw.finish()
+	}
+	if err != nil {
+		return err
+	}
+	res.Direct = dr
+	logger.Info("direct done", "rows", dr.Samples, "seconds", fmt.Sprintf("%.1f", dr.WallSeconds), "rows_per_sec", fmt.Sprintf("%.0f", dr.RowsPerSec))
+	return nil
+}
+
+func phaseStorage(ctx context.Context, o options, p *plan, conn driver.Conn, res *result, logger *slog.Logger) error {
+	var dbs []string
+	if !o.skipIngest {
+		dbs = append(dbs, o.database)
+	}
+	if !o.skipDirect {
+		dbs = append(dbs, o.directDatabase)
+	}
+	if len(dbs) == 0 { // both phases skipped: report whatever pyramid's database holds
+		dbs = append(dbs, o.database)
+	}
+	want := uint64(p.totalSamples())
+	for _, db := range dbs {
+		ok, err := tableExists(ctx, conn, db, schema.TableSamples)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			logger.Warn("no samples table; skipping", "database", db)
+			continue
+		}
+		logger.Info("OPTIMIZE FINAL", "database", db)
+		sr, err := measureStorage(ctx, conn, db)
+		if err != nil {
+			return err
+		}
+		res.Storage = append(res.Storage, sr)
+		expect := want
+		if db == o.database {
+			expect += res.RowsBefore
+		}
+		if sr.Rows == expect {
+			res.Checks = append(res.Checks, fmt.Sprintf("OK   %s: %d rows after OPTIMIZE FINAL, as generated", db, sr.Rows))
+		} else {
+			res.Checks = append(res.Checks, fmt.Sprintf("FAIL %s: %d rows after OPTIMIZE FINAL, generated %d", db, sr.Rows, expect))
+		}
+	}
+	if len(res.Storage) == 2 && res.RowsBefore == 0 {
+		a, b := res.Storage[0], res.Storage[1]
+		if a.Checksum == b.Checksum {
+			res.Checks = append(res.Checks, fmt.Sprintf("OK   %s and %s hold identical rows (checksum %016x)", a.Database, b.Database, a.Checksum))
+		} else {
+			res.Checks = append(res.Checks, fmt.Sprintf("FAIL %s and %s differ (checksums %016x, %016x)", a.Database, b.Database, a.Checksum, b.Checksum))
+		}
+	}
+	if len(res.Storage) > 0 {
+		comp, err := detectCompression(ctx, conn, res.Storage[0].Database)
+		if err != nil {
+			logger.Warn("cannot detect the server's compression from its files", "err", err)
+			comp = "unknown"
+		} else {
+			comp += " (from the block header of value.bin)"
+		}
+		res.Compression = comp
+	}
+	return nil
+}
+
+// ---- report -----------------------------------------------------------------------------
+
+func mib(kib int64) string { return fmt.Sprintf("%.1f MiB", float64(kib)/1024) }
+
+func printProc(tw io.Writer, name string, ps *procStats, wall float64) {
+	if ps == nil {
+		return
+	}
+	fmt.Fprintf(tw, "  %s (pid %d)\tVmHWM %s (process lifetime); VmRSS max %s during phase (start %s, end %s); CPU %.1f s = %.2f cores\n",
+		name, ps.PID, mib(ps.VmHWMKiB), mib(ps.MaxRSSKiB), mib(ps.StartRSSKiB), mib(ps.EndRSSKiB), ps.CPUSeconds, ps.CPUSeconds/wall)
+}
+
+func printReport(w io.Writer, r *result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	c := r.Config
+	fmt.Fprintf(tw, "pyramid-loadgen\n")
+	fmt.Fprintf(tw, "  workload\t%d targets x %d series = %d series (%d counters, %d gauges, %d constants) x %d scrapes @ %dms = %d samples\n",
+		c.Targets, c.SeriesPerTarget, c.Series, c.Mix["counter"], c.Mix["gauge"], c.Mix["constant"], c.Scrapes, c.IntervalMs, c.Samples)
+	fmt.Fprintf(tw, "  time range\t%s .. %s, seed %d, reset probability %g, %s gauges\n",
+		time.UnixMilli(c.FirstTsMs).UTC().Format(time.RFC3339), time.UnixMilli(c.EndMs).UTC().Format(time.RFC3339), c.Seed, c.ResetProbability, c.Gauges)
+	fmt.Fprintf(tw, "  machine\t%s (GOMAXPROCS %d)\n", r.Machine.Note, r.Machine.GOMAXPROCS)
+	fmt.Fprintf(tw, "  ClickHouse\t%s, compression %s", r.ServerVersion, orDash(r.Compression))
+	if r.CompressionLabel != "" {
+		fmt.Fprintf(tw, ", labelled %q", r.CompressionLabel)
+	}
+	fmt.Fprintln(tw)
+	if in := r.Ingest; in != nil {
+		fmt.Fprintf(tw, "ingest through pyramid\n")
+		fmt.Fprintf(tw, "  requests\t%d x <=%d samples from %d senders, %.1f MiB of snappy bodies (%.1f B/sample), generated in %.1f s before the clock\n",
+			in.Requests, c.SamplesPerRequest, in.Senders, float64(in.BodyBytes)/(1<<20), float64(in.BodyBytes)/float64(max(in.Samples, 1)), in.PregenSeconds)
+		fmt.Fprintf(tw, "  accepted\t%d samples in %.2f s = %.0f samples/s (wall clock)\n", in.Samples, in.WallSeconds, in.SamplesPerSec)
+		fmt.Fprintf(tw, "  latency\tp50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms (2xx attempts); max with retries %.1f ms\n",
+			in.LatencyP50Ms, in.LatencyP90Ms, in.LatencyP99Ms, in.LatencyMaxMs, in.EndToEndMaxMs)
+		fmt.Fprintf(tw, "  retries\t%d %v\n", in.Retries, in.RetryStatuses)
+		printProc(tw, "pyramid", in.Pyramid, in.WallSeconds)
+		printProc(tw, "clickhouse", in.ClickHouse, in.WallSeconds)
+		fmt.Fprintf(tw, "  loadgen\tCPU %.1f s = %.2f cores\n", in.LoadgenCPUSec, in.LoadgenCPUSec/in.WallSeconds)
+	}
+	if d := r.Direct; d != nil {
+		fmt.Fprintf(tw, "direct inserts (adapter.InsertSeries/InsertSamples into %s)\n", d.Database)
+		fmt.Fprintf(tw, "  batches\t%d x <=%d rows, %d series rows, %d workers; built in %.1f s before the clock; waited %.1f s for merges first (%d left)\n",
+			d.Batches, d.BatchRows, d.SeriesRows, d.Workers, d.PregenSeconds, r.SettleSeconds, r.MergesLeft)
+		fmt.Fprintf(tw, "  inserted\t%d rows in %.2f s = %.0f rows/s; batch p50 %.1f ms, max %.1f ms\n", d.Samples, d.WallSeconds, d.RowsPerSec, d.BatchP50Ms, d.BatchMaxMs)
+		printProc(tw, "clickhouse", d.ClickHouse, d.WallSeconds)
+		fmt.Fprintf(tw, "  loadgen\tCPU %.1f s = %.2f cores\n", d.LoadgenCPUSec, d.LoadgenCPUSec/d.WallSeconds)
+	}
+	if r.IngestToDirectRatio > 0 {
+		fmt.Fprintf(tw, "ingest / direct\t%.3f (%.1f%% of the physical limit)\n", r.IngestToDirectRatio, 100*r.IngestToDirectRatio)
+	}
+	for _, s := range r.Storage {
+		fmt.Fprintf(tw, "storage of %s.samples after OPTIMIZE FINAL (%.1f s)\n", s.Database, s.OptimizeSeconds)
+		fmt.Fprintf(tw, "  total\t%d rows, %d active parts in %d partitions, %d B compressed (%d uncompressed, %d marks) = %.3f bytes/sample\n",
+			s.Rows, s.Parts, s.Partitions, s.CompressedBytes, s.UncompressedBytes, s.MarksBytes, s.BytesPerSample)
+		for _, col := range s.Columns {
+			fmt.Fprintf(tw, "  column %s\t%.3f bytes/sample (%d B compressed, ratio %.1f)\n", col.Name, col.BytesPerSample, col.CompressedBytes, col.Ratio)
+		}
+		for _, t := range s.OtherTables {
+			fmt.Fprintf(tw, "  table %s\t%d rows, %d B compressed (%.4f bytes per sample)\n", t.Table, t.Rows, t.CompressedBytes, t.BytesPerSample)
+		}
+	}
+	for _, ch := range r.Checks {
+		fmt.Fprintf(tw, "check\t%s\n", ch)
+	}
+	tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
