@@ -85,7 +85,9 @@ func InsertMetadata(ctx context.Context, conn driver.Conn, db string, md []promp
 // series row is written again only when its samples reach an hour not yet recorded.
 const hourMillis = 3_600_000
 
-func hourOf(ms int64) int64 {
+// HourOf is the catalogue hour (hours since 1970, rounded down) holding timestamp ms. The
+// load generator uses it to write the series rows pyramid would write.
+func HourOf(ms int64) int64 {
 	h := ms / hourMillis
 	if ms%hourMillis < 0 {
 		h--
@@ -114,7 +116,7 @@ func (c *seriesCache) covers(fp uint64, minTs, maxTs int64) bool {
 	c.mu.RLock()
 	s, ok := c.m[fp]
 	c.mu.RUnlock()
-	return ok && s.lo <= hourOf(minTs) && hourOf(maxTs) <= s.hi
+	return ok && s.lo <= HourOf(minTs) && HourOf(maxTs) <= s.hi
 }
 
 // uncovered returns the rows whose span is not yet recorded. Call it just before an insert:
@@ -134,7 +136,7 @@ func (c *seriesCache) add(rows []SeriesRow) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, r := range rows {
-		lo, hi := hourOf(r.FirstSeen), hourOf(r.LastSeen)
+		lo, hi := HourOf(r.FirstSeen), HourOf(r.LastSeen)
 		if s, ok := c.m[r.Fingerprint]; ok {
 			c.m[r.Fingerprint] = hourSpan{lo: min(lo, s.lo), hi: max(hi, s.hi)}
 			continue

@@ -19,6 +19,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
@@ -453,7 +454,8 @@ func TestOverloadAndShutdown(t *testing.T) {
 	}
 }
 
-func histogramCount(t *testing.T, g prometheus.Gatherer, name string) uint64 {
+// metric returns the single series of the metric family name.
+func metric(t *testing.T, g prometheus.Gatherer, name string) *dto.Metric {
 	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
@@ -461,24 +463,17 @@ func histogramCount(t *testing.T, g prometheus.Gatherer, name string) uint64 {
 	}
 	for _, mf := range mfs {
 		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+			return mf.GetMetric()[0]
 		}
 	}
 	t.Fatalf("no metric %s", name)
-	return 0
+	return nil
+}
+
+func histogramCount(t *testing.T, g prometheus.Gatherer, name string) uint64 {
+	return metric(t, g, name).GetHistogram().GetSampleCount()
 }
 
 func gaugeValue(t *testing.T, g prometheus.Gatherer, name string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
+	return metric(t, g, name).GetGauge().GetValue()
 }

@@ -380,3 +380,17 @@ func (s seriesSet) findSeries(match ...string) map[string][]sample {
 	}
 	return out
 }
+
+// readMetadata returns the newest TYPE and HELP pyramid stored for a metric family.
+func readMetadata(ctx context.Context, addr, db, family string) (typ, help string, err error) {
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}, DialTimeout: 10 * time.Second})
+	if err != nil {
+		return "", "", fmt.Errorf("open ClickHouse %s: %w", addr, err)
+	}
+	defer conn.Close()
+	q := "SELECT argMax(type, updated_ms), argMax(help, updated_ms) FROM " + db + ".metadata WHERE metric_family_name = ?"
+	if err := conn.QueryRow(ctx, q, family).Scan(&typ, &help); err != nil {
+		return "", "", fmt.Errorf("query metadata of %s: %w", family, err)
+	}
+	return typ, help, nil
+}

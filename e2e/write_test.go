@@ -198,6 +198,13 @@ func TestWriteMatchesPrometheusTSDB(t *testing.T) {
 			t.Errorf("%s starts only after ClickHouse came back; its samples from the outage are missing", k)
 		}
 	}
+	// Prometheus sends TYPE and HELP as metadata-only requests (every 2s in this config).
+	typ, help, err := readMetadata(ctx, ch.addr(), db, "e2e_scrapes_total")
+	if err != nil {
+		t.Errorf("read pyramid's metadata: %v", err)
+	} else if typ != "counter" || help != "Scrapes served by the e2e exporter." {
+		t.Errorf("metadata of e2e_scrapes_total = %q %q, want counter and the exporter's HELP", typ, help)
+	}
 	logf("checked: %d stale markers for e2e_flapping, NaN, ±Inf and extreme floats bit-exact, odd label values intact", stale)
 }
 
@@ -280,6 +287,8 @@ remote_write:
       batch_send_deadline: 1s
       min_backoff: 50ms
       max_backoff: 1s
+    metadata_config:
+      send_interval: 2s
 `, jobs, tg.remoteWrite)
 }
 

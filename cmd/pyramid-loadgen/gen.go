@@ -565,16 +565,6 @@ func (p *plan) shardRequests(shard, shards, perRequest int, out func(request)) {
 
 // ---- direct-insert batches --------------------------------------------------------------
 
-const hourMillis = 3_600_000
-
-func hourOf(ms int64) int64 {
-	h := ms / hourMillis
-	if ms%hourMillis < 0 {
-		h--
-	}
-	return h
-}
-
 // directBatches cuts the whole sample stream, in time order, into adapter.Batches of
 // batchRows samples, each carrying the series rows pyramid would write with it: a series
 // row whenever a batch reaches an hour of that series not yet recorded (pyramid's series
@@ -606,16 +596,16 @@ func (p *plan) directBatches(batchRows int, out func(*adapter.Batch)) {
 			inBatch[fp] = 0
 			b := bounds[fp]
 			c, ok := cache[fp]
-			if ok && c.lo <= hourOf(b.lo) && hourOf(b.hi) <= c.hi {
+			if ok && c.lo <= adapter.HourOf(b.lo) && adapter.HourOf(b.hi) <= c.hi {
 				continue
 			}
 			row := defs[fp].row
 			row.FirstSeen, row.LastSeen = b.lo, b.hi
 			cur.Series = append(cur.Series, row)
 			if ok {
-				cache[fp] = span{min(c.lo, hourOf(b.lo)), max(c.hi, hourOf(b.hi))}
+				cache[fp] = span{min(c.lo, adapter.HourOf(b.lo)), max(c.hi, adapter.HourOf(b.hi))}
 			} else {
-				cache[fp] = span{hourOf(b.lo), hourOf(b.hi)}
+				cache[fp] = span{adapter.HourOf(b.lo), adapter.HourOf(b.hi)}
 			}
 		}
 		out(cur)
