@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"math"
 	"net/http"
@@ -265,21 +266,11 @@ func TestCatalogMix(t *testing.T) {
 				t.Fatalf("duplicate series %v", d.labels)
 			}
 			seen[d.fp] = true
-			if !slices.IsSortedFunc(d.labels, func(a, b prompb.Label) int { return cmpString(a.Name, b.Name) }) {
+			if !slices.IsSortedFunc(d.labels, func(a, b prompb.Label) int { return cmp.Compare(a.Name, b.Name) }) {
 				t.Fatalf("labels not sorted: %v", d.labels)
 			}
 		}
 	}
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // The fingerprint is labels.StableHash, which pyramid's fingerprint is held to; the target
@@ -413,11 +404,11 @@ func TestRequests(t *testing.T) {
 		slices.SortFunc(s, func(a, b decoded) int {
 			switch {
 			case a.fp != b.fp:
-				return cmpU(a.fp, b.fp)
+				return cmp.Compare(a.fp, b.fp)
 			case a.ts != b.ts:
-				return cmpU(uint64(a.ts), uint64(b.ts))
+				return cmp.Compare(uint64(a.ts), uint64(b.ts))
 			}
-			return cmpU(a.v, b.v)
+			return cmp.Compare(a.v, b.v)
 		})
 	}
 	sortDecoded(all)
@@ -425,16 +416,6 @@ func TestRequests(t *testing.T) {
 	if !slices.Equal(all, direct) {
 		t.Fatal("direct batches and remote-write requests hold different samples")
 	}
-}
-
-func cmpU(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func TestDeterminism(t *testing.T) {
