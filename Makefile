@@ -11,7 +11,7 @@ GO ?= go
 
 # Fuzz targets as PKGDIR:FuzzName, space-separated; `make test` fuzzes each for
 # TEST_FUZZTIME, `make fuzz` for FUZZTIME.
-FUZZ_TARGETS ?= adapter:FuzzDecodeWriteRequest adapter:FuzzParseWriteRequest
+FUZZ_TARGETS ?= adapter:FuzzDecodeWriteRequest adapter:FuzzParseWriteRequest adapter:FuzzParseWriteRequestV2
 TEST_FUZZTIME ?= 20s
 FUZZTIME ?= 60s
 

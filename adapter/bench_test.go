@@ -45,7 +45,7 @@ func BenchmarkDecodeValidate(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(int64(len(raw)))
 		for b.Loop() {
-			if _, err := decodeWriteRequest(body, 1<<30); err != nil {
+			if _, err := decodeWriteRequest(body, 1<<30, protoWriteV1); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -58,7 +58,7 @@ func BenchmarkDecodeValidate(b *testing.B) {
 		cache := newSeriesCache(1 << 20)
 		for b.Loop() {
 			b.StopTimer()
-			r, _ := decodeWriteRequest(body, 1<<30)
+			r, _ := decodeWriteRequest(body, 1<<30, protoWriteV1)
 			b.StartTimer()
 			validateInto(b, cache, r)
 		}
@@ -69,7 +69,7 @@ func BenchmarkDecodeValidate(b *testing.B) {
 		b.SetBytes(int64(len(raw)))
 		cache := newSeriesCache(1 << 20)
 		for b.Loop() {
-			r, err := decodeWriteRequest(body, 1<<30)
+			r, err := decodeWriteRequest(body, 1<<30, protoWriteV1)
 			if err != nil {
 				b.Fatal(err)
 			}

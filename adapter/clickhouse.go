@@ -156,3 +156,47 @@ func (c *seriesCache) len() int {
 	defer c.mu.RUnlock()
 	return len(c.m)
 }
+
+// metadataCache remembers the metadata this process has stored, so that what Prometheus
+// repeats (every minute in remote write 1.0, on every request in 2.0) is inserted once per
+// change instead of once per request. It holds at most max metric families.
+type metadataCache struct {
+	mu  sync.Mutex
+	m   map[string]prompb.MetricMetadata
+	max int
+}
+
+func newMetadataCache(max int) *metadataCache {
+	return &metadataCache{m: make(map[string]prompb.MetricMetadata), max: max}
+}
+
+// unseen returns the entries that differ from what was stored last for their family.
+func (c *metadataCache) unseen(md []prompb.MetricMetadata) []prompb.MetricMetadata {
+	if len(md) == 0 {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []prompb.MetricMetadata
+	for _, m := range md {
+		if old, ok := c.m[m.MetricFamilyName]; !ok || old.Type != m.Type || old.Help != m.Help || old.Unit != m.Unit {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// add records entries ClickHouse has accepted.
+func (c *metadataCache) add(md []prompb.MetricMetadata) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range md {
+		if _, ok := c.m[m.MetricFamilyName]; !ok && len(c.m) >= c.max {
+			for k := range c.m {
+				delete(c.m, k)
+				break
+			}
+		}
+		c.m[m.MetricFamilyName] = prompb.MetricMetadata{Type: m.Type, Help: m.Help, Unit: m.Unit}
+	}
+}

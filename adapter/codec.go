@@ -16,32 +16,32 @@ const (
 	protoWriteV2 = "io.prometheus.write.v2.Request"
 )
 
-// checkWriteHeaders accepts remote write 1.0: Content-Encoding snappy and Content-Type
-// application/x-protobuf with no proto parameter or proto=prometheus.WriteRequest.
-// Remote write 2.0 is refused with 415 until pyramid stores it, because a 2xx for a v2 body
-// that was not understood would silently lose data.
-func checkWriteHeaders(h http.Header) error {
+// checkWriteHeaders accepts Content-Encoding snappy with Content-Type application/x-protobuf
+// and returns the message named by its proto parameter: none or prometheus.WriteRequest is
+// remote write 1.0, io.prometheus.write.v2.Request is 2.0. Anything else is refused with
+// 415, because a 2xx for a body that was not understood would silently lose data.
+func checkWriteHeaders(h http.Header) (string, error) {
 	if enc := h.Get("Content-Encoding"); !strings.EqualFold(enc, "snappy") {
-		return fmt.Errorf("%w: Content-Encoding %q, want snappy", ErrUnsupportedMediaType, enc)
+		return "", fmt.Errorf("%w: Content-Encoding %q, want snappy", ErrUnsupportedMediaType, enc)
 	}
 	ct := h.Get("Content-Type")
 	if ct == "" {
-		return nil // Prometheus always sends one; other senders are given the benefit of the doubt.
+		return protoWriteV1, nil // Prometheus always sends one; other senders get the benefit of the doubt.
 	}
 	mt, params, err := mime.ParseMediaType(ct)
 	if err != nil {
-		return fmt.Errorf("%w: Content-Type %q: %v", ErrUnsupportedMediaType, ct, err)
+		return "", fmt.Errorf("%w: Content-Type %q: %v", ErrUnsupportedMediaType, ct, err)
 	}
 	if mt != "application/x-protobuf" {
-		return fmt.Errorf("%w: Content-Type %q, want application/x-protobuf", ErrUnsupportedMediaType, ct)
+		return "", fmt.Errorf("%w: Content-Type %q, want application/x-protobuf", ErrUnsupportedMediaType, ct)
 	}
 	switch proto := params["proto"]; proto {
 	case "", protoWriteV1:
-		return nil
+		return protoWriteV1, nil
 	case protoWriteV2:
-		return fmt.Errorf("%w: remote write 2.0 (%s) is not supported yet; send %s", ErrUnsupportedMediaType, protoWriteV2, protoWriteV1)
+		return protoWriteV2, nil
 	default:
-		return fmt.Errorf("%w: proto %q, want %s", ErrUnsupportedMediaType, proto, protoWriteV1)
+		return "", fmt.Errorf("%w: proto %q, want %s or %s", ErrUnsupportedMediaType, proto, protoWriteV1, protoWriteV2)
 	}
 }
 
@@ -61,10 +61,11 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 	return body, nil
 }
 
-// decodeWriteRequest decompresses and parses a remote-write 1.0 body. The decoded length in
-// the snappy header is checked against maxDecoded before anything is allocated. The result
-// aliases a buffer of its own; body may be reused after return.
-func decodeWriteRequest(body []byte, maxDecoded int64) (*wireRequest, error) {
+// decodeWriteRequest decompresses and parses a remote-write body of the given proto
+// (protoWriteV1 or protoWriteV2). The decoded length in the snappy header is checked against
+// maxDecoded before anything is allocated. The result aliases a buffer of its own; body may
+// be reused after return.
+func decodeWriteRequest(body []byte, maxDecoded int64, proto string) (*wireRequest, error) {
 	n, err := snappy.DecodedLen(body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: snappy header: %v", ErrDecode, err)
@@ -76,9 +77,13 @@ func decodeWriteRequest(body []byte, maxDecoded int64) (*wireRequest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: snappy block of %d bytes: %v", ErrDecode, len(body), err)
 	}
-	req, err := parseWriteRequest(raw)
+	parse := parseWriteRequest
+	if proto == protoWriteV2 {
+		parse = parseWriteRequestV2
+	}
+	req, err := parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: protobuf WriteRequest of %d bytes: %v", ErrDecode, len(raw), err)
+		return nil, fmt.Errorf("%w: protobuf %s of %d bytes: %v", ErrDecode, proto, len(raw), err)
 	}
 	return req, nil
 }

@@ -26,19 +26,19 @@ func encodeWriteRequest(t testing.TB, req *prompb.WriteRequest) []byte {
 func TestCheckWriteHeaders(t *testing.T) {
 	for _, tc := range []struct {
 		encoding, contentType string
-		ok                    bool
+		want                  string // the proto accepted; "" for a 415
 	}{
-		{"snappy", "application/x-protobuf", true},
-		{"SNAPPY", "application/x-protobuf", true},
-		{"snappy", "application/x-protobuf;proto=prometheus.WriteRequest", true},
-		{"snappy", "application/x-protobuf; proto=prometheus.WriteRequest", true},
-		{"snappy", "", true},
-		{"snappy", "application/x-protobuf;proto=io.prometheus.write.v2.Request", false},
-		{"snappy", "application/x-protobuf;proto=something.Else", false},
-		{"snappy", "application/json", false},
-		{"snappy", "application/x-protobuf; proto=\"unterminated", false},
-		{"gzip", "application/x-protobuf", false},
-		{"", "application/x-protobuf", false},
+		{"snappy", "application/x-protobuf", protoWriteV1},
+		{"SNAPPY", "application/x-protobuf", protoWriteV1},
+		{"snappy", "application/x-protobuf;proto=prometheus.WriteRequest", protoWriteV1},
+		{"snappy", "application/x-protobuf; proto=prometheus.WriteRequest", protoWriteV1},
+		{"snappy", "", protoWriteV1},
+		{"snappy", "application/x-protobuf;proto=io.prometheus.write.v2.Request", protoWriteV2},
+		{"snappy", "application/x-protobuf;proto=something.Else", ""},
+		{"snappy", "application/json", ""},
+		{"snappy", "application/x-protobuf; proto=\"unterminated", ""},
+		{"gzip", "application/x-protobuf", ""},
+		{"", "application/x-protobuf", ""},
 	} {
 		h := http.Header{}
 		if tc.encoding != "" {
@@ -47,9 +47,9 @@ func TestCheckWriteHeaders(t *testing.T) {
 		if tc.contentType != "" {
 			h.Set("Content-Type", tc.contentType)
 		}
-		err := checkWriteHeaders(h)
-		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrUnsupportedMediaType)) {
-			t.Errorf("encoding %q type %q: err = %v, want ok=%v (or ErrUnsupportedMediaType)", tc.encoding, tc.contentType, err, tc.ok)
+		got, err := checkWriteHeaders(h)
+		if got != tc.want || (err == nil) != (tc.want != "") || (err != nil && !errors.Is(err, ErrUnsupportedMediaType)) {
+			t.Errorf("encoding %q type %q: %q, %v; want %q (or ErrUnsupportedMediaType)", tc.encoding, tc.contentType, got, err, tc.want)
 		}
 	}
 }
@@ -106,7 +106,7 @@ func TestDecodeWriteRequest(t *testing.T) {
 		// A 5-byte body whose header claims 1 GiB must be refused before anything is allocated.
 		{"huge declared length", []byte{0x80, 0x80, 0x80, 0x80, 0x04}, 1 << 20, ErrTooLarge},
 	} {
-		got, err := decodeWriteRequest(tc.body, tc.maxDecoded)
+		got, err := decodeWriteRequest(tc.body, tc.maxDecoded, protoWriteV1)
 		if !errors.Is(err, tc.wantErr) {
 			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.wantErr)
 			continue

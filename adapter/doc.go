@@ -1,7 +1,8 @@
 // Package adapter owns pyramid's HTTP surface and the write path behind it:
 //
 //	codec.go          decode: size limits, content negotiation, snappy
-//	wire.go           decode: zero-copy protobuf parsing of the WriteRequest
+//	wire.go           decode: zero-copy parsing of the remote write 1.0 WriteRequest
+//	wire2.go          decode: the same for remote write 2.0 (symbols, per-series metadata)
 //	validate.go       validate: label rules, fingerprints, columnar rows
 //	batcher.go        batch: group commit of concurrent requests into large inserts
 //	clickhouse.go     ClickHouse: the INSERTs and the series cache

@@ -18,15 +18,20 @@ import (
 	"github.com/pyramid-metrics/pyramid/schema"
 )
 
+// maxMetadataFamilies bounds the metadata cache; a Prometheus rarely has more than a few
+// thousand metric families.
+const maxMetadataFamilies = 100_000
+
 // Server is pyramid's HTTP front: remote write, health, readiness and metrics.
 type Server struct {
-	cfg     Config
-	conn    driver.Conn
-	logger  *slog.Logger
-	m       *metrics
-	cache   *seriesCache
-	batcher *batcher
-	router  *mux.Router
+	cfg      Config
+	conn     driver.Conn
+	logger   *slog.Logger
+	m        *metrics
+	cache    *seriesCache
+	metadata *metadataCache
+	batcher  *batcher
+	router   *mux.Router
 	// schemaReady is set once migrations have run; until then writes get 503.
 	schemaReady atomic.Bool
 }
@@ -37,7 +42,8 @@ func New(cfg Config, conn driver.Conn, logger *slog.Logger, reg prometheus.Regis
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("adapter config: %w", err)
 	}
-	s := &Server{cfg: cfg, conn: conn, logger: logger, cache: newSeriesCache(cfg.SeriesCacheSize)}
+	s := &Server{cfg: cfg, conn: conn, logger: logger, cache: newSeriesCache(cfg.SeriesCacheSize),
+		metadata: newMetadataCache(maxMetadataFamilies)}
 	s.m = newMetrics(reg, s.cache.len)
 	s.batcher = newBatcher(cfg, s.m, s.insert)
 

@@ -146,24 +146,7 @@ func (r *wireRequest) parseSeries(b []byte) error {
 			if typ != protowire.BytesType {
 				return fmt.Errorf("sample: %w %d", errWireType, typ)
 			}
-			var smp prompb.Sample
-			err := eachField(v, func(num protowire.Number, typ protowire.Type, v []byte) error {
-				switch num {
-				case fieldSampleValue:
-					if typ != protowire.Fixed64Type {
-						return fmt.Errorf("sample value: %w %d", errWireType, typ)
-					}
-					bits, _ := protowire.ConsumeFixed64(v)
-					smp.Value = math.Float64frombits(bits)
-				case fieldSampleTimestamp:
-					if typ != protowire.VarintType {
-						return fmt.Errorf("sample timestamp: %w %d", errWireType, typ)
-					}
-					ts, _ := protowire.ConsumeVarint(v)
-					smp.Timestamp = int64(ts)
-				}
-				return nil
-			})
+			smp, err := parseSample(v)
 			if err != nil {
 				return fmt.Errorf("series %d sample: %w", len(r.series), err)
 			}
@@ -226,4 +209,28 @@ func eachField(b []byte, fn func(num protowire.Number, typ protowire.Type, v []b
 		b = b[n:]
 	}
 	return nil
+}
+
+// parseSample decodes a Sample message, the same in remote write 1.0 and 2.0 (2.0's
+// start_timestamp, field 3, is skipped: pyramid does not store it).
+func parseSample(b []byte) (prompb.Sample, error) {
+	var smp prompb.Sample
+	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
+		switch num {
+		case fieldSampleValue:
+			if typ != protowire.Fixed64Type {
+				return fmt.Errorf("sample value: %w %d", errWireType, typ)
+			}
+			bits, _ := protowire.ConsumeFixed64(v)
+			smp.Value = math.Float64frombits(bits)
+		case fieldSampleTimestamp:
+			if typ != protowire.VarintType {
+				return fmt.Errorf("sample timestamp: %w %d", errWireType, typ)
+			}
+			ts, _ := protowire.ConsumeVarint(v)
+			smp.Timestamp = int64(ts)
+		}
+		return nil
+	})
+	return smp, err
 }

@@ -3,36 +3,55 @@ package adapter
 import (
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 )
 
-// handleWrite serves POST /api/v1/write (remote write 1.0).
+// Remote write 2.0 response headers: what the receiver stored. Prometheus 3 treats a 2xx
+// without them, for a request that carried data, as a failure.
+const (
+	headerSamplesWritten    = "X-Prometheus-Remote-Write-Samples-Written"
+	headerHistogramsWritten = "X-Prometheus-Remote-Write-Histograms-Written"
+	headerExemplarsWritten  = "X-Prometheus-Remote-Write-Exemplars-Written"
+)
+
+// handleWrite serves POST /api/v1/write, remote write 1.0 and 2.0.
 func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	s.respond(w, r, "write", s.write(r))
+	proto, written, err := s.write(r)
+	if proto == protoWriteV2 {
+		// Every 2.0 response says what was stored, failures included (then usually 0).
+		// Histograms and exemplars are never stored yet, and say so.
+		w.Header().Set(headerSamplesWritten, strconv.Itoa(written))
+		w.Header().Set(headerHistogramsWritten, "0")
+		w.Header().Set(headerExemplarsWritten, "0")
+	}
+	s.respond(w, r, "write", err)
 	s.m.requestDuration.WithLabelValues("write").Observe(time.Since(start).Seconds())
 }
 
-// write runs one request through decode, validate and batch. Valid series are stored even
-// when others in the request are rejected; the 400 that follows then tells the sender
-// which series were dropped, and Prometheus drops only what pyramid could never store.
-func (s *Server) write(r *http.Request) error {
+// write runs one request through decode, validate and batch, and returns the request's
+// protocol and how many samples it stored. Valid series are stored even when others in the
+// request are rejected; the 400 that follows then tells the sender which series were
+// dropped, and Prometheus drops only what pyramid could never store.
+func (s *Server) write(r *http.Request) (proto string, written int, err error) {
 	if r.Method != http.MethodPost {
-		return fmt.Errorf("%w: %s", ErrMethodNotAllowed, r.Method)
+		return "", 0, fmt.Errorf("%w: %s", ErrMethodNotAllowed, r.Method)
+	}
+	proto, err = checkWriteHeaders(r.Header)
+	if err != nil {
+		return "", 0, err
 	}
 	if !s.schemaReady.Load() {
-		return ErrNotReady
-	}
-	if err := checkWriteHeaders(r.Header); err != nil {
-		return err
+		return proto, 0, ErrNotReady
 	}
 	body, err := readBody(r, s.cfg.MaxRequestBytes)
 	if err != nil {
-		return err
+		return proto, 0, err
 	}
-	req, err := decodeWriteRequest(body, s.cfg.MaxDecodedBytes)
+	req, err := decodeWriteRequest(body, s.cfg.MaxDecodedBytes, proto)
 	if err != nil {
-		return err
+		return proto, 0, err
 	}
 
 	var b Batch
@@ -40,19 +59,20 @@ func (s *Server) write(r *http.Request) error {
 	verr := v.toBatch(req, &b)
 	s.countReceived(req, verr)
 
-	if len(req.metadata) > 0 {
-		if err := InsertMetadata(r.Context(), s.conn, s.cfg.Database, req.metadata, time.Now().UnixMilli()); err != nil {
-			return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+	if md := s.metadata.unseen(req.metadata); len(md) > 0 {
+		if err := InsertMetadata(r.Context(), s.conn, s.cfg.Database, md, time.Now().UnixMilli()); err != nil {
+			return proto, 0, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 		}
-		s.m.metadataWritten.Add(float64(len(req.metadata)))
+		s.metadata.add(md)
+		s.m.metadataWritten.Add(float64(len(md)))
 	}
 	if err := s.batcher.write(r.Context(), &b); err != nil {
-		return err
+		return proto, 0, err
 	}
 	if verr != nil {
-		return verr
+		return proto, b.Samples(), verr
 	}
-	return nil
+	return proto, b.Samples(), nil
 }
 
 func (s *Server) countReceived(req *wireRequest, verr *ValidationError) {

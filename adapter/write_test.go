@@ -303,7 +303,7 @@ func TestWriteStatuses(t *testing.T) {
 		{"GET", http.MethodGet, nil, nil, 405, "method not allowed"},
 		{"gzip", http.MethodPost, valid, []string{"Content-Encoding", "gzip"}, 415, "Content-Encoding"},
 		{"json", http.MethodPost, valid, []string{"Content-Type", "application/json"}, 415, "Content-Type"},
-		{"remote write 2.0", http.MethodPost, valid, []string{"Content-Type", "application/x-protobuf;proto=io.prometheus.write.v2.Request"}, 415, "remote write 2.0"},
+		{"unknown proto", http.MethodPost, valid, []string{"Content-Type", "application/x-protobuf;proto=io.prometheus.write.v3.Request"}, 415, "proto"},
 		{"body over limit", http.MethodPost, bytes.Repeat([]byte{1}, 3000), nil, 413, "exceeds the limit of 2048"},
 		{"decoded over limit", http.MethodPost, bigBody, nil, 413, "over the limit of 4096"},
 		{"not snappy", http.MethodPost, []byte("hello, world"), nil, 400, "snappy"},
