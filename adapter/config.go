@@ -18,6 +18,10 @@ type Config struct {
 	// BatchRows rows or BatchWait after its first row arrived, whichever is first.
 	BatchRows int
 	BatchWait time.Duration
+	// MaxConcurrentDecodes bounds the requests being read, decompressed and validated at
+	// once, and so the memory they hold (each at most MaxRequestBytes + MaxDecodedBytes).
+	// Requests past it wait for a slot; requests waiting for their batch hold none.
+	MaxConcurrentDecodes int
 	// InsertWorkers is how many batches may be inserted at once.
 	InsertWorkers int
 	// MaxRowsInFlight caps rows accepted but not yet stored; past it writes get 503.
@@ -43,6 +47,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("batch rows %d must be positive", c.BatchRows)
 	case c.BatchWait <= 0:
 		return fmt.Errorf("batch wait %s must be positive", c.BatchWait)
+	case c.MaxConcurrentDecodes <= 0:
+		return fmt.Errorf("concurrent decodes %d must be positive", c.MaxConcurrentDecodes)
 	case c.InsertWorkers <= 0:
 		return fmt.Errorf("insert workers %d must be positive", c.InsertWorkers)
 	case c.MaxRowsInFlight < c.BatchRows:

@@ -29,7 +29,7 @@ const (
 	reasonStore           = "store_unavailable"
 )
 
-func newMetrics(reg prometheus.Registerer, cacheLen func() int) *metrics {
+func newMetrics(reg prometheus.Registerer, cacheLen, decoding func() int) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pyramid_http_requests_total", Help: "HTTP requests by handler and status code.",
@@ -77,6 +77,9 @@ func newMetrics(reg prometheus.Registerer, cacheLen func() int) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pyramid_series_cache_entries", Help: "Series the write path remembers having catalogued.",
 		}, func() float64 { return float64(cacheLen()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pyramid_write_decodes_in_flight", Help: "Write requests being read, decoded and validated.",
+		}, func() float64 { return float64(decoding()) }),
 	)
 	// Pre-create the label values so that rates work from the first scrape.
 	for _, r := range []string{reasonInvalidLabels, reasonNativeHistogram, reasonStore} {

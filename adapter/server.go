@@ -31,7 +31,9 @@ type Server struct {
 	cache    *seriesCache
 	metadata *metadataCache
 	batcher  *batcher
-	router   *mux.Router
+	// decodeSlots holds a token per request being decoded (Config.MaxConcurrentDecodes).
+	decodeSlots chan struct{}
+	router      *mux.Router
 	// schemaReady is set once migrations have run; until then writes get 503.
 	schemaReady atomic.Bool
 }
@@ -43,8 +45,8 @@ func New(cfg Config, conn driver.Conn, logger *slog.Logger, reg prometheus.Regis
 		return nil, fmt.Errorf("adapter config: %w", err)
 	}
 	s := &Server{cfg: cfg, conn: conn, logger: logger, cache: newSeriesCache(cfg.SeriesCacheSize),
-		metadata: newMetadataCache(maxMetadataFamilies)}
-	s.m = newMetrics(reg, s.cache.len)
+		metadata: newMetadataCache(maxMetadataFamilies), decodeSlots: make(chan struct{}, cfg.MaxConcurrentDecodes)}
+	s.m = newMetrics(reg, s.cache.len, func() int { return len(s.decodeSlots) })
 	s.batcher = newBatcher(cfg, s.m, s.insert)
 
 	r := mux.NewRouter()

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/prometheus/prometheus/prompb"
 )
 
 // Remote write 2.0 response headers: what the receiver stored. Prometheus 3 treats a 2xx
@@ -45,21 +47,13 @@ func (s *Server) write(r *http.Request) (proto string, written int, err error) {
 	if !s.schemaReady.Load() {
 		return proto, 0, ErrNotReady
 	}
-	body, err := readBody(r, s.cfg.MaxRequestBytes)
-	if err != nil {
-		return proto, 0, err
-	}
-	req, err := decodeWriteRequest(body, s.cfg.MaxDecodedBytes, proto)
-	if err != nil {
-		return proto, 0, err
-	}
-
 	var b Batch
-	v := validator{cache: s.cache}
-	verr := v.toBatch(req, &b)
-	s.countReceived(req, verr)
+	metadata, verr, err := s.decode(r, proto, &b)
+	if err != nil {
+		return proto, 0, err
+	}
 
-	if md := s.metadata.unseen(req.metadata); len(md) > 0 {
+	if md := s.metadata.unseen(metadata); len(md) > 0 {
 		if err := InsertMetadata(r.Context(), s.conn, s.cfg.Database, md, time.Now().UnixMilli()); err != nil {
 			return proto, 0, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 		}
@@ -73,6 +67,37 @@ func (s *Server) write(r *http.Request) (proto string, written int, err error) {
 		return proto, b.Samples(), verr
 	}
 	return proto, b.Samples(), nil
+}
+
+// decode reads, decodes and validates the body into b while holding a decode slot, so
+// that the memory of bodies in flight is bounded, and returns the request's metadata. The
+// slot is released before the caller waits for its batch: b and the metadata own their
+// memory, and nothing refers to the request body any more.
+func (s *Server) decode(r *http.Request, proto string, b *Batch) ([]prompb.MetricMetadata, *ValidationError, error) {
+	// The wait is bounded like an insert is: a request that cannot even start within
+	// InsertTimeout gets a 503 and comes back later.
+	wait := time.NewTimer(s.cfg.InsertTimeout)
+	defer wait.Stop()
+	select {
+	case s.decodeSlots <- struct{}{}:
+	case <-wait.C:
+		return nil, nil, fmt.Errorf("%w: all %d decode slots busy for %s", ErrOverloaded, cap(s.decodeSlots), s.cfg.InsertTimeout)
+	case <-r.Context().Done():
+		return nil, nil, fmt.Errorf("%w: wait for one of %d decode slots: %w", ErrOverloaded, cap(s.decodeSlots), r.Context().Err())
+	}
+	defer func() { <-s.decodeSlots }()
+	body, err := readBody(r, s.cfg.MaxRequestBytes)
+	if err != nil {
+		return nil, nil, err
+	}
+	req, err := decodeWriteRequest(body, s.cfg.MaxDecodedBytes, proto)
+	if err != nil {
+		return nil, nil, err
+	}
+	v := validator{cache: s.cache}
+	verr := v.toBatch(req, b)
+	s.countReceived(req, verr)
+	return req.metadata, verr, nil
 }
 
 func (s *Server) countReceived(req *wireRequest, verr *ValidationError) {

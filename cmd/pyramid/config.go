@@ -34,6 +34,7 @@ type config struct {
 	MaxDecodedBytes    int64         `envconfig:"MAX_DECODED_BYTES" default:"134217728" desc:"largest remote-write body after snappy decompression (413 beyond)"`
 	BatchRows          int           `envconfig:"BATCH_ROWS" default:"100000" desc:"rows that make a batch insert go at once"`
 	BatchWait          time.Duration `envconfig:"BATCH_WAIT" default:"100ms" desc:"longest a batch waits for more rows before its insert (each request waits up to this long)"`
+	MaxDecodes         int           `envconfig:"MAX_CONCURRENT_DECODES" default:"16" desc:"write requests read and decoded at once; more wait (bounds memory)"`
 	InsertWorkers      int           `envconfig:"INSERT_WORKERS" default:"2" desc:"batch inserts running at once"`
 	MaxRowsInFlight    int           `envconfig:"MAX_ROWS_IN_FLIGHT" default:"2000000" desc:"rows accepted but not yet stored before writes get 503"`
 	InsertTimeout      time.Duration `envconfig:"INSERT_TIMEOUT" default:"30s" desc:"timeout of one batch insert"`
@@ -46,16 +47,17 @@ type config struct {
 
 func (c config) adapterConfig() adapter.Config {
 	return adapter.Config{
-		Database:        c.ClickHouseDatabase,
-		MaxRequestBytes: c.MaxRequestBytes,
-		MaxDecodedBytes: c.MaxDecodedBytes,
-		BatchRows:       c.BatchRows,
-		BatchWait:       c.BatchWait,
-		InsertWorkers:   c.InsertWorkers,
-		MaxRowsInFlight: c.MaxRowsInFlight,
-		InsertTimeout:   c.InsertTimeout,
-		RetryAfter:      c.RetryAfter,
-		SeriesCacheSize: c.SeriesCacheSize,
+		Database:             c.ClickHouseDatabase,
+		MaxRequestBytes:      c.MaxRequestBytes,
+		MaxDecodedBytes:      c.MaxDecodedBytes,
+		BatchRows:            c.BatchRows,
+		BatchWait:            c.BatchWait,
+		InsertWorkers:        c.InsertWorkers,
+		MaxConcurrentDecodes: c.MaxDecodes,
+		MaxRowsInFlight:      c.MaxRowsInFlight,
+		InsertTimeout:        c.InsertTimeout,
+		RetryAfter:           c.RetryAfter,
+		SeriesCacheSize:      c.SeriesCacheSize,
 	}
 }
 
