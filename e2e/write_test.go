@@ -206,6 +206,15 @@ func TestWriteMatchesPrometheusTSDB(t *testing.T) {
 		t.Errorf("metadata of e2e_scrapes_total = %q %q, want counter and the exporter's HELP", typ, help)
 	}
 	logf("checked: %d stale markers for e2e_flapping, NaN, ±Inf and extreme floats bit-exact, odd label values intact", stale)
+
+	// SIGTERM drains pyramid: it stops taking requests, inserts what it accepted and exits 0.
+	pyr.stop(30 * time.Second)
+	if pyr.waitErr != nil {
+		t.Errorf("pyramid did not exit cleanly on SIGTERM: %v", pyr.waitErr)
+	}
+	if log := tail(pyr.logPath, 20); !strings.Contains(log, "shut down cleanly") {
+		t.Errorf("pyramid's log does not end with a clean shutdown:\n%s", log)
+	}
 }
 
 // pyramidServer is the pyramid binary under test.
