@@ -474,7 +474,7 @@ func metric(t *testing.T, g prometheus.Gatherer, name string) *dto.Metric {
 // with every slot taken, the next request gets 503 instead of more memory being spent, and
 // the slow request completes once its body does.
 func TestDecodeSlots(t *testing.T) {
-	s := newTestServer(t, func(c *adapter.Config) { c.MaxConcurrentDecodes = 1; c.InsertTimeout = time.Second })
+	s := newTestServer(t, func(c *adapter.Config) { c.MaxConcurrentDecodes = 1; c.InsertTimeout = 3 * time.Second })
 	valid := body(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series("x", nil, prompb.Sample{Timestamp: 1, Value: 1})}})
 	pr, pw := io.Pipe()
 	slow := make(chan int)
