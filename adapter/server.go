@@ -103,9 +103,7 @@ func (s *Server) ready(ctx context.Context) error {
 	if !s.schemaReady.Load() {
 		return ErrNotReady
 	}
-	if err := s.conn.Ping(ctx); err != nil {
-		return fmt.Errorf("ping ClickHouse: %w", err)
-	}
+	// One query answers both questions: ClickHouse is reachable, and holds the schema.
 	v, err := schema.CurrentVersion(ctx, s.conn, schema.Config{Database: s.cfg.Database})
 	if err != nil {
 		return err

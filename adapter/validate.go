@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/prometheus/model/labels"
 )
 
 // Batch is a columnar block of rows bound for ClickHouse: one entry per sample in the
@@ -53,64 +54,65 @@ func (b *Batch) appendBatch(o *Batch) {
 // stable across pyramid and Prometheus versions.
 const labelSep = '\xff'
 
+// appendLabel appends one label in the byte form labels.StableHash hashes:
+// name 0xff value 0xff. Every hash of labels in pyramid is built from it.
+func appendLabel[T string | []byte](buf []byte, name, value T) []byte {
+	buf = append(buf, name...)
+	buf = append(buf, labelSep)
+	buf = append(buf, value...)
+	return append(buf, labelSep)
+}
+
 // Fingerprint hashes sorted labels exactly like labels.StableHash. names and values are
 // parallel; the load generator uses it to build the rows pyramid would write.
 func Fingerprint(names, values []string) uint64 {
-	d := xxhash.New()
+	var buf []byte
 	for i := range names {
-		_, _ = d.WriteString(names[i])
-		_, _ = d.Write([]byte{labelSep})
-		_, _ = d.WriteString(values[i])
-		_, _ = d.Write([]byte{labelSep})
+		buf = appendLabel(buf, names[i], values[i])
 	}
-	return d.Sum64()
+	return xxhash.Sum64(buf)
 }
+
+// The labels that identify a scrape target, in sorted order.
+const (
+	labelInstance = "instance"
+	labelJob      = "job"
+)
 
 // TargetHash identifies the scrape target (the job and instance labels) a series came
 // from. Samples are ordered by it so that series scraped together, which share every
-// timestamp, sit side by side on disk.
+// timestamp, sit side by side on disk. An empty value means the label is absent.
 func TargetHash(job, instance string) uint64 {
-	d := xxhash.New()
-	for _, kv := range [][2]string{{"instance", instance}, {"job", job}} {
-		if kv[1] == "" {
-			continue
-		}
-		_, _ = d.WriteString(kv[0])
-		_, _ = d.Write([]byte{labelSep})
-		_, _ = d.WriteString(kv[1])
-		_, _ = d.Write([]byte{labelSep})
+	return xxhash.Sum64(appendTarget(nil, []byte(instance), []byte(job)))
+}
+
+func appendTarget(buf, instance, job []byte) []byte {
+	if len(instance) > 0 {
+		buf = appendLabel(buf, []byte(labelInstance), instance)
 	}
-	return d.Sum64()
+	if len(job) > 0 {
+		buf = appendLabel(buf, []byte(labelJob), job)
+	}
+	return buf
 }
 
 // hashes computes a series' fingerprint and target hash in one pass over its sorted labels;
 // buf is scratch space, returned for reuse.
 func hashes(body []byte, ls []wireLabel, buf []byte) (fp, target uint64, _ []byte) {
 	buf = buf[:0]
-	var tgt [2][]byte // the instance and job values: the sorted order, as TargetHash writes them
+	var instance, job []byte
 	for _, l := range ls {
 		name, value := l.name(body), l.value(body)
-		buf = append(buf, name...)
-		buf = append(buf, labelSep)
-		buf = append(buf, value...)
-		buf = append(buf, labelSep)
+		buf = appendLabel(buf, name, value)
 		switch string(name) {
-		case "instance":
-			tgt[0] = value
-		case "job":
-			tgt[1] = value
+		case labelInstance:
+			instance = value
+		case labelJob:
+			job = value
 		}
 	}
 	fp = xxhash.Sum64(buf)
-	buf = buf[:0]
-	for i, name := range [2]string{"instance", "job"} {
-		if len(tgt[i]) > 0 {
-			buf = append(buf, name...)
-			buf = append(buf, labelSep)
-			buf = append(buf, tgt[i]...)
-			buf = append(buf, labelSep)
-		}
-	}
+	buf = appendTarget(buf[:0], instance, job)
 	return fp, xxhash.Sum64(buf), buf
 }
 
@@ -182,7 +184,7 @@ func newSeriesRow(body []byte, ls []wireLabel, fp, target uint64, first, last in
 	}
 	for i, l := range ls {
 		row.Names[i], row.Values[i] = string(l.name(body)), string(l.value(body))
-		if row.Names[i] == "__name__" {
+		if row.Names[i] == labels.MetricName {
 			row.MetricName = row.Values[i]
 		}
 	}
@@ -213,13 +215,13 @@ func normalizeLabels(body []byte, ls []wireLabel) (out []wireLabel, label []byte
 			return nil, name, "duplicate label name"
 		case len(value) == 0:
 			empty++
-		case string(name) == "__name__":
+		case string(name) == labels.MetricName:
 			hasName = true
 		}
 		prev = name
 	}
 	if !hasName {
-		return nil, []byte("__name__"), "missing metric name (__name__)"
+		return nil, []byte(labels.MetricName), "missing metric name (__name__)"
 	}
 	if empty == 0 {
 		return ls, nil, ""

@@ -3,7 +3,9 @@ package adapter
 import (
 	"errors"
 	"fmt"
+	"math"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -21,7 +23,6 @@ const (
 	fieldV2MetadataType   = 1
 	fieldV2MetadataHelp   = 3
 	fieldV2MetadataUnit   = 4
-	metricNameLabel       = "__name__"
 	maxLabelRefsPerSeries = 1 << 16
 )
 
@@ -36,7 +37,7 @@ var errRef = errors.New("invalid symbol reference")
 // per metric name (the first series of a name wins). Histograms are counted for validation
 // to refuse; exemplars and start timestamps are checked and dropped.
 func parseWriteRequestV2(b []byte) (*wireRequest, error) {
-	if int64(len(b)) > 1<<32-1 {
+	if int64(len(b)) > math.MaxUint32 {
 		return nil, fmt.Errorf("body of %d bytes is too large to parse", len(b))
 	}
 	b = b[:len(b):len(b)]
@@ -139,7 +140,7 @@ func (r *wireRequest) parseSeriesV2(b []byte, symbols [][2]uint32, refs []uint32
 		n, v := symbols[refs[i]], symbols[refs[i+1]]
 		l := wireLabel{nameStart: n[0], nameEnd: n[1], valueStart: v[0], valueEnd: v[1]}
 		r.labels = append(r.labels, l)
-		if string(l.name(r.buf)) == metricNameLabel {
+		if string(l.name(r.buf)) == labels.MetricName {
 			name = string(l.value(r.buf))
 		}
 	}

@@ -347,8 +347,8 @@ func TestWriteClickHouseDown(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "2" {
 		t.Errorf("status %d Retry-After %q (%s), want 503 and 2", resp.StatusCode, resp.Header.Get("Retry-After"), msg)
 	}
-	if r, err := http.Get(s.URL + "/-/ready"); err != nil || r.StatusCode != http.StatusServiceUnavailable {
-		t.Errorf("ready with ClickHouse down: %v %v, want 503", r.StatusCode, err)
+	if code := getStatus(t, s.URL+"/-/ready"); code != http.StatusServiceUnavailable {
+		t.Errorf("ready with ClickHouse down: %d, want 503", code)
 	}
 }
 
@@ -361,18 +361,18 @@ func TestWriteBeforeSchema(t *testing.T) {
 	if resp, _ := s.post(t, valid); resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("write before schema: %d, want 503", resp.StatusCode)
 	}
-	if r, _ := http.Get(s.URL + "/-/ready"); r.StatusCode != http.StatusServiceUnavailable {
-		t.Errorf("ready before schema: %d, want 503", r.StatusCode)
+	if code := getStatus(t, s.URL+"/-/ready"); code != http.StatusServiceUnavailable {
+		t.Errorf("ready before schema: %d, want 503", code)
 	}
 	s.srv.SchemaReady()
 	if resp, msg := s.post(t, valid); resp.StatusCode != http.StatusNoContent {
 		t.Errorf("write after schema: %d %s", resp.StatusCode, msg)
 	}
-	if r, _ := http.Get(s.URL + "/-/ready"); r.StatusCode != http.StatusOK {
-		t.Errorf("ready after schema: %d, want 200", r.StatusCode)
+	if code := getStatus(t, s.URL+"/-/ready"); code != http.StatusOK {
+		t.Errorf("ready after schema: %d, want 200", code)
 	}
-	if r, _ := http.Get(s.URL + "/-/healthy"); r.StatusCode != http.StatusOK {
-		t.Errorf("healthy: %d, want 200", r.StatusCode)
+	if code := getStatus(t, s.URL+"/-/healthy"); code != http.StatusOK {
+		t.Errorf("healthy: %d, want 200", code)
 	}
 }
 
@@ -452,6 +452,17 @@ func TestOverloadAndShutdown(t *testing.T) {
 	if resp, _ := s.post(t, mk("late")); resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("write after shutdown: %d, want 503", resp.StatusCode)
 	}
+}
+
+// getStatus GETs url and returns the status code, failing t if there is no response.
+func getStatus(t *testing.T, url string) int {
+	t.Helper()
+	r, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	r.Body.Close()
+	return r.StatusCode
 }
 
 // metric returns the single series of the metric family name.

@@ -10,8 +10,8 @@
 # (<repo>/var/test-clickhouse), TEST_CLICKHOUSE_TCP_PORT (19000), TEST_CLICKHOUSE_HTTP_PORT (18123).
 #
 # The tests see PYRAMID_TEST_CLICKHOUSE_ADDR and PYRAMID_TEST_REQUIRE=1 (a test that needs
-# ClickHouse fails instead of skipping), plus PYRAMID_TEST_CLICKHOUSE_DIR/_HTTP_PORT/_COMPRESSION
-# so a test can restart this same server with deploy/clickhouse.sh stop/start.
+# ClickHouse fails instead of skipping). The end-to-end test, which restarts ClickHouse,
+# starts a server of its own with deploy/clickhouse.sh.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,9 +38,6 @@ clickhouse_up() {
 	"$here/clickhouse.sh" start "$ch_dir" "$ch_tcp" "$ch_http" "$ch_compression"
 	export PYRAMID_TEST_CLICKHOUSE_ADDR=127.0.0.1:$ch_tcp
 	export PYRAMID_TEST_REQUIRE=1
-	export PYRAMID_TEST_CLICKHOUSE_DIR=$ch_dir
-	export PYRAMID_TEST_CLICKHOUSE_HTTP_PORT=$ch_http
-	export PYRAMID_TEST_CLICKHOUSE_COMPRESSION=$ch_compression
 }
 
 # run NAME CMD...: run CMD, remember NAME if it fails, carry on.

@@ -2,7 +2,6 @@ package schema
 
 import (
 	"fmt"
-	"strings"
 )
 
 // Table names. Every INSERT and SELECT in pyramid names its table through these.
@@ -157,10 +156,4 @@ func Statements(cfg Config, d Dialect) []string {
 		out = append(out, m.statements(g, cfg)...)
 	}
 	return out
-}
-
-// Script joins statements into one file, one statement per paragraph, for golden files and
-// for operators who apply DDL by hand.
-func Script(stmts []string) string {
-	return strings.Join(stmts, ";\n\n") + ";\n"
 }

@@ -44,21 +44,9 @@ type tableStat struct {
 	BytesPerSample  float64 `json:"bytes_per_sample"` // this table's bytes per sample of the samples table
 }
 
-// quote renders a ClickHouse string literal.
-func quote(s string) string {
-	out := []byte{'\''}
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\'' || s[i] == '\\' {
-			out = append(out, '\\')
-		}
-		out = append(out, s[i])
-	}
-	return string(append(out, '\''))
-}
-
 func tableExists(ctx context.Context, conn driver.Conn, db, table string) (bool, error) {
 	var n uint64
-	err := conn.QueryRow(ctx, fmt.Sprintf("SELECT count() FROM system.tables WHERE database = %s AND name = %s", quote(db), quote(table))).Scan(&n)
+	err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = ? AND name = ?", db, table).Scan(&n)
 	return n > 0, err
 }
 
@@ -72,7 +60,7 @@ func countRows(ctx context.Context, conn driver.Conn, db string) (uint64, error)
 // (target, fingerprint, ts) rows. It goes partition by partition: that works on every
 // server version, while OPTIMIZE without PARTITION merges only one partition on some.
 func optimizeFinal(ctx context.Context, conn driver.Conn, db, table string) error {
-	rows, err := conn.Query(ctx, fmt.Sprintf("SELECT DISTINCT partition_id FROM system.parts WHERE database = %s AND table = %s AND active ORDER BY partition_id", quote(db), quote(table)))
+	rows, err := conn.Query(ctx, "SELECT DISTINCT partition_id FROM system.parts WHERE database = ? AND table = ? AND active ORDER BY partition_id", db, table)
 	if err != nil {
 		return fmt.Errorf("list partitions of %s.%s: %w", db, table, err)
 	}
@@ -90,7 +78,7 @@ func optimizeFinal(ctx context.Context, conn driver.Conn, db, table string) erro
 		return err
 	}
 	for _, id := range ids {
-		if err := conn.Exec(ctx, fmt.Sprintf("OPTIMIZE TABLE %s.%s PARTITION ID %s FINAL", db, table, quote(id))); err != nil {
+		if err := conn.Exec(ctx, fmt.Sprintf("OPTIMIZE TABLE %s.%s PARTITION ID ? FINAL", db, table), id); err != nil {
 			return fmt.Errorf("optimize %s.%s partition %s: %w", db, table, id, err)
 		}
 	}
@@ -106,17 +94,17 @@ func measureStorage(ctx context.Context, conn driver.Conn, db string) (*storageR
 	}
 	res.OptimizeSeconds = time.Since(t0).Seconds()
 
-	q := fmt.Sprintf(`SELECT sum(rows), count(), uniqExact(partition_id), sum(data_compressed_bytes), sum(data_uncompressed_bytes), sum(marks_bytes)
-FROM system.parts WHERE database = %s AND table = %s AND active`, quote(db), quote(schema.TableSamples))
-	if err := conn.QueryRow(ctx, q).Scan(&res.Rows, &res.Parts, &res.Partitions, &res.CompressedBytes, &res.UncompressedBytes, &res.MarksBytes); err != nil {
+	q := `SELECT sum(rows), count(), uniqExact(partition_id), sum(data_compressed_bytes), sum(data_uncompressed_bytes), sum(marks_bytes)
+FROM system.parts WHERE database = ? AND table = ? AND active`
+	if err := conn.QueryRow(ctx, q, db, schema.TableSamples).Scan(&res.Rows, &res.Parts, &res.Partitions, &res.CompressedBytes, &res.UncompressedBytes, &res.MarksBytes); err != nil {
 		return nil, fmt.Errorf("read parts of %s: %w", db, err)
 	}
 	if res.Rows > 0 {
 		res.BytesPerSample = float64(res.CompressedBytes) / float64(res.Rows)
 	}
 
-	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT name, data_compressed_bytes, data_uncompressed_bytes FROM system.columns
-WHERE database = %s AND table = %s`, quote(db), quote(schema.TableSamples)))
+	rows, err := conn.Query(ctx, `SELECT name, data_compressed_bytes, data_uncompressed_bytes FROM system.columns
+WHERE database = ? AND table = ?`, db, schema.TableSamples)
 	if err != nil {
 		return nil, fmt.Errorf("read columns of %s: %w", db, err)
 	}
@@ -124,7 +112,7 @@ WHERE database = %s AND table = %s`, quote(db), quote(schema.TableSamples)))
 		var c columnStat
 		if err := rows.Scan(&c.Name, &c.CompressedBytes, &c.UncompressedBytes); err != nil {
 			rows.Close()
-			return nil, err
+			return nil, fmt.Errorf("scan a column of %s: %w", db, err)
 		}
 		if res.Rows > 0 {
 			c.BytesPerSample = float64(c.CompressedBytes) / float64(res.Rows)
@@ -139,8 +127,8 @@ WHERE database = %s AND table = %s`, quote(db), quote(schema.TableSamples)))
 		return nil, err
 	}
 
-	rows, err = conn.Query(ctx, fmt.Sprintf(`SELECT table, sum(rows), sum(data_compressed_bytes) FROM system.parts
-WHERE database = %s AND active AND table != %s GROUP BY table ORDER BY table`, quote(db), quote(schema.TableSamples)))
+	rows, err = conn.Query(ctx, `SELECT table, sum(rows), sum(data_compressed_bytes) FROM system.parts
+WHERE database = ? AND active AND table != ? GROUP BY table ORDER BY table`, db, schema.TableSamples)
 	if err != nil {
 		return nil, fmt.Errorf("read other tables of %s: %w", db, err)
 	}
@@ -148,7 +136,7 @@ WHERE database = %s AND active AND table != %s GROUP BY table ORDER BY table`, q
 		var t tableStat
 		if err := rows.Scan(&t.Table, &t.Rows, &t.CompressedBytes); err != nil {
 			rows.Close()
-			return nil, err
+			return nil, fmt.Errorf("scan a table of %s: %w", db, err)
 		}
 		if res.Rows > 0 {
 			t.BytesPerSample = float64(t.CompressedBytes) / float64(res.Rows)
@@ -193,8 +181,8 @@ func waitMerges(ctx context.Context, conn driver.Conn, timeout time.Duration) (t
 // data directory is readable from here.
 func detectCompression(ctx context.Context, conn driver.Conn, db string) (string, error) {
 	var path string
-	q := fmt.Sprintf("SELECT path FROM system.parts WHERE database = %s AND table = %s AND active ORDER BY rows DESC LIMIT 1", quote(db), quote(schema.TableSamples))
-	if err := conn.QueryRow(ctx, q).Scan(&path); err != nil {
+	q := "SELECT path FROM system.parts WHERE database = ? AND table = ? AND active ORDER BY rows DESC LIMIT 1"
+	if err := conn.QueryRow(ctx, q, db, schema.TableSamples).Scan(&path); err != nil {
 		return "", fmt.Errorf("find a part of %s: %w", db, err)
 	}
 	f, err := os.Open(filepath.Join(path, "value.bin"))

@@ -46,10 +46,9 @@ func run(args []string) error {
 		return fmt.Errorf("log level %q: %w", cfg.LogLevel, err)
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	// Checked up front because serve applies the schema in a retry loop, where a setting
+	// that can never work would only be logged, forever. adapter.New checks its own.
 	if err := cfg.schemaConfig().Validate(); err != nil {
-		return err
-	}
-	if err := cfg.adapterConfig().Validate(); err != nil {
 		return err
 	}
 
