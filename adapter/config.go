@@ -32,6 +32,18 @@ type Config struct {
 	RetryAfter time.Duration
 	// SeriesCacheSize bounds the series pyramid remembers having catalogued.
 	SeriesCacheSize int
+
+	// ReadMaxSeries and ReadMaxSamples cap what one remote-read query may return; past
+	// either the client gets 429 naming the limit, before pyramid holds more than that.
+	ReadMaxSeries  int
+	ReadMaxSamples int
+	// ReadMaxConcurrent bounds the remote-read requests answered at once. A request past
+	// it waits up to ReadQueueWait for a slot, then gets 429 with Retry-After.
+	ReadMaxConcurrent int
+	ReadQueueWait     time.Duration
+	// ReadMaxFrameBytes caps a streamed frame, which always holds one whole series (see
+	// frameWriter.writeSeries); it should equal the clients' chunked_read_limit.
+	ReadMaxFrameBytes int
 }
 
 // Validate reports the first setting that cannot work.
@@ -59,6 +71,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("retry-after %s must be at least 1s (the header counts whole seconds)", c.RetryAfter)
 	case c.SeriesCacheSize <= 0:
 		return fmt.Errorf("series cache size %d must be positive", c.SeriesCacheSize)
+	case c.ReadMaxSeries <= 0 || c.ReadMaxSamples <= 0:
+		return fmt.Errorf("read limits must be positive (series %d, samples %d)", c.ReadMaxSeries, c.ReadMaxSamples)
+	case c.ReadMaxConcurrent <= 0:
+		return fmt.Errorf("concurrent reads %d must be positive", c.ReadMaxConcurrent)
+	case c.ReadQueueWait < 0:
+		return fmt.Errorf("read queue wait %s must not be negative", c.ReadQueueWait)
+	case c.ReadMaxFrameBytes < 1024:
+		return fmt.Errorf("read frame size %d must be at least 1024 bytes", c.ReadMaxFrameBytes)
 	}
 	return nil
 }

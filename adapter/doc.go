@@ -1,4 +1,6 @@
-// Package adapter owns pyramid's HTTP surface and the write path behind it:
+// Package adapter owns pyramid's HTTP surface, the write path and the read path behind it.
+//
+// Write: decode → validate → batch → ClickHouse.
 //
 //	codec.go          decode: size limits, content negotiation, snappy
 //	wire.go           decode: zero-copy parsing of the remote write 1.0 WriteRequest
@@ -7,6 +9,14 @@
 //	batcher.go        batch: group commit of concurrent requests into large inserts
 //	clickhouse.go     ClickHouse: the INSERTs and the series cache
 //	write_handler.go  POST /api/v1/write, tying the four together
+//
+// Read: matchers → series → samples → encode.
+//
+//	read_codec.go     decode the ReadRequest; encode SAMPLES responses, XOR chunks and frames
+//	matchers.go       Prometheus's matcher semantics, and the exact SQL prefilter they allow
+//	read_store.go     the series and sample queries, deduplication of retried writes
+//	read_handler.go   POST /api/v1/read: limits, batching, both response types
+//
 //	errors.go         every error kind and the one function mapping it to a status
 //	server.go         routes, /metrics, /-/healthy, /-/ready
 package adapter

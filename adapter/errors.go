@@ -29,7 +29,26 @@ var (
 	ErrNotReady = errors.New("schema not ready")
 	// ErrShuttingDown: the server is draining and takes no new rows.
 	ErrShuttingDown = errors.New("shutting down")
+	// ErrInvalidQuery: a remote-read query pyramid cannot run as asked, such as a regex
+	// that does not compile. Asking again cannot help.
+	ErrInvalidQuery = errors.New("invalid query")
+	// ErrNotAcceptable: a remote-read client accepts no response type pyramid speaks.
+	ErrNotAcceptable = errors.New("no acceptable response type")
+	// ErrTooManyReads: every read slot stayed busy for the queue wait; try again later.
+	ErrTooManyReads = errors.New("too many concurrent reads")
 )
+
+// LimitError says which configured read limit a query passed. Retrying the same query
+// cannot help, so it carries no Retry-After; a narrower query can.
+type LimitError struct {
+	// Limit names what is limited ("series per query"); Max is the configured value.
+	Limit string
+	Max   int
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("query exceeds the limit of %d %s", e.Max, e.Limit)
+}
 
 // ValidationError lists the series of a request that break the remote-write label rules.
 // The rest of the request is stored; these series are not, and never will be.
@@ -64,12 +83,21 @@ func (e *ValidationError) Error() string {
 // statusFor is the one mapping from error kinds to HTTP status codes. retry reports
 // whether the response carries Retry-After.
 func statusFor(err error) (code int, retry bool) {
-	var verr *ValidationError
+	var (
+		verr *ValidationError
+		lerr *LimitError
+	)
 	switch {
 	case err == nil:
 		return http.StatusNoContent, false
-	case errors.As(err, &verr), errors.Is(err, ErrDecode):
+	case errors.As(err, &verr), errors.Is(err, ErrDecode), errors.Is(err, ErrInvalidQuery):
 		return http.StatusBadRequest, false
+	case errors.As(err, &lerr):
+		return http.StatusTooManyRequests, false
+	case errors.Is(err, ErrTooManyReads):
+		return http.StatusTooManyRequests, true
+	case errors.Is(err, ErrNotAcceptable):
+		return http.StatusNotAcceptable, false
 	case errors.Is(err, ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, false
 	case errors.Is(err, ErrUnsupportedMediaType):

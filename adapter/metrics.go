@@ -20,6 +20,8 @@ type metrics struct {
 	batchRows       prometheus.Histogram
 	insertDuration  *prometheus.HistogramVec
 	rowsInFlight    prometheus.Gauge
+	readSeries      prometheus.Counter
+	readSamples     prometheus.Counter
 }
 
 // Rejection reasons, the values of the reason label.
@@ -29,7 +31,7 @@ const (
 	reasonStore           = "store_unavailable"
 )
 
-func newMetrics(reg prometheus.Registerer, cacheLen, decoding func() int) *metrics {
+func newMetrics(reg prometheus.Registerer, cacheLen, decoding, reading func() int) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pyramid_http_requests_total", Help: "HTTP requests by handler and status code.",
@@ -70,16 +72,25 @@ func newMetrics(reg prometheus.Registerer, cacheLen, decoding func() int) *metri
 		rowsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pyramid_write_rows_in_flight", Help: "Rows accepted and waiting for their insert.",
 		}),
+		readSeries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pyramid_read_series_total", Help: "Series returned by remote reads.",
+		}),
+		readSamples: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pyramid_read_samples_total", Help: "Samples read from ClickHouse for remote reads, after deduplication.",
+		}),
 	}
 	reg.MustRegister(m.requests, m.requestDuration, m.seriesReceived, m.samplesReceived, m.samplesWritten,
 		m.seriesRejected, m.samplesRejected, m.seriesWritten, m.metadataWritten, m.batchRows,
-		m.insertDuration, m.rowsInFlight,
+		m.insertDuration, m.rowsInFlight, m.readSeries, m.readSamples,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pyramid_series_cache_entries", Help: "Series the write path remembers having catalogued.",
 		}, func() float64 { return float64(cacheLen()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pyramid_write_decodes_in_flight", Help: "Write requests being read, decoded and validated.",
 		}, func() float64 { return float64(decoding()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pyramid_reads_in_flight", Help: "Remote-read requests holding a read slot.",
+		}, func() float64 { return float64(reading()) }),
 	)
 	// Pre-create the label values so that rates work from the first scrape.
 	for _, r := range []string{reasonInvalidLabels, reasonNativeHistogram, reasonStore} {

@@ -22,7 +22,7 @@ import (
 // thousand metric families.
 const maxMetadataFamilies = 100_000
 
-// Server is pyramid's HTTP front: remote write, health, readiness and metrics.
+// Server is pyramid's HTTP front: remote write, remote read, health, readiness and metrics.
 type Server struct {
 	cfg      Config
 	conn     driver.Conn
@@ -33,7 +33,9 @@ type Server struct {
 	batcher  *batcher
 	// decodeSlots holds a token per request being decoded (Config.MaxConcurrentDecodes).
 	decodeSlots chan struct{}
-	router      *mux.Router
+	// readSlots holds a token per remote read being answered (Config.ReadMaxConcurrent).
+	readSlots chan struct{}
+	router    *mux.Router
 	// schemaReady is set once migrations have run; until then writes get 503.
 	schemaReady atomic.Bool
 }
@@ -45,12 +47,14 @@ func New(cfg Config, conn driver.Conn, logger *slog.Logger, reg prometheus.Regis
 		return nil, fmt.Errorf("adapter config: %w", err)
 	}
 	s := &Server{cfg: cfg, conn: conn, logger: logger, cache: newSeriesCache(cfg.SeriesCacheSize),
-		metadata: newMetadataCache(maxMetadataFamilies), decodeSlots: make(chan struct{}, cfg.MaxConcurrentDecodes)}
-	s.m = newMetrics(reg, s.cache.len, func() int { return len(s.decodeSlots) })
+		metadata: newMetadataCache(maxMetadataFamilies), decodeSlots: make(chan struct{}, cfg.MaxConcurrentDecodes),
+		readSlots: make(chan struct{}, cfg.ReadMaxConcurrent)}
+	s.m = newMetrics(reg, s.cache.len, func() int { return len(s.decodeSlots) }, func() int { return len(s.readSlots) })
 	s.batcher = newBatcher(cfg, s.m, s.insert)
 
 	r := mux.NewRouter()
 	r.HandleFunc("/api/v1/write", s.handleWrite)
+	r.HandleFunc("/api/v1/read", s.handleRead)
 	r.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte("pyramid is healthy.\n"))
@@ -64,7 +68,7 @@ func New(cfg Config, conn driver.Conn, logger *slog.Logger, reg prometheus.Regis
 // Handler returns the routes.
 func (s *Server) Handler() http.Handler { return s.router }
 
-// SchemaReady lets writes through; call it once schema.Migrate has succeeded.
+// SchemaReady lets writes and reads through; call it once schema.Migrate has succeeded.
 func (s *Server) SchemaReady() { s.schemaReady.Store(true) }
 
 // Close stops taking writes and inserts every row already accepted, waiting until ctx ends

@@ -34,6 +34,8 @@ func testConfig(db string) adapter.Config {
 		BatchRows: 10_000, BatchWait: 20 * time.Millisecond, InsertWorkers: 2, MaxConcurrentDecodes: 4,
 		MaxRowsInFlight: 100_000, InsertTimeout: 10 * time.Second, RetryAfter: 2 * time.Second,
 		SeriesCacheSize: 1000,
+		ReadMaxSeries:   10_000, ReadMaxSamples: 1_000_000, ReadMaxConcurrent: 4, ReadQueueWait: time.Second,
+		ReadMaxFrameBytes: 50e6,
 	}
 }
 
@@ -91,7 +93,14 @@ func body(t testing.TB, req *prompb.WriteRequest) []byte {
 // post sends a remote-write request with Prometheus's headers, overridden by kv pairs.
 func (s *testServer) post(t testing.TB, b []byte, kv ...string) (*http.Response, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, s.URL+"/api/v1/write", bytes.NewReader(b))
+	return s.postTo(t, "/api/v1/write", b, kv...)
+}
+
+// postTo sends b to path with Prometheus's remote-write headers, overridden by kv pairs;
+// remote read sends the same Content-Type and Content-Encoding.
+func (s *testServer) postTo(t testing.TB, path string, b []byte, kv ...string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, s.URL+path, bytes.NewReader(b))
 	if err != nil {
 		t.Fatal(err)
 	}

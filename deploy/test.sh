@@ -3,7 +3,7 @@
 #
 #   deploy/test.sh test    private ClickHouse up, go test ./..., brief fuzzing, ClickHouse down
 #   deploy/test.sh bench   private ClickHouse up, go test -bench ./..., ClickHouse down
-#   deploy/test.sh fuzz    longer fuzzing only (no ClickHouse needed)
+#   deploy/test.sh fuzz    longer fuzzing only, with the private ClickHouse (FuzzQuoteRoundTrip needs it)
 #
 # Env (defaults): FUZZ_TARGETS ("adapter:FuzzDecodeWriteRequest", space-separated PKGDIR:FuzzName),
 # FUZZTIME (20s for test, 60s for fuzz), GO_TEST_TIMEOUT (40m), TEST_CLICKHOUSE_DIR
@@ -87,6 +87,8 @@ bench)
 	run "go test -bench" go test -count=1 -timeout "$go_timeout" -run '^$' -bench . -benchmem ./...
 	;;
 fuzz)
+	"$here/install.sh"
+	clickhouse_up
 	fuzz_all "${FUZZTIME:-60s}"
 	;;
 *)

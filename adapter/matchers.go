@@ -1,0 +1,143 @@
+package adapter
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
+)
+
+// selector is one remote-read query's label matchers. Prometheus's own labels.Matcher
+// decides which series match, so anchoring, flags such as (?i), and the rule that a matcher
+// matching "" also selects series without the label are Prometheus's by construction.
+// ClickHouse only narrows the candidates first, with exact string comparisons that never
+// exclude a matching series (see prefilter); its match() function, which is unanchored and
+// ignores a leading (?i) on 18.16, is never used.
+type selector struct {
+	matchers []*labels.Matcher
+}
+
+// newSelector compiles the matchers of a remote-read query. A regex that does not compile
+// is the client's error (ErrInvalidQuery) and names the matcher.
+func newSelector(pms []*prompb.LabelMatcher) (*selector, error) {
+	s := &selector{matchers: make([]*labels.Matcher, 0, len(pms))}
+	for _, pm := range pms {
+		if pm == nil {
+			return nil, fmt.Errorf("%w: empty matcher", ErrInvalidQuery)
+		}
+		var t labels.MatchType
+		switch pm.Type {
+		case prompb.LabelMatcher_EQ:
+			t = labels.MatchEqual
+		case prompb.LabelMatcher_NEQ:
+			t = labels.MatchNotEqual
+		case prompb.LabelMatcher_RE:
+			t = labels.MatchRegexp
+		case prompb.LabelMatcher_NRE:
+			t = labels.MatchNotRegexp
+		default:
+			return nil, fmt.Errorf("%w: matcher on label %q has unknown type %d", ErrInvalidQuery, pm.Name, pm.Type)
+		}
+		m, err := labels.NewMatcher(t, pm.Name, pm.Value)
+		if err != nil {
+			return nil, fmt.Errorf("%w: matcher %s%s%q: %v", ErrInvalidQuery, pm.Name, t, pm.Value, err)
+		}
+		s.matchers = append(s.matchers, m)
+	}
+	return s, nil
+}
+
+// matches reports whether the series with these labels is selected. names and values are
+// parallel; a label that is absent has the value "", as in Prometheus.
+func (s *selector) matches(names, values []string) bool {
+	for _, m := range s.matchers {
+		v := ""
+		for i, n := range names {
+			if n == m.Name {
+				v = values[i]
+				break
+			}
+		}
+		if !m.Matches(v) {
+			return false
+		}
+	}
+	return true
+}
+
+// prefilter returns conditions on the series table, joined with AND, that every series
+// the matchers select satisfies, and their positional arguments. Values reach ClickHouse
+// only as arguments, which clickhouse-go quotes (FuzzQuoteRoundTrip holds that quoting to
+// a round trip through the real server). Only exact string comparisons are used; a regex
+// contributes a condition only where Prometheus's matcher proves a literal set of values
+// or a literal prefix, and is otherwise left to matches.
+//
+// The expression label_values[indexOf(label_names, name)] is the label's value, or "" when
+// the series lacks the label (ClickHouse answers a default for index 0), which is exactly
+// Prometheus's view of an absent label. pyramid never stores empty label values.
+func (s *selector) prefilter() (string, []any) {
+	var (
+		conds []string
+		args  []any
+	)
+	for _, m := range s.matchers {
+		col, colArgs := "metric_name", []any(nil)
+		if m.Name != labels.MetricName {
+			col, colArgs = "label_values[indexOf(label_names, ?)]", []any{m.Name}
+		}
+		add := func(cond string, condArgs ...any) {
+			conds = append(conds, cond)
+			args = append(append(args, colArgs...), condArgs...)
+		}
+		switch m.Type {
+		case labels.MatchEqual:
+			add(col+" = ?", m.Value)
+		case labels.MatchNotEqual:
+			add(col+" != ?", m.Value)
+		case labels.MatchRegexp:
+			if set := m.SetMatches(); len(set) > 0 {
+				add(col+" IN ?", stringSet(set))
+			} else if p := m.Prefix(); p != "" {
+				if hi, ok := prefixEnd(p); ok {
+					add(col+" >= ?", p)
+					add(col+" < ?", hi)
+				} else {
+					add(col+" >= ?", p)
+				}
+			}
+		case labels.MatchNotRegexp:
+			if set := m.SetMatches(); len(set) > 0 {
+				add(col+" NOT IN ?", stringSet(set))
+			}
+		}
+	}
+	if len(conds) == 0 {
+		return "1", nil
+	}
+	return strings.Join(conds, " AND "), args
+}
+
+// stringSet renders as a parenthesised list, the right-hand side of IN.
+func stringSet(values []string) clickhouse.GroupSet {
+	g := clickhouse.GroupSet{Value: make([]any, len(values))}
+	for i, v := range values {
+		g.Value[i] = v
+	}
+	return g
+}
+
+// prefixEnd returns the least string greater than every string with prefix p, so that
+// p <= s < end selects exactly the strings starting with p under ClickHouse's bytewise
+// comparison. ok is false when no such string exists (p is all 0xff bytes).
+func prefixEnd(p string) (end string, ok bool) {
+	b := []byte(p)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1]), true
+		}
+	}
+	return "", false
+}

@@ -1,0 +1,392 @@
+package adapter
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/prometheus/prometheus/storage/remote"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+
+	"github.com/pyramid-metrics/pyramid/schema/schematest"
+)
+
+func TestQueryWindow(t *testing.T) {
+	for _, tc := range []struct {
+		name               string
+		start, end         int64
+		hints              *prompb.ReadHints
+		wantStart, wantEnd int64
+	}{
+		{"no hints", 100, 200, nil, 100, 200},
+		{"hints narrow the window", 100, 200, &prompb.ReadHints{StartMs: 150, EndMs: 180}, 150, 180},
+		{"hints never widen it", 100, 200, &prompb.ReadHints{StartMs: 50, EndMs: 250}, 100, 200},
+		{"zero hints window means none", 100, 200, &prompb.ReadHints{StepMs: 15000}, 100, 200},
+		{"hints starting at 0", -100, 200, &prompb.ReadHints{StartMs: 0, EndMs: 10}, 0, 10},
+		{"disjoint hints give an empty window", 100, 200, &prompb.ReadHints{StartMs: 300, EndMs: 400}, 300, 200},
+	} {
+		mint, maxt := queryWindow(&prompb.Query{StartTimestampMs: tc.start, EndTimestampMs: tc.end, Hints: tc.hints})
+		if mint != tc.wantStart || maxt != tc.wantEnd {
+			t.Errorf("%s: window [%d, %d], want [%d, %d]", tc.name, mint, maxt, tc.wantStart, tc.wantEnd)
+		}
+	}
+}
+
+func TestPrefixEnd(t *testing.T) {
+	for _, tc := range []struct {
+		prefix, want string
+		ok           bool
+	}{
+		{"node_", "node`", true},
+		{"a", "b", true},
+		{"a\xff", "b", true},
+		{"a\xff\xff", "b", true},
+		{"\xff", "", false},
+		{"ü", "\xc3\xbd", true}, // Bytes, not runes: ü is c3 bc.
+	} {
+		got, ok := prefixEnd(tc.prefix)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("prefixEnd(%q) = %q, %v; want %q, %v", tc.prefix, got, ok, tc.want, tc.ok)
+		}
+	}
+	// Every string with the prefix lies in [prefix, end), and none without it does.
+	rng := rand.New(rand.NewPCG(3, 4))
+	alphabet := []byte{0, 'a', 'b', 0xfe, 0xff}
+	randStr := func() string {
+		b := make([]byte, rng.IntN(4))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		return string(b)
+	}
+	for range 20_000 {
+		p, s := randStr(), randStr()
+		if p == "" {
+			continue
+		}
+		end, ok := prefixEnd(p)
+		in := s >= p && (!ok || s < end)
+		if in != strings.HasPrefix(s, p) {
+			t.Fatalf("prefix %q, end %q (%v): %q in range = %v, has prefix = %v", p, end, ok, s, in, !in)
+		}
+	}
+}
+
+func TestSortDedup(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		ts         []int64
+		values     []float64
+		wantTs     []int64
+		wantValues []float64
+	}{
+		{"empty", nil, nil, nil, nil},
+		{"sorted", []int64{1, 2, 3}, []float64{1, 2, 3}, []int64{1, 2, 3}, []float64{1, 2, 3}},
+		{"two parts", []int64{4, 5, 1, 2}, []float64{4, 5, 1, 2}, []int64{1, 2, 4, 5}, []float64{1, 2, 4, 5}},
+		{"retried write", []int64{1, 2, 1, 2}, []float64{1, 2, 1, 2}, []int64{1, 2}, []float64{1, 2}},
+		{"first of equal timestamps wins", []int64{3, 1, 3}, []float64{30, 10, 31}, []int64{1, 3}, []float64{10, 30}},
+	} {
+		ts, values := sortDedup(slices.Clone(tc.ts), slices.Clone(tc.values))
+		if !slices.Equal(ts, tc.wantTs) || !slices.Equal(values, tc.wantValues) {
+			t.Errorf("%s: %v %v, want %v %v", tc.name, ts, values, tc.wantTs, tc.wantValues)
+		}
+	}
+}
+
+func TestNegotiateResponseType(t *testing.T) {
+	S, C := prompb.ReadRequest_SAMPLES, prompb.ReadRequest_STREAMED_XOR_CHUNKS
+	for _, tc := range []struct {
+		accepted []prompb.ReadRequest_ResponseType
+		want     prompb.ReadRequest_ResponseType
+		err      error
+	}{
+		{nil, S, nil}, // Prometheus before 2.55.
+		{[]prompb.ReadRequest_ResponseType{C, S}, C, nil}, // Prometheus 3.
+		{[]prompb.ReadRequest_ResponseType{S, C}, S, nil},
+		{[]prompb.ReadRequest_ResponseType{7, C}, C, nil},
+		{[]prompb.ReadRequest_ResponseType{7}, 0, ErrNotAcceptable},
+	} {
+		got, err := negotiateResponseType(tc.accepted)
+		if got != tc.want || !errors.Is(err, tc.err) {
+			t.Errorf("accepted %v: %v, %v; want %v, %v", tc.accepted, got, err, tc.want, tc.err)
+		}
+	}
+}
+
+// TestBatches checks the batch sizes: a small first batch, then batches sized from the
+// samples per series seen so far.
+func TestBatches(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		series    int
+		perSeries int
+		want      []int
+	}{
+		{"fewer than a first batch", 5, 100, []int{5}},
+		{"short series fill large batches", 5000, 10, []int{8, 2048, 2048, 896}},
+		{"a day at 15s", 1000, 5760, []int{8, 182, 182, 182, 182, 182, 82}},
+		{"series with more than a batch's samples go one by one", 10, 2 << 20, []int{8, 1, 1}},
+		{"empty series count as one sample", 3000, 0, []int{8, 2048, 944}},
+	} {
+		var got []int
+		err := batches(make([]*readSeries, tc.series), func(b []*readSeries) (int, error) {
+			got = append(got, len(b))
+			return len(b) * tc.perSeries, nil
+		})
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("%s: batches %v (%v), want %v", tc.name, got, err, tc.want)
+		}
+	}
+	stop := errors.New("stop")
+	calls := 0
+	if err := batches(make([]*readSeries, 100), func([]*readSeries) (int, error) { calls++; return 0, stop }); !errors.Is(err, stop) || calls != 1 {
+		t.Errorf("an error after %d calls came back as %v; want the first call's error", calls, err)
+	}
+}
+
+// TestFrameWriterMatchesPrometheusReader writes frames and reads them back with
+// Prometheus's own chunked reader, which checks the length prefix and the checksum.
+func TestFrameWriterMatchesPrometheusReader(t *testing.T) {
+	rec := httptest.NewRecorder()
+	fw := &frameWriter{w: rec, flusher: rec}
+	var sent []*prompb.ChunkedReadResponse
+	for i := range 3 {
+		ts := []int64{int64(i), int64(i) + 1000}
+		chunks, err := xorChunks(ts, []float64{1.5, math.Float64frombits(0x7ff0000000000002)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lbls := []prompb.Label{{Name: "__name__", Value: "x"}, {Name: "i", Value: strings.Repeat("v", i*200)}}
+		if err := fw.writeSeries(int64(i%2), lbls, chunks, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, &prompb.ChunkedReadResponse{
+			ChunkedSeries: []*prompb.ChunkedSeries{{Labels: lbls, Chunks: chunks}}, QueryIndex: int64(i % 2),
+		})
+	}
+	if err := fw.writeSeries(0, nil, nil, 1<<20); err != nil { // No samples: no frame.
+		t.Fatal(err)
+	}
+	if ct := rec.Header().Get("Content-Type"); ct != "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	r := remote.NewChunkedReader(bytes.NewReader(rec.Body.Bytes()), 1<<20, nil)
+	for i, want := range sent {
+		var got prompb.ChunkedReadResponse
+		if err := r.NextProto(&got); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if !sameProto(t, &got, want) {
+			t.Errorf("frame %d: got %v, want %v", i, &got, want)
+		}
+	}
+	if _, err := r.Next(); err == nil {
+		t.Error("a frame more than was sent")
+	}
+	// A flipped byte must fail the checksum.
+	b := slices.Clone(rec.Body.Bytes())
+	b[len(b)-1] ^= 1
+	r = remote.NewChunkedReader(bytes.NewReader(b), 1<<20, nil)
+	var err error
+	for err == nil {
+		_, err = r.Next()
+	}
+	if !strings.Contains(err.Error(), "checksum") {
+		t.Errorf("corrupted stream read as %v; want a checksum error", err)
+	}
+}
+
+// FuzzXORChunks encodes arbitrary samples and decodes them with Prometheus's chunk
+// iterator: every timestamp and every value's bits must survive, in chunks of at most 120
+// samples whose min and max times are right.
+func FuzzXORChunks(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 0xf0, 0, 0, 0, 0, 0, 2}, int64(-5))
+	f.Add(bytes.Repeat([]byte{0x40, 0x09, 0x21, 0xfb, 0x54, 0x44, 0x2d, 0x18, 1}, 300), int64(1e12))
+	f.Fuzz(func(t *testing.T, data []byte, start int64) {
+		// Each 9 bytes make a sample: 8 of value bits, 1 of timestamp step (at least 1).
+		var ts []int64
+		var values []float64
+		at := start
+		for len(data) >= 9 {
+			values = append(values, math.Float64frombits(binaryUint64(data[:8])))
+			ts = append(ts, at)
+			at += int64(data[8]) + 1
+			data = data[9:]
+		}
+		if len(ts) > 0 && at < start { // The timestamps wrapped around.
+			return
+		}
+		chunks, err := xorChunks(ts, values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := 0
+		for _, c := range chunks {
+			chk, err := chunkenc.FromData(chunkenc.EncXOR, c.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := chk.NumSamples(); n == 0 || n > samplesPerChunk {
+				t.Fatalf("chunk of %d samples", n)
+			}
+			if c.MinTimeMs != ts[i] || c.MaxTimeMs != ts[i+chk.NumSamples()-1] {
+				t.Fatalf("chunk [%d, %d], samples [%d, %d]", c.MinTimeMs, c.MaxTimeMs, ts[i], ts[i+chk.NumSamples()-1])
+			}
+			it := chk.Iterator(nil)
+			for it.Next() == chunkenc.ValFloat {
+				gotT, gotV := it.At()
+				if gotT != ts[i] || math.Float64bits(gotV) != math.Float64bits(values[i]) {
+					t.Fatalf("sample %d: (%d, %x), want (%d, %x)", i, gotT, math.Float64bits(gotV), ts[i], math.Float64bits(values[i]))
+				}
+				i++
+			}
+			if err := it.Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i != len(ts) {
+			t.Fatalf("decoded %d samples of %d", i, len(ts))
+		}
+	})
+}
+
+// sameProto compares two messages by their encoding, which is deterministic for the
+// generated prompb types and keeps unknown fields.
+func sameProto(t *testing.T, a, b interface{ Marshal() ([]byte, error) }) bool {
+	t.Helper()
+	ra, err := a.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := b.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Equal(ra, rb)
+}
+
+func binaryUint64(b []byte) uint64 {
+	var v uint64
+	for _, x := range b {
+		v = v<<8 | uint64(x)
+	}
+	return v
+}
+
+// FuzzDecodeReadRequest feeds arbitrary bodies to the read decoder: nothing may panic, the
+// decoded size limit holds, and whatever decodes survives a round trip through the encoder.
+func FuzzDecodeReadRequest(f *testing.F) {
+	seed := &prompb.ReadRequest{
+		Queries: []*prompb.Query{{
+			StartTimestampMs: -1, EndTimestampMs: math.MaxInt64,
+			Matchers: []*prompb.LabelMatcher{
+				{Type: prompb.LabelMatcher_RE, Name: "__name__", Value: "(?i)up|"},
+				{Type: prompb.LabelMatcher_NEQ, Name: "job", Value: "a'\"\\\n"},
+			},
+			Hints: &prompb.ReadHints{StepMs: 15000, Func: "rate", RangeMs: 300000, Grouping: []string{"job"}, By: true},
+		}},
+		AcceptedResponseTypes: []prompb.ReadRequest_ResponseType{prompb.ReadRequest_STREAMED_XOR_CHUNKS, prompb.ReadRequest_SAMPLES},
+	}
+	raw, err := seed.Marshal()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(snappy.Encode(nil, raw))
+	f.Add([]byte{})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
+
+	const maxDecoded = 1 << 16
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := decodeReadRequest(body, maxDecoded)
+		if err != nil {
+			if !errors.Is(err, ErrDecode) && !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("error of no known kind: %v", err)
+			}
+			return
+		}
+		if n, _ := snappy.DecodedLen(body); n > maxDecoded {
+			t.Fatalf("decoded %d bytes past the limit of %d", n, maxDecoded)
+		}
+		// The generated encoder writes a negative response type (which no client sends
+		// and negotiation skips) as zero bytes, so the round trip leaves them out.
+		req.AcceptedResponseTypes = slices.DeleteFunc(req.AcceptedResponseTypes, func(t prompb.ReadRequest_ResponseType) bool { return t < 0 })
+		raw, err := req.Marshal()
+		if err != nil {
+			t.Fatalf("re-encode a decoded request: %v", err)
+		}
+		again, err := decodeReadRequest(snappy.Encode(nil, raw), math.MaxInt64)
+		if err != nil {
+			t.Fatalf("decode a re-encoded request: %v", err)
+		}
+		if !sameProto(t, again, req) {
+			t.Fatalf("round trip changed the request:\n%v\n%v", req, again)
+		}
+		// Compiling the matchers must not panic whatever they hold.
+		for _, q := range req.Queries {
+			_, _ = newSelector(q.Matchers)
+			queryWindow(q)
+		}
+	})
+}
+
+// FuzzQuoteRoundTrip sends arbitrary label values through the same argument binding that
+// the series query uses, to the real ClickHouse: a value must come back byte for byte, and
+// an equality matcher on it must select exactly the series that has it, whatever quotes,
+// backslashes, control bytes or UTF-8 it holds.
+func FuzzQuoteRoundTrip(f *testing.F) {
+	for _, s := range []string{"", "x", "'", `\`, `\'`, `'; DROP TABLE x; --`, "a\x00b", "line\nbreak\r\t", "ü😀", "\xff\xfe", "?", "{p:String}", "$1", "%s"} {
+		f.Add(s)
+	}
+	conn := schematest.Conn(f)
+	db := schematest.Database(f, conn, 0).Database
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, v string) {
+		var back string
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT ?, length(?)", v, v).Scan(&back, &n); err != nil {
+			t.Fatalf("SELECT %q: %v", v, err)
+		}
+		if back != v || n != uint64(len(v)) {
+			t.Fatalf("sent %q (%d bytes), got back %q (%d bytes)", v, len(v), back, n)
+		}
+		if v == "" {
+			return
+		}
+		// One series per input, told apart by a fingerprint of its own.
+		fp := rand.Uint64()
+		row := SeriesRow{Fingerprint: fp, Target: 1, MetricName: "fuzz", Names: []string{"__name__", "v"}, Values: []string{"fuzz", v}, LastSeen: 1}
+		if err := InsertSeries(ctx, conn, db, []SeriesRow{row}); err != nil {
+			t.Fatal(err)
+		}
+		sel, err := newSelector([]*prompb.LabelMatcher{
+			{Type: prompb.LabelMatcher_EQ, Name: "__name__", Value: "fuzz"},
+			{Type: prompb.LabelMatcher_EQ, Name: "v", Value: v},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		series, err := selectSeries(ctx, conn, db, sel, 0, 1, 1<<20)
+		if err != nil {
+			t.Fatalf("select v=%q: %v", v, err)
+		}
+		found := false
+		for _, s := range series {
+			if s.labels.Get("v") != v {
+				t.Fatalf("v=%q selected a series with v=%q", v, s.labels.Get("v"))
+			}
+			found = found || s.fingerprint == fp
+		}
+		if !found {
+			t.Fatalf("v=%q did not select its own series (%v)", v, labels.FromStrings("v", v))
+		}
+	})
+}

@@ -1,0 +1,268 @@
+package adapter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/prometheus/prompb"
+)
+
+// Batches of series whose samples are fetched with one ClickHouse query. The first batch
+// is small because nothing is known yet about how many samples a series has in the
+// window; later ones are sized to hold about readBatchSamples samples, which bounds the
+// memory of a streamed response whatever the query's size.
+const (
+	readFirstBatch   = 8
+	readMaxBatch     = 2048
+	readBatchSamples = 1 << 20
+)
+
+// readPlan is one query of a request, its series already selected.
+type readPlan struct {
+	mint, maxt int64
+	series     []*readSeries
+}
+
+// handleRead serves POST /api/v1/read: remote read, answered in SAMPLES or
+// STREAMED_XOR_CHUNKS as the client prefers.
+func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	defer func() { s.m.requestDuration.WithLabelValues("read").Observe(time.Since(start).Seconds()) }()
+	streaming, err := s.read(w, r)
+	switch {
+	case err == nil:
+		s.m.requests.WithLabelValues("read", "200").Inc()
+	case !streaming:
+		s.respond(w, r, "read", err)
+	default:
+		// The status line went out with the first frame. Ending the stream cleanly would
+		// look like a complete answer, so the connection is torn down instead: the client
+		// sees a broken stream, never a silently shortened one.
+		s.m.requests.WithLabelValues("read", "aborted").Inc()
+		s.logger.Error("remote read aborted mid-stream", "remote", r.RemoteAddr, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// read answers one request. streaming reports whether the response had begun when err
+// happened; until then nothing has been written and err can still become a status code.
+func (s *Server) read(w http.ResponseWriter, r *http.Request) (streaming bool, err error) {
+	if r.Method != http.MethodPost {
+		return false, fmt.Errorf("%w: %s", ErrMethodNotAllowed, r.Method)
+	}
+	if err := checkReadHeaders(r.Header); err != nil {
+		return false, err
+	}
+	if !s.schemaReady.Load() {
+		return false, ErrNotReady
+	}
+	release, err := s.acquireReadSlot(r.Context())
+	if err != nil {
+		return false, err
+	}
+	defer release()
+
+	body, err := readBody(r, s.cfg.MaxRequestBytes)
+	if err != nil {
+		return false, err
+	}
+	req, err := decodeReadRequest(body, s.cfg.MaxDecodedBytes)
+	if err != nil {
+		return false, err
+	}
+	respType, err := negotiateResponseType(req.AcceptedResponseTypes)
+	if err != nil {
+		return false, err
+	}
+
+	// Every query's series are selected before anything is sent, so that bad matchers,
+	// the series limit and an unreachable ClickHouse are all reported as a status code.
+	plans := make([]readPlan, len(req.Queries))
+	for i, q := range req.Queries {
+		sel, err := newSelector(q.Matchers)
+		if err != nil {
+			return false, fmt.Errorf("query %d: %w", i, err)
+		}
+		mint, maxt := queryWindow(q)
+		plans[i] = readPlan{mint: mint, maxt: maxt}
+		if mint > maxt {
+			continue
+		}
+		series, err := selectSeries(r.Context(), s.conn, s.cfg.Database, sel, mint, maxt, s.cfg.ReadMaxSeries)
+		if err != nil {
+			return false, fmt.Errorf("query %d: %w", i, s.readError(err))
+		}
+		plans[i].series = series
+	}
+
+	if respType == prompb.ReadRequest_STREAMED_XOR_CHUNKS {
+		return s.streamChunks(r.Context(), w, plans)
+	}
+	return false, s.writeSamples(r.Context(), w, plans)
+}
+
+// acquireReadSlot waits up to ReadQueueWait for one of ReadMaxConcurrent read slots.
+func (s *Server) acquireReadSlot(ctx context.Context) (release func(), err error) {
+	release = func() { <-s.readSlots }
+	select {
+	case s.readSlots <- struct{}{}:
+		return release, nil
+	default:
+	}
+	timer := time.NewTimer(s.cfg.ReadQueueWait)
+	defer timer.Stop()
+	select {
+	case s.readSlots <- struct{}{}:
+		return release, nil
+	case <-timer.C:
+		return nil, fmt.Errorf("%w: all %d read slots stayed busy for %s", ErrTooManyReads, s.cfg.ReadMaxConcurrent, s.cfg.ReadQueueWait)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for a read slot: %w", context.Cause(ctx))
+	}
+}
+
+// queryWindow is the time range to read for q: the query's own, narrowed to the hints'
+// window when the client sent one. Prometheus sets the query's range to cover every
+// selector of a PromQL expression and the hints to the range this selector needs, which is
+// also what its own TSDB reads.
+func queryWindow(q *prompb.Query) (mint, maxt int64) {
+	mint, maxt = q.StartTimestampMs, q.EndTimestampMs
+	if h := q.Hints; h != nil && (h.StartMs != 0 || h.EndMs != 0) {
+		mint, maxt = max(mint, h.StartMs), min(maxt, h.EndMs)
+	}
+	return mint, maxt
+}
+
+// batches calls fn for consecutive batches of series, sized as the comment on
+// readBatchSamples says, and stops at fn's first error. fn returns how many samples its
+// batch held.
+func batches(series []*readSeries, fn func(batch []*readSeries) (int, error)) error {
+	size := readFirstBatch
+	for lo := 0; lo < len(series); {
+		hi := min(lo+size, len(series))
+		n, err := fn(series[lo:hi])
+		if err != nil {
+			return err
+		}
+		perSeries := max(1, n/(hi-lo))
+		size = min(readMaxBatch, max(1, readBatchSamples/perSeries))
+		lo = hi
+	}
+	return nil
+}
+
+// fetch fills in the samples of batch, charging them against *left, the query's
+// remaining sample budget.
+func (s *Server) fetch(ctx context.Context, p *readPlan, batch []*readSeries, left *int) (int, error) {
+	n, err := fetchSamples(ctx, s.conn, s.cfg.Database, batch, p.mint, p.maxt, *left)
+	if errors.Is(err, errSampleBudget) {
+		return n, &LimitError{Limit: "samples per query", Max: s.cfg.ReadMaxSamples}
+	}
+	if err != nil {
+		return n, s.readError(err)
+	}
+	*left -= n
+	s.m.readSamples.Add(float64(n))
+	return n, nil
+}
+
+// writeSamples answers with one snappy-compressed ReadResponse holding every query's
+// result. Series without samples in the window are left out, as Prometheus's TSDB leaves
+// them out.
+func (s *Server) writeSamples(ctx context.Context, w http.ResponseWriter, plans []readPlan) error {
+	resp := &prompb.ReadResponse{Results: make([]*prompb.QueryResult, len(plans))}
+	for i := range plans {
+		p := &plans[i]
+		result := &prompb.QueryResult{}
+		left := s.cfg.ReadMaxSamples
+		err := batches(p.series, func(batch []*readSeries) (int, error) {
+			n, err := s.fetch(ctx, p, batch, &left)
+			if err != nil {
+				return n, err
+			}
+			for _, rs := range batch {
+				if len(rs.ts) == 0 {
+					continue
+				}
+				result.Timeseries = append(result.Timeseries, &prompb.TimeSeries{
+					Labels: toLabels(rs), Samples: toSamples(rs.ts, rs.values),
+				})
+				rs.ts, rs.values = nil, nil // The protobuf copy is all that is needed now.
+			}
+			return n, nil
+		})
+		if err != nil {
+			return fmt.Errorf("query %d: %w", i, err)
+		}
+		s.m.readSeries.Add(float64(len(result.Timeseries)))
+		resp.Results[i] = result
+	}
+	body, err := encodeReadResponse(resp)
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", contentTypeSamples)
+	h.Set("Content-Encoding", "snappy")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	if _, err := w.Write(body); err != nil {
+		s.logger.Debug("remote read client went away", "bytes", len(body), "err", err)
+	}
+	return nil
+}
+
+// streamChunks answers with STREAMED_XOR_CHUNKS frames: for each query in order, its
+// series in label order, one series per frame. The status line goes out with the first
+// frame, so a failure before it (such as a limit passed by the first batch) still becomes
+// a status code.
+func (s *Server) streamChunks(ctx context.Context, w http.ResponseWriter, plans []readPlan) (streaming bool, err error) {
+	flusher, _ := w.(http.Flusher)
+	fw := &frameWriter{w: w, flusher: flusher}
+	for i := range plans {
+		p := &plans[i]
+		left := s.cfg.ReadMaxSamples
+		sent := 0
+		err := batches(p.series, func(batch []*readSeries) (int, error) {
+			n, err := s.fetch(ctx, p, batch, &left)
+			if err != nil {
+				return n, err
+			}
+			for _, rs := range batch {
+				chunks, err := xorChunks(rs.ts, rs.values)
+				if err != nil {
+					return n, err
+				}
+				rs.ts, rs.values = nil, nil
+				if err := fw.writeSeries(int64(i), toLabels(rs), chunks, s.cfg.ReadMaxFrameBytes); err != nil {
+					return n, err
+				}
+				if len(chunks) > 0 {
+					sent++
+				}
+			}
+			return n, nil
+		})
+		if err != nil {
+			return fw.started, fmt.Errorf("query %d: %w", i, err)
+		}
+		s.m.readSeries.Add(float64(sent))
+	}
+	// A request whose queries selected nothing still gets a valid, empty stream.
+	fw.start()
+	return true, nil
+}
+
+// readError marks a ClickHouse failure as unavailability (503 with Retry-After), unless
+// the request was cancelled or it is a limit, which keep their own meaning.
+func (s *Server) readError(err error) error {
+	var lerr *LimitError
+	if errors.As(err, &lerr) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+}

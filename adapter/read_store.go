@@ -1,0 +1,178 @@
+package adapter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/pyramid-metrics/pyramid/schema"
+)
+
+// readSeries is one series a read selected, and once fetched, its samples: strictly
+// increasing timestamps, one sample per timestamp.
+type readSeries struct {
+	fingerprint, target uint64
+	labels              labels.Labels
+	ts                  []int64
+	values              []float64
+}
+
+// selectSeries returns the series that sel selects and that may hold samples in
+// [mint, maxt], sorted by labels as Prometheus sorts them. The catalogue records first and
+// last sample times only to the hour (see seriesCache), so the window is widened by an hour
+// on each side; a series with no sample in the window then simply has none to return.
+// More than maxSeries matching series is a *LimitError, found without holding more than
+// maxSeries of them: rows the prefilter lets through but the matchers reject are dropped
+// as they arrive.
+func selectSeries(ctx context.Context, conn driver.Conn, db string, sel *selector, mint, maxt int64, maxSeries int) ([]*readSeries, error) {
+	where, args := sel.prefilter()
+	query := "SELECT fingerprint, any(target), any(label_names), any(label_values) FROM " + db + "." + schema.TableSeries +
+		" WHERE " + where +
+		" GROUP BY fingerprint HAVING minMerge(first_seen) <= ? AND maxMerge(last_seen) >= ?"
+	args = append(args, saturatingAdd(maxt, hourMillis), saturatingAdd(mint, -hourMillis))
+	rows, err := conn.Query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query series: %w", err)
+	}
+	defer rows.Close()
+
+	var (
+		out           []*readSeries
+		names, values []string
+		b             labels.ScratchBuilder
+	)
+	for rows.Next() {
+		var fp, target uint64
+		if err := rows.Scan(&fp, &target, &names, &values); err != nil {
+			return nil, fmt.Errorf("scan series row %d: %w", len(out), err)
+		}
+		if len(names) != len(values) || !sel.matches(names, values) {
+			continue
+		}
+		if len(out) == maxSeries {
+			return nil, &LimitError{Limit: "series per query", Max: maxSeries}
+		}
+		b.Reset()
+		for i := range names {
+			b.Add(names[i], values[i])
+		}
+		b.Sort()
+		out = append(out, &readSeries{fingerprint: fp, target: target, labels: b.Labels()})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read series after %d rows: %w", len(out), err)
+	}
+	slices.SortFunc(out, func(a, b *readSeries) int { return labels.Compare(a.labels, b.labels) })
+	return out, nil
+}
+
+// fetchSamples fills in the samples of batch in [mint, maxt] and returns how many there
+// are. It stops with a *LimitError as soon as they pass budget. The rows of a series come
+// grouped into two arrays by ClickHouse, which costs far less to read than a row per sample;
+// sorting and removing duplicates (a retried write that the table has not merged yet)
+// happen here.
+func fetchSamples(ctx context.Context, conn driver.Conn, db string, batch []*readSeries, mint, maxt int64, budget int) (int, error) {
+	if len(batch) == 0 {
+		return 0, nil
+	}
+	byFP := make(map[uint64]*readSeries, len(batch))
+	fps := clickhouse.GroupSet{Value: make([]any, 0, len(batch))}
+	targets := clickhouse.GroupSet{}
+	seenTarget := make(map[uint64]bool)
+	for _, s := range batch {
+		byFP[s.fingerprint] = s
+		fps.Value = append(fps.Value, s.fingerprint)
+		if !seenTarget[s.target] {
+			seenTarget[s.target] = true
+			targets.Value = append(targets.Value, s.target)
+		}
+	}
+	// target leads the table's sorting key, so naming the targets lets ClickHouse skip to
+	// their granules; the ts bounds prune day partitions and granules within a series.
+	query := "SELECT fingerprint, groupArray(ts), groupArray(value) FROM " + db + "." + schema.TableSamples +
+		" WHERE target IN ? AND fingerprint IN ? AND ts >= ? AND ts <= ? GROUP BY fingerprint"
+	rows, err := conn.Query(ctx, query, targets, fps, mint, maxt)
+	if err != nil {
+		return 0, fmt.Errorf("query samples of %d series: %w", len(batch), err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var (
+			fp     uint64
+			ts     []int64
+			values []float64
+		)
+		if err := rows.Scan(&fp, &ts, &values); err != nil {
+			return n, fmt.Errorf("scan samples of %d series: %w", len(batch), err)
+		}
+		s, ok := byFP[fp]
+		if !ok || len(ts) != len(values) {
+			return n, fmt.Errorf("read samples of %d series: unexpected row for fingerprint %d", len(batch), fp)
+		}
+		s.ts, s.values = sortDedup(ts, values)
+		n += len(s.ts)
+		if n > budget {
+			return n, errSampleBudget
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return n, fmt.Errorf("read samples of %d series: %w", len(batch), err)
+	}
+	return n, nil
+}
+
+// errSampleBudget tells fetchSamples's caller that the query's sample limit was passed;
+// the caller knows the limit and turns it into a *LimitError.
+var errSampleBudget = errors.New("sample budget exhausted")
+
+// sortDedup orders samples by timestamp and keeps the first of each run of equal
+// timestamps. It reorders ts and values in place and returns them shortened. The rows of a
+// series arrive as a few runs already in order (one per data part), so the common case is
+// a check that finds them sorted.
+func sortDedup(ts []int64, values []float64) ([]int64, []float64) {
+	if !slices.IsSorted(ts) {
+		sort.Stable(samplesByTime{ts, values})
+	}
+	out := 0
+	for i := range ts {
+		if i > 0 && ts[i] == ts[out-1] {
+			continue
+		}
+		ts[out], values[out] = ts[i], values[i]
+		out++
+	}
+	return ts[:out], values[:out]
+}
+
+// samplesByTime sorts two parallel slices by the first.
+type samplesByTime struct {
+	ts     []int64
+	values []float64
+}
+
+func (s samplesByTime) Len() int           { return len(s.ts) }
+func (s samplesByTime) Less(i, j int) bool { return s.ts[i] < s.ts[j] }
+func (s samplesByTime) Swap(i, j int) {
+	s.ts[i], s.ts[j] = s.ts[j], s.ts[i]
+	s.values[i], s.values[j] = s.values[j], s.values[i]
+}
+
+// saturatingAdd returns a+b clamped to the int64 range; query bounds such as Prometheus's
+// "no end" (close to math.MaxInt64) must not wrap around when widened.
+func saturatingAdd(a, b int64) int64 {
+	switch {
+	case b > 0 && a > math.MaxInt64-b:
+		return math.MaxInt64
+	case b < 0 && a < math.MinInt64-b:
+		return math.MinInt64
+	}
+	return a + b
+}
