@@ -7,6 +7,8 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/pyramid-metrics/pyramid/schema"
 )
 
 // selector is one remote-read query's label matchers. Prometheus's own labels.Matcher
@@ -77,46 +79,82 @@ func (s *selector) matches(names, values []string) bool {
 // The expression label_values[indexOf(label_names, name)] is the label's value, or "" when
 // the series lacks the label (ClickHouse answers a default for index 0), which is exactly
 // Prometheus's view of an absent label. pyramid never stores empty label values.
-func (s *selector) prefilter() (string, []any) {
+//
+// Without a metric name to narrow by (the series table's sort key), the first matcher on
+// another label that cannot match "" is also looked up in the label index, so that
+// {job="api"} reads that label's key range rather than deciding on every series.
+func (s *selector) prefilter(db string) (string, []any) {
 	var (
 		conds []string
 		args  []any
 	)
+	named := false
+	for _, m := range s.matchers {
+		if m.Name == labels.MetricName && (m.Type == labels.MatchEqual || m.Type == labels.MatchRegexp && len(m.SetMatches()) > 0) {
+			named = true
+		}
+	}
 	for _, m := range s.matchers {
 		col, colArgs := "metric_name", []any(nil)
 		if m.Name != labels.MetricName {
 			col, colArgs = "label_values[indexOf(label_names, ?)]", []any{m.Name}
 		}
-		add := func(cond string, condArgs ...any) {
-			conds = append(conds, cond)
-			args = append(append(args, colArgs...), condArgs...)
+		vcs := valueConditions(m)
+		for _, vc := range vcs {
+			conds = append(conds, col+vc.sql)
+			args = append(append(args, colArgs...), vc.arg)
 		}
-		switch m.Type {
-		case labels.MatchEqual:
-			add(col+" = ?", m.Value)
-		case labels.MatchNotEqual:
-			add(col+" != ?", m.Value)
-		case labels.MatchRegexp:
-			if set := m.SetMatches(); len(set) > 0 {
-				add(col+" IN ?", stringSet(set))
-			} else if p := m.Prefix(); p != "" {
-				if hi, ok := prefixEnd(p); ok {
-					add(col+" >= ?", p)
-					add(col+" < ?", hi)
-				} else {
-					add(col+" >= ?", p)
-				}
+		// Equality, a literal set or a prefix that excludes "" means the series has the
+		// label with one of these values, which the index answers.
+		if !named && len(vcs) > 0 && m.Name != labels.MetricName && !m.Matches("") &&
+			(m.Type == labels.MatchEqual || m.Type == labels.MatchRegexp) {
+			named = true // One index lookup is enough.
+			sub := "SELECT fingerprint FROM " + db + "." + schema.TableSeriesLabels + " WHERE name = ?"
+			args = append(args, m.Name)
+			for _, vc := range vcs {
+				sub += " AND value" + vc.sql
+				args = append(args, vc.arg)
 			}
-		case labels.MatchNotRegexp:
-			if set := m.SetMatches(); len(set) > 0 {
-				add(col+" NOT IN ?", stringSet(set))
-			}
+			conds = append(conds, "fingerprint IN ("+sub+")")
 		}
 	}
 	if len(conds) == 0 {
 		return "1", nil
 	}
 	return strings.Join(conds, " AND "), args
+}
+
+// valueCondition is a condition on a label value: sql follows the value's expression and
+// holds one placeholder, for arg.
+type valueCondition struct {
+	sql string
+	arg any
+}
+
+// valueConditions returns what m proves about a selected series' value of m.Name, as exact
+// string comparisons; nothing for a regex without a literal set or prefix.
+func valueConditions(m *labels.Matcher) []valueCondition {
+	switch m.Type {
+	case labels.MatchEqual:
+		return []valueCondition{{" = ?", m.Value}}
+	case labels.MatchNotEqual:
+		return []valueCondition{{" != ?", m.Value}}
+	case labels.MatchRegexp:
+		if set := m.SetMatches(); len(set) > 0 {
+			return []valueCondition{{" IN ?", stringSet(set)}}
+		}
+		if p := m.Prefix(); p != "" {
+			if hi, ok := prefixEnd(p); ok {
+				return []valueCondition{{" >= ?", p}, {" < ?", hi}}
+			}
+			return []valueCondition{{" >= ?", p}}
+		}
+	case labels.MatchNotRegexp:
+		if set := m.SetMatches(); len(set) > 0 {
+			return []valueCondition{{" NOT IN ?", stringSet(set)}}
+		}
+	}
+	return nil
 }
 
 // stringSet renders as a parenthesised list, the right-hand side of IN.

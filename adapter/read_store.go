@@ -32,7 +32,7 @@ type readSeries struct {
 // maxSeries of them: rows the prefilter lets through but the matchers reject are dropped
 // as they arrive.
 func selectSeries(ctx context.Context, conn driver.Conn, db string, sel *selector, mint, maxt int64, maxSeries int) ([]*readSeries, error) {
-	where, args := sel.prefilter()
+	where, args := sel.prefilter(db)
 	query := "SELECT fingerprint, any(target), any(label_names), any(label_values) FROM " + db + "." + schema.TableSeries +
 		" WHERE " + where +
 		" GROUP BY fingerprint HAVING minMerge(first_seen) <= ? AND maxMerge(last_seen) >= ?"

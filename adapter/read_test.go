@@ -168,6 +168,9 @@ func TestReadMatcherSemantics(t *testing.T) {
 		{[]string{`__name__="m"`, `b="x"`, `a=""`}, []string{"noa"}},
 		{[]string{`id="upper"`}, []string{"upper"}}, // No metric name matcher at all.
 		{[]string{`a=~"x"`, `id=~"t.*|u.*"`}, []string{"total", "upper"}},
+		{[]string{`id=~"n.*"`}, []string{"newline", "noa"}},                       // The label index, by prefix.
+		{[]string{`a=~"(?i)x"`, `id!="X"`}, []string{"total", "upper", "x"}},      // No index: no literal.
+		{[]string{`b=~"x|"`, `id=~"noa|x|upper"`}, []string{"noa", "upper", "x"}}, // b absent or "x".
 	} {
 		name := strings.Join(tc.matchers, ",")
 		q := &prompb.Query{StartTimestampMs: 0, EndTimestampMs: 10_000}
