@@ -2,6 +2,7 @@ package adapter
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -19,12 +20,35 @@ import (
 // ignores a leading (?i) on 18.16, is never used.
 type selector struct {
 	matchers []*labels.Matcher
+	// v2 is parallel to matchers: for the regex matchers of a Prometheus 2.x client, the
+	// regex as 2.x compiles it, which decides instead of the matcher (see regexDialect).
+	v2 []*regexp.Regexp
+}
+
+// regexDialect says how a client's Prometheus compiles a regex matcher. Prometheus 2.x
+// anchors it as ^(?:re)$, where . does not match a newline; 3.x as ^(?s:re)$, where it
+// does. The request does not say which the client means, but its User-Agent does, and a
+// Prometheus reading through pyramid must get what its own TSDB would give.
+type regexDialect int
+
+const (
+	regexPrometheus3 regexDialect = iota
+	regexPrometheus2
+)
+
+// regexDialectOf returns the dialect of a client by its User-Agent: Prometheus/2.x gets
+// 2.x semantics, every other client (Prometheus 3 included) 3.x semantics.
+func regexDialectOf(userAgent string) regexDialect {
+	if strings.HasPrefix(userAgent, "Prometheus/2.") {
+		return regexPrometheus2
+	}
+	return regexPrometheus3
 }
 
 // newSelector compiles the matchers of a remote-read query. A regex that does not compile
 // is the client's error (ErrInvalidQuery) and names the matcher.
-func newSelector(pms []*prompb.LabelMatcher) (*selector, error) {
-	s := &selector{matchers: make([]*labels.Matcher, 0, len(pms))}
+func newSelector(pms []*prompb.LabelMatcher, dialect regexDialect) (*selector, error) {
+	s := &selector{matchers: make([]*labels.Matcher, 0, len(pms)), v2: make([]*regexp.Regexp, 0, len(pms))}
 	for _, pm := range pms {
 		if pm == nil {
 			return nil, fmt.Errorf("%w: empty matcher", ErrInvalidQuery)
@@ -46,7 +70,16 @@ func newSelector(pms []*prompb.LabelMatcher) (*selector, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: matcher %s%s%q: %v", ErrInvalidQuery, pm.Name, t, pm.Value, err)
 		}
+		var re *regexp.Regexp
+		if dialect == regexPrometheus2 && (t == labels.MatchRegexp || t == labels.MatchNotRegexp) {
+			// Both dialects parse the same syntax; only the dot differs. The literal sets
+			// and prefixes the prefilter takes from m hold in both.
+			if re, err = regexp.Compile("^(?:" + pm.Value + ")$"); err != nil {
+				return nil, fmt.Errorf("%w: matcher %s%s%q: %v", ErrInvalidQuery, pm.Name, t, pm.Value, err)
+			}
+		}
 		s.matchers = append(s.matchers, m)
+		s.v2 = append(s.v2, re)
 	}
 	return s, nil
 }
@@ -54,7 +87,7 @@ func newSelector(pms []*prompb.LabelMatcher) (*selector, error) {
 // matches reports whether the series with these labels is selected. names and values are
 // parallel; a label that is absent has the value "", as in Prometheus.
 func (s *selector) matches(names, values []string) bool {
-	for _, m := range s.matchers {
+	for j, m := range s.matchers {
 		v := ""
 		for i, n := range names {
 			if n == m.Name {
@@ -62,7 +95,13 @@ func (s *selector) matches(names, values []string) bool {
 				break
 			}
 		}
-		if !m.Matches(v) {
+		ok := false
+		if re := s.v2[j]; re != nil {
+			ok = re.MatchString(v) == (m.Type == labels.MatchRegexp)
+		} else {
+			ok = m.Matches(v)
+		}
+		if !ok {
 			return false
 		}
 	}

@@ -332,7 +332,8 @@ func FuzzDecodeReadRequest(f *testing.F) {
 		}
 		// Compiling the matchers must not panic whatever they hold.
 		for _, q := range req.Queries {
-			_, _ = newSelector(q.Matchers)
+			_, _ = newSelector(q.Matchers, regexPrometheus3)
+			_, _ = newSelector(q.Matchers, regexPrometheus2)
 			queryWindow(q)
 		}
 	})
@@ -370,7 +371,7 @@ func FuzzQuoteRoundTrip(f *testing.F) {
 		sel, err := newSelector([]*prompb.LabelMatcher{
 			{Type: prompb.LabelMatcher_EQ, Name: "__name__", Value: "fuzz"},
 			{Type: prompb.LabelMatcher_EQ, Name: "v", Value: v},
-		})
+		}, regexPrometheus3)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -82,8 +82,9 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request) (streaming bool, e
 	// Every query's series are selected before anything is sent, so that bad matchers,
 	// the series limit and an unreachable ClickHouse are all reported as a status code.
 	plans := make([]readPlan, len(req.Queries))
+	dialect := regexDialectOf(r.UserAgent())
 	for i, q := range req.Queries {
-		sel, err := newSelector(q.Matchers)
+		sel, err := newSelector(q.Matchers, dialect)
 		if err != nil {
 			return false, fmt.Errorf("query %d: %w", i, err)
 		}

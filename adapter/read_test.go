@@ -31,7 +31,7 @@ import (
 
 // readHTTP sends a remote-read request as Prometheus 2.x does (no accepted response types,
 // so SAMPLES) and returns the status, the decoded response on 200 and the body otherwise.
-func (s *testServer) readHTTP(t testing.TB, req *prompb.ReadRequest) (int, *prompb.ReadResponse, string) {
+func (s *testServer) readHTTP(t testing.TB, req *prompb.ReadRequest, kv ...string) (int, *prompb.ReadResponse, string) {
 	t.Helper()
 	raw, err := req.Marshal()
 	if err != nil {
@@ -44,6 +44,9 @@ func (s *testServer) readHTTP(t testing.TB, req *prompb.ReadRequest) (int, *prom
 	hreq.Header.Set("Content-Encoding", "snappy")
 	hreq.Header.Set("Content-Type", "application/x-protobuf")
 	hreq.Header.Set("X-Prometheus-Remote-Read-Version", "0.1.0")
+	for i := 0; i+1 < len(kv); i += 2 {
+		hreq.Header.Set(kv[i], kv[i+1])
+	}
 	resp, err := http.DefaultClient.Do(hreq)
 	if err != nil {
 		t.Fatal(err)
@@ -126,58 +129,72 @@ func TestReadMatcherSemantics(t *testing.T) {
 	for _, tc := range []struct {
 		matchers []string
 		want     []string
+		// userAgent is the client's; Prometheus 2.x's regex dot does not match "\n".
+		userAgent string
 	}{
-		{[]string{`__name__="m"`}, allM},
-		{[]string{`__name__=~"m"`}, allM}, // Anchored: not m_total.
-		{[]string{`__name__=~"m.*"`}, append(slices.Clone(allM), "total")},
-		{[]string{`__name__=~"m_.+|M"`}, []string{"total", "upper"}},
-		{[]string{`__name__=~"(?i)M"`}, append(slices.Clone(allM), "upper")},
-		{[]string{`__name__!~"m|M"`, `a="x"`}, []string{"total"}},
-		{[]string{`__name__="m"`, `a="x"`}, []string{"x"}},
-		{[]string{`__name__="m"`, `a=~"x"`}, []string{"x"}}, // Not xy or yx: anchored both ends.
-		{[]string{`__name__="m"`, `a=~"x|"`}, []string{"empty", "noa", "x"}},
-		{[]string{`__name__="m"`, `a=~"|x"`}, []string{"empty", "noa", "x"}},
-		{[]string{`__name__="m"`, `a=~"(?i)x"`}, []string{"X", "x"}},
-		{[]string{`__name__="m"`, `a=~"(?i)X.*"`}, []string{"X", "x", "xy"}},
-		{[]string{`__name__="m"`, `a=~"(?i:Y)x"`}, []string{"yx"}},
-		{[]string{`__name__="m"`, `a=~"(?i:Y)X"`}, nil}, // The flag covers only its group.
-		{[]string{`__name__="m"`, `a=~"x.*"`}, []string{"x", "xy"}},
-		{[]string{`__name__="m"`, `a=~".*x"`}, []string{"x", "yx"}},
-		{[]string{`__name__="m"`, `a=~"x|xy"`}, []string{"x", "xy"}},
-		{[]string{`__name__="m"`, `a!~"x|xy"`}, without("x", "xy")},
-		{[]string{`__name__="m"`, `a!~"x"`}, without("x")},
-		{[]string{`__name__="m"`, `a!~".*x.*"`}, []string{"X", "empty", "newline", "noa", "quote", "utf8"}},
-		{[]string{`__name__="m"`, `a!="x"`}, without("x")},
-		{[]string{`__name__="m"`, `a=""`}, []string{"empty", "noa"}},
-		{[]string{`__name__="m"`, `a!=""`}, without("empty", "noa")},
-		{[]string{`__name__="m"`, `a=~".*"`}, allM},
-		{[]string{`__name__="m"`, `a=~".+"`}, without("empty", "noa")},
-		{[]string{`__name__="m"`, `a!~".+"`}, []string{"empty", "noa"}},
-		{[]string{`__name__="m"`, `zz=~"x|"`}, allM}, // No series has zz, and "" matches.
-		{[]string{`__name__="m"`, `zz="x"`}, nil},
-		{[]string{`__name__="m"`, `a="q\"u'o\\te"`}, []string{"quote"}},
-		{[]string{`__name__="m"`, `a=~"q\"u'o\\\\te"`}, []string{"quote"}},
-		{[]string{`__name__="m"`, `a="x' OR '1'='1"`}, nil},
-		{[]string{`__name__="m"`, `a="x\\' OR 1=1 --"`}, nil},
-		{[]string{`__name__="m"`, `a="line\nbreak"`}, []string{"newline"}},
-		{[]string{`__name__="m"`, `a=~"line.break"`}, []string{"newline"}}, // Prometheus 3: . matches \n.
-		{[]string{`__name__="m"`, `a=~"ü.*😀"`}, []string{"utf8"}},
-		{[]string{`__name__="m"`, `a=~"[^x]+"`}, []string{"X", "newline", "quote", "utf8"}},
-		{[]string{`__name__="m"`, `a=~"x"`, `a!~"xy"`}, []string{"x"}},
-		{[]string{`__name__="m"`, `a=~"x.*"`, `a!~"xy"`}, []string{"x"}},
-		{[]string{`__name__="m"`, `b="x"`, `a=""`}, []string{"noa"}},
-		{[]string{`id="upper"`}, []string{"upper"}}, // No metric name matcher at all.
-		{[]string{`a=~"x"`, `id=~"t.*|u.*"`}, []string{"total", "upper"}},
-		{[]string{`id=~"n.*"`}, []string{"newline", "noa"}},                       // The label index, by prefix.
-		{[]string{`a=~"(?i)x"`, `id!="X"`}, []string{"total", "upper", "x"}},      // No index: no literal.
-		{[]string{`b=~"x|"`, `id=~"noa|x|upper"`}, []string{"noa", "upper", "x"}}, // b absent or "x".
+		{[]string{`__name__="m"`}, allM, ""},
+		{[]string{`__name__=~"m"`}, allM, ""}, // Anchored: not m_total.
+		{[]string{`__name__=~"m.*"`}, append(slices.Clone(allM), "total"), ""},
+		{[]string{`__name__=~"m_.+|M"`}, []string{"total", "upper"}, ""},
+		{[]string{`__name__=~"(?i)M"`}, append(slices.Clone(allM), "upper"), ""},
+		{[]string{`__name__!~"m|M"`, `a="x"`}, []string{"total"}, ""},
+		{[]string{`__name__="m"`, `a="x"`}, []string{"x"}, ""},
+		{[]string{`__name__="m"`, `a=~"x"`}, []string{"x"}, ""}, // Not xy or yx: anchored both ends.
+		{[]string{`__name__="m"`, `a=~"x|"`}, []string{"empty", "noa", "x"}, ""},
+		{[]string{`__name__="m"`, `a=~"|x"`}, []string{"empty", "noa", "x"}, ""},
+		{[]string{`__name__="m"`, `a=~"(?i)x"`}, []string{"X", "x"}, ""},
+		{[]string{`__name__="m"`, `a=~"(?i)X.*"`}, []string{"X", "x", "xy"}, ""},
+		{[]string{`__name__="m"`, `a=~"(?i:Y)x"`}, []string{"yx"}, ""},
+		{[]string{`__name__="m"`, `a=~"(?i:Y)X"`}, nil, ""}, // The flag covers only its group.
+		{[]string{`__name__="m"`, `a=~"x.*"`}, []string{"x", "xy"}, ""},
+		{[]string{`__name__="m"`, `a=~".*x"`}, []string{"x", "yx"}, ""},
+		{[]string{`__name__="m"`, `a=~"x|xy"`}, []string{"x", "xy"}, ""},
+		{[]string{`__name__="m"`, `a!~"x|xy"`}, without("x", "xy"), ""},
+		{[]string{`__name__="m"`, `a!~"x"`}, without("x"), ""},
+		{[]string{`__name__="m"`, `a!~".*x.*"`}, []string{"X", "empty", "newline", "noa", "quote", "utf8"}, ""},
+		{[]string{`__name__="m"`, `a!="x"`}, without("x"), ""},
+		{[]string{`__name__="m"`, `a=""`}, []string{"empty", "noa"}, ""},
+		{[]string{`__name__="m"`, `a!=""`}, without("empty", "noa"), ""},
+		{[]string{`__name__="m"`, `a=~".*"`}, allM, ""},
+		{[]string{`__name__="m"`, `a=~".+"`}, without("empty", "noa"), ""},
+		{[]string{`__name__="m"`, `a!~".+"`}, []string{"empty", "noa"}, ""},
+		{[]string{`__name__="m"`, `zz=~"x|"`}, allM, ""}, // No series has zz, and "" matches.
+		{[]string{`__name__="m"`, `zz="x"`}, nil, ""},
+		{[]string{`__name__="m"`, `a="q\"u'o\\te"`}, []string{"quote"}, ""},
+		{[]string{`__name__="m"`, `a=~"q\"u'o\\\\te"`}, []string{"quote"}, ""},
+		{[]string{`__name__="m"`, `a="x' OR '1'='1"`}, nil, ""},
+		{[]string{`__name__="m"`, `a="x\\' OR 1=1 --"`}, nil, ""},
+		{[]string{`__name__="m"`, `a="line\nbreak"`}, []string{"newline"}, ""},
+		{[]string{`__name__="m"`, `a=~"line.break"`}, []string{"newline"}, ""}, // Prometheus 3: . matches \n.
+		{[]string{`__name__="m"`, `a=~"line.break"`}, []string{"newline"}, "Prometheus/3.5.0"},
+		{[]string{`__name__="m"`, `a!~".*"`}, nil, ""},
+		{[]string{`__name__="m"`, `a=~"line.break"`}, nil, "Prometheus/2.42.0"},
+		{[]string{`__name__="m"`, `a=~"(?s)line.break"`}, []string{"newline"}, "Prometheus/2.42.0"},
+		{[]string{`__name__="m"`, `a!~".*"`}, []string{"newline"}, "Prometheus/2.42.0"},
+		{[]string{`__name__="m"`, `a=~".+"`}, without("empty", "noa", "newline"), "Prometheus/2.42.0"},
+		{[]string{`__name__="m"`, `a=~"x|xy"`}, []string{"x", "xy"}, "Prometheus/2.42.0"},
+		{[]string{`__name__="m"`, `a=~"ü.*😀"`}, []string{"utf8"}, ""},
+		{[]string{`__name__="m"`, `a=~"[^x]+"`}, []string{"X", "newline", "quote", "utf8"}, ""},
+		{[]string{`__name__="m"`, `a=~"x"`, `a!~"xy"`}, []string{"x"}, ""},
+		{[]string{`__name__="m"`, `a=~"x.*"`, `a!~"xy"`}, []string{"x"}, ""},
+		{[]string{`__name__="m"`, `b="x"`, `a=""`}, []string{"noa"}, ""},
+		{[]string{`id="upper"`}, []string{"upper"}, ""}, // No metric name matcher at all.
+		{[]string{`a=~"x"`, `id=~"t.*|u.*"`}, []string{"total", "upper"}, ""},
+		{[]string{`id=~"n.*"`}, []string{"newline", "noa"}, ""},                       // The label index, by prefix.
+		{[]string{`a=~"(?i)x"`, `id!="X"`}, []string{"total", "upper", "x"}, ""},      // No index: no literal.
+		{[]string{`b=~"x|"`, `id=~"noa|x|upper"`}, []string{"noa", "upper", "x"}, ""}, // b absent or "x".
 	} {
 		name := strings.Join(tc.matchers, ",")
 		q := &prompb.Query{StartTimestampMs: 0, EndTimestampMs: 10_000}
 		for _, m := range tc.matchers {
 			q.Matchers = append(q.Matchers, matcher(t, m))
 		}
-		code, rr, msg := s.readHTTP(t, &prompb.ReadRequest{Queries: []*prompb.Query{q}})
+		ua := tc.userAgent
+		if ua == "" {
+			ua = "Go-http-client/1.1"
+		}
+		code, rr, msg := s.readHTTP(t, &prompb.ReadRequest{Queries: []*prompb.Query{q}}, "User-Agent", ua)
+		name += " as " + ua
 		if code != http.StatusOK {
 			t.Errorf("{%s}: status %d: %s", name, code, msg)
 			continue
