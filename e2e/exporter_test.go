@@ -53,6 +53,9 @@ type exporter struct {
 	scrapes  int
 	flapping bool // e2e_flapping is served
 	late     bool // e2e_late is served
+	// extra, when set, writes more series after the standard ones, given the scrape's
+	// number. The write test leaves it nil, so its target serves what it always did.
+	extra func(b *strings.Builder, n int)
 }
 
 // startExporter serves the metrics until t ends. The flapping series is present from the
@@ -70,10 +73,18 @@ func (e *exporter) hostPort() string { return strings.TrimPrefix(e.srv.URL, "htt
 func (e *exporter) setFlapping(on bool) { e.mu.Lock(); e.flapping = on; e.mu.Unlock() }
 func (e *exporter) setLate(on bool)     { e.mu.Lock(); e.late = on; e.mu.Unlock() }
 
+// setExtra installs a writer of more series (see exporter.extra). It takes the lock so
+// that the handler, which runs on the server's goroutines, sees the writer safely.
+func (e *exporter) setExtra(f func(b *strings.Builder, n int)) {
+	e.mu.Lock()
+	e.extra = f
+	e.mu.Unlock()
+}
+
 func (e *exporter) serve(w http.ResponseWriter, _ *http.Request) {
 	e.mu.Lock()
 	e.scrapes++
-	n, flapping, late := e.scrapes, e.flapping, e.late
+	n, flapping, late, extra := e.scrapes, e.flapping, e.late, e.extra
 	e.mu.Unlock()
 
 	var b strings.Builder
@@ -111,6 +122,9 @@ func (e *exporter) serve(w http.ResponseWriter, _ *http.Request) {
 	if late {
 		b.WriteString("# TYPE e2e_late gauge\n")
 		fmt.Fprintf(&b, "e2e_late{state=\"late\"} %d\n", n)
+	}
+	if extra != nil {
+		extra(&b, n)
 	}
 
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")

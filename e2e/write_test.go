@@ -333,9 +333,10 @@ func startPrometheus(t *testing.T, bin, work, exporterAddr, pyramidURL string) *
 }
 
 // stopScraping reloads Prometheus (SIGHUP) with a config without scrape jobs and waits for
-// the reload. Prometheus stops the scrape loops during the reload itself; after it, the only
-// samples still appended are the stale markers Prometheus writes for every series of a
-// removed target about one interval later, well past the compared window.
+// the reload. Prometheus stops the scrape loops during the reload itself, and appends
+// nothing after it: removing a whole job cancels its scrape pool, and 2.42 then skips the
+// stale markers it writes for removed targets (dropTargets in read_test.go keeps the jobs
+// and removes their targets when the markers are wanted).
 func (s *prometheusServer) stopScraping(t *testing.T) {
 	t.Helper()
 	if err := os.WriteFile(s.cfgPath, []byte(prometheusConfig(s.targets, false)), 0o644); err != nil {

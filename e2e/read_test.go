@@ -1,0 +1,644 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestReadMatchesPrometheus checks remote read the way users meet it: through PromQL.
+// Prometheus A scrapes the exporter and remote-writes to pyramid; once A has stopped and
+// pyramid holds exactly A's samples, Prometheus B, with no data of its own, reads
+// everything from pyramid through remote read. The same PromQL queries, instant and range,
+// and the same series lookups must then give identical answers on A and B: the same series,
+// timestamps and float values, down to the last bit.
+//
+// Both servers evaluate series in the same order, which makes even float aggregations
+// (sum, avg) comparable bit for bit: Prometheus 2.42's fanout always merges the local TSDB
+// with the remote storage, so the engine's selects are label-sorted on A (its TSDB sorts)
+// and on B (the remote-read client sorts what pyramid returns).
+func TestReadMatchesPrometheus(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test of over a minute; skipped in -short mode")
+	}
+	tools := requireTools(t, "bash", "clickhouse-server", "clickhouse-client", "prometheus")
+	began := time.Now()
+	logf := func(format string, args ...any) {
+		t.Helper()
+		t.Logf("[%5.1fs] "+format, append([]any{time.Since(began).Seconds()}, args...)...)
+	}
+
+	work := t.TempDir()
+	bin := buildPyramid(t, work)
+	logf("built pyramid")
+	ch := startClickHouse(t)
+	logf("ClickHouse ready on %s (state in %s)", ch.addr(), ch.dir)
+	const db = "e2e_read"
+	pyr := startPyramid(t, bin, ch.addr(), db, work)
+	logf("pyramid ready on %s", pyr.url)
+	exp := startExporter(t)
+	exp.setExtra(writeReadSeries)
+	promA := startPrometheus(t, tools["prometheus"], work, exp.hostPort(), pyr.url)
+	logf("Prometheus A ready on %s", promA.url)
+	// Scraping starts only once target discovery has passed on its first update, which
+	// it does at most every 5s, so the timeline starts at the exporter's first scrape.
+	waitFor(t, "Prometheus A to scrape the exporter", time.Minute, func() error {
+		if err := allAlive(pyr.process, promA.process); err != nil {
+			return stopWaiting(err)
+		}
+		exp.mu.Lock()
+		n := exp.scrapes
+		exp.mu.Unlock()
+		if n == 0 {
+			return errors.New("no scrape yet")
+		}
+		return nil
+	})
+	ready := time.Now()
+
+	// The timeline gives the queries something to find: a series that appears late, one
+	// that disappears (a stale marker) and comes back, and counters that reset. The pauses
+	// are measured from the events themselves, so a slow machine stretches the timeline
+	// but never squeezes the gaps that the chosen query times rely on.
+	sleepUntil(t, ready.Add(12*time.Second), pyr.process, promA.process)
+	exp.setLate(true)
+	lateAt := time.Now()
+	sleepUntil(t, lateAt.Add(8*time.Second), pyr.process, promA.process)
+	exp.setFlapping(false)
+	goneAt := time.Now()
+	sleepUntil(t, goneAt.Add(12*time.Second), pyr.process, promA.process)
+	exp.setFlapping(true)
+	backAt := time.Now()
+	sleepUntil(t, backAt.Add(18*time.Second), pyr.process, promA.process)
+	stopAt := time.Now()
+	promA.dropTargets(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	farFuture := time.Now().Add(time.Hour).UnixMilli()
+
+	// About two scrape intervals after a target's scrape loop stops, Prometheus writes a
+	// stale marker to each of its series. Those markers are part of what B must read back,
+	// so wait for them: then every series in A ends with one, and A appends nothing more.
+	// The targets go within seconds of the reload: discovery and the scrape manager each
+	// pass on updates at most every 5s.
+	var want seriesSet
+	waitFor(t, "Prometheus A to write the stale markers of its removed targets", 90*time.Second, func() error {
+		if err := allAlive(pyr.process, promA.process); err != nil {
+			return stopWaiting(err)
+		}
+		if ok, err := sumMetric(promA.url+"/metrics", "prometheus_config_last_reload_successful", nil); err != nil {
+			return err
+		} else if ok != 1 {
+			return stopWaiting(errors.New("reload failed; see the Prometheus log"))
+		}
+		// While a job still has targets, a scrape loop restarted by the reload may scrape
+		// again after the old loop's stale markers; with none left, the markers that end
+		// every series are the last samples A appends.
+		pools, err := scrapeMetric(promA.url+"/metrics", "prometheus_target_scrape_pool_targets")
+		if err != nil {
+			return err
+		}
+		if len(pools) != 3 {
+			return fmt.Errorf("found %d scrape pools, want 3", len(pools))
+		}
+		for _, p := range pools {
+			if p.value != 0 {
+				return fmt.Errorf("scrape job %s still has %v targets", p.labels["scrape_job"], p.value)
+			}
+		}
+		s, err := readPrometheus(ctx, promA.url, 0, farFuture)
+		if err != nil {
+			return err
+		}
+		for k, ss := range s {
+			if last := ss[len(ss)-1]; last.bits != staleNaNBits {
+				return fmt.Errorf("%s ends with %#016x at %d, not yet with a stale marker", k, last.bits, last.ts)
+			}
+		}
+		want = s
+		return nil
+	})
+	// Now the jobs can go too, the way the write test stops scraping, which keeps the
+	// remote-write queue running.
+	promA.stopScraping(t)
+	logf("Prometheus A stopped scraping after %.1fs", stopAt.Sub(ready).Seconds())
+	lastStale, lastReal := int64(0), int64(0)
+	for _, ss := range want {
+		lastStale = max(lastStale, ss[len(ss)-1].ts)
+		for _, s := range ss {
+			if s.bits != staleNaNBits {
+				lastReal = max(lastReal, s.ts)
+			}
+		}
+	}
+	logf("Prometheus A holds %d series, %d samples; its last stale markers are %.1fs after the stop",
+		len(want), want.samplesIn(), float64(lastStale-stopAt.UnixMilli())/1000)
+	scrapes := want.findSeries("__name__", "e2e_scrapes_total")
+	if len(scrapes) != 1 {
+		t.Fatalf("Prometheus A has %d e2e_scrapes_total series, want 1", len(scrapes))
+	}
+	var firstScrape int64
+	for _, ss := range scrapes {
+		firstScrape = ss[0].ts
+	}
+
+	// Wait until pyramid's tables hold exactly what A holds, from the very first sample:
+	// PromQL's lookback and range windows reach back to A's start, so a sample missing
+	// anywhere would show up as a difference that remote read did not cause. A failure
+	// here is the write path's.
+	var writeDiff string
+	err := poll(90*time.Second, func() error {
+		if err := allAlive(pyr.process, promA.process); err != nil {
+			return stopWaiting(err)
+		}
+		if err := remoteWriteDone(promA.url, lastStale/1000); err != nil {
+			return err
+		}
+		got, _, err := readPyramid(ctx, ch.addr(), db, 0, farFuture)
+		if err != nil {
+			return err
+		}
+		if writeDiff = diffSeriesSets(want, got, ready.UnixMilli()); writeDiff != "" {
+			return errors.New("pyramid's tables do not hold what Prometheus A holds")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Logf("Prometheus A's remote-write metrics:\n%s", grepMetrics(promA.url, "prometheus_remote_storage_"))
+		t.Fatalf("wait for pyramid to store everything A holds (a write-path problem, not a read one): %v\n%s", err, writeDiff)
+	}
+	logf("pyramid's tables hold exactly what Prometheus A holds")
+
+	// The raw answer first: pyramid's remote read of every series must be A's own, bit for
+	// bit, stale markers included. Both answer in SAMPLES, which readPrometheus asks for.
+	got, err := readPrometheus(ctx, pyr.url, 0, farFuture)
+	if err != nil {
+		t.Errorf("remote-read every series from pyramid: %v", err)
+	} else if d := diffSeriesSets(want, got, ready.UnixMilli()); d != "" {
+		t.Errorf("pyramid's remote read of every series differs from Prometheus A's:\n%s", d)
+	} else {
+		logf("pyramid's remote read of every series is A's, bit for bit")
+	}
+
+	promB := startRemoteReader(t, tools["prometheus"], work, pyr.url)
+	logf("Prometheus B ready on %s, reading from pyramid", promB.url)
+
+	tl := readTimeline{
+		start:      firstScrape + 3000,
+		end:        stopAt.Add(-1500 * time.Millisecond).UnixMilli(),
+		late:       lateAt.Add(4 * time.Second).UnixMilli(),
+		gap:        goneAt.Add(backAt.Sub(goneAt) / 2).UnixMilli(),
+		beforeLate: lateAt.Add(-3 * time.Second).UnixMilli(),
+		lastReal:   lastReal,
+		afterStop:  lastStale + 2000,
+	}
+	queries := readQueries(tl)
+	var (
+		table       strings.Builder
+		compared    int
+		differences int
+	)
+	fmt.Fprintf(&table, "%-84s %5s %8s %8s  %s\n", "query", "modes", "series", "points", "result")
+	for _, q := range queries {
+		series, points, status := 0, 0, "same"
+		for _, mode := range q.modes {
+			a, err := runQuery(ctx, promA.url, q.expr, mode)
+			if err != nil {
+				t.Errorf("query %s (%s) on A: %v", q.expr, mode.name, err)
+				status = "ERROR"
+				continue
+			}
+			b, err := runQuery(ctx, promB.url, q.expr, mode)
+			if err != nil {
+				t.Errorf("query %s (%s) on B: %v", q.expr, mode.name, err)
+				status = "ERROR"
+				continue
+			}
+			compared++
+			series += len(a.series)
+			points += a.points()
+			switch {
+			case q.wantEmpty && len(a.series) > 0:
+				t.Errorf("query %s (%s): A answers %d series, want none; the test's timeline is off", q.expr, mode.name, len(a.series))
+				status = "ERROR"
+			case !q.wantEmpty && a.points() == 0:
+				// An empty answer on both sides would compare equal and prove nothing.
+				t.Errorf("query %s (%s): A answers nothing, so the comparison would pass vacuously", q.expr, mode.name)
+				status = "ERROR"
+			}
+			if d := diffResults(a, b); d != "" {
+				differences++
+				status = "DIFF"
+				t.Errorf("query %s (%s, %s): A (Prometheus TSDB) and B (remote read from pyramid) differ; A has %d series and %d points, B %d and %d:\n%s",
+					q.expr, mode.name, mode.describe(), len(a.series), a.points(), len(b.series), b.points(), d)
+			}
+		}
+		label := q.expr
+		if len(q.modes) == 1 {
+			label += " (" + q.modes[0].name + ")"
+		}
+		fmt.Fprintf(&table, "%-84s %5d %8d %8d  %s\n", label, len(q.modes), series, points, status)
+	}
+	for _, w := range readSeriesWindows(tl) {
+		status := "same"
+		a, err := runSeries(ctx, promA.url, w)
+		if err != nil {
+			t.Errorf("series %s (%s) on A: %v", w.matches, w.name, err)
+			continue
+		}
+		b, err := runSeries(ctx, promB.url, w)
+		if err != nil {
+			t.Errorf("series %s (%s) on B: %v", w.matches, w.name, err)
+			continue
+		}
+		compared++
+		if len(a) == 0 {
+			t.Errorf("series %s (%s): A answers nothing, so the comparison would pass vacuously", w.matches, w.name)
+			status = "ERROR"
+		}
+		if d := diffKeys(a, b); d != "" {
+			differences++
+			status = "DIFF"
+			t.Errorf("series %s (%s, %s..%s): A (Prometheus TSDB) and B (remote read from pyramid) differ; A has %d series, B %d:\n%s",
+				w.matches, w.name, promTime(w.start), promTime(w.end), len(a), len(b), d)
+		}
+		fmt.Fprintf(&table, "%-84s %5d %8d %8s  %s\n", "series "+strings.Join(w.matches, " ")+" ("+w.name+")", 1, len(a), "-", status)
+	}
+	t.Logf("A vs B, query by query (series and points counted on A, over all modes):\n%s", table.String())
+	logf("compared %d answers of %d queries; %d differ", compared, len(queries), differences)
+
+	// B must really have read from pyramid, and without a single failed request: a
+	// failed remote read becomes a warning, which runQuery already refuses, but a count of
+	// the answers keeps the test honest about what it exercised.
+	ok, err := sumMetric(pyr.url+"/metrics", "pyramid_http_requests_total", map[string]string{"handler": "read", "code": "200"})
+	if err != nil {
+		t.Fatalf("read pyramid's metrics: %v", err)
+	}
+	all, err := sumMetric(pyr.url+"/metrics", "pyramid_http_requests_total", map[string]string{"handler": "read"})
+	if err != nil {
+		t.Fatalf("read pyramid's metrics: %v", err)
+	}
+	if ok == 0 || all != ok {
+		t.Errorf("pyramid answered %v remote reads, %v of them with 200; want all of at least one", all, ok)
+	}
+	logf("pyramid answered %v remote reads, %v of them with 200", all, ok)
+}
+
+// readTimeline holds the fixed instants (unix ms) the queries are evaluated at, all taken
+// from the run's events.
+type readTimeline struct {
+	start, end int64 // the compared window: after A's first scrapes, before it stopped
+	late       int64 // e2e_late has appeared and e2e_flapping is present
+	gap        int64 // e2e_flapping is gone (its stale marker is seconds old) and not yet back
+	beforeLate int64 // e2e_late has not appeared yet
+	lastReal   int64 // A's last scraped sample; after it come only stale markers
+	afterStop  int64 // every series has its stale marker
+}
+
+// readQuery is one PromQL expression and the modes it is evaluated in. wantEmpty marks
+// the queries whose answer must be empty on both servers (absent() of a present series, a
+// series past its stale marker); every other one must find something on A.
+type readQuery struct {
+	expr      string
+	modes     []queryMode
+	wantEmpty bool
+}
+
+func (m queryMode) describe() string {
+	if m.instant {
+		return "time=" + promTime(m.time)
+	}
+	return fmt.Sprintf("start=%s end=%s step=%gs", promTime(m.start), promTime(m.end), float64(m.step)/1000)
+}
+
+// readQueries is the suite. Unless a query says otherwise, it runs as instant queries at
+// three times and as range queries with steps of 5s, 10s (not aligned to the 5s ones) and
+// 1m (reaching from before A's first sample to after its last).
+func readQueries(tl readTimeline) []readQuery {
+	atLate := instantAt("instant, e2e_late there", tl.late)
+	atGap := instantAt("instant, e2e_flapping gone", tl.gap)
+	atEnd := instantAt("instant at the window's end", tl.end)
+	r5 := rangeOver("range 5s", tl.start, tl.end, 5*time.Second)
+	r10 := rangeOver("range 10s", tl.start+789, tl.end, 10*time.Second)
+	r1m := rangeOver("range 1m", tl.end-3*60_000, tl.end+60_000, time.Minute)
+	acrossStop := rangeOver("range 1s across the stop", tl.end-10_000, tl.afterStop+10_000, time.Second)
+	afterStop := instantAt("instant after the stale markers", tl.afterStop)
+	std := []queryMode{atLate, atGap, atEnd, r5, r10, r1m}
+
+	var qs []readQuery
+	add := func(modes []queryMode, exprs ...string) {
+		for _, e := range exprs {
+			qs = append(qs, readQuery{expr: e, modes: modes})
+		}
+	}
+	addEmpty := func(modes []queryMode, exprs ...string) {
+		for _, e := range exprs {
+			qs = append(qs, readQuery{expr: e, modes: modes, wantEmpty: true})
+		}
+	}
+
+	// Matchers of every type, alone and combined.
+	add(std,
+		`e2e_requests_total`,
+		`e2e_requests_total{code="200"}`,
+		`e2e_requests_total{code!="200"}`,
+		`e2e_requests_total{method=~"GET|POST"}`,
+		`e2e_requests_total{method!~"G.*"}`,
+		`e2e_requests_total{code="200", method!="POST"}`,
+		`e2e_requests_total{code=~"2.*", method=~".*T"}`,
+		`{job="exporter", __name__=~"e2e_re.*"}`,
+		`up{job=~"exp.*|prom.*"}`,
+		`{job="exporter"}`,
+	)
+	// Regexes are anchored at both ends: unanchored, each of these would select more.
+	add(std,
+		`{__name__=~"e2e_requests|e2e_random"}`,
+		`{__name__=~"requests_total|e2e_late"}`,
+		`e2e_requests_total{code=~"20|500"}`,
+		`e2e_requests_total{code!~"20"}`,
+	)
+	// An alternation with an empty branch matches the empty string, so it also selects the
+	// series without the label.
+	add(std,
+		`e2e_odd_labels{A_first=~"a|"}`,
+		`e2e_odd_labels{A_first=~"b|"}`,
+		`e2e_odd_labels{case=~"quote|"}`,
+		`{__name__=~"e2e_(requests|resets)_total", code=~"2..|"}`,
+	)
+	// Case-insensitive regexes, as a leading flag and as a group.
+	add(std,
+		`e2e_requests_total{method=~"(?i)get"}`,
+		`{__name__=~"(?i)E2E_RANDOM"}`,
+		`e2e_requests_total{method!~"(?i)post"}`,
+		`e2e_requests_total{method=~"(?i:G)et"}`,
+		`e2e_odd_labels{case=~"(?i)QUOTE|Utf8"}`,
+	)
+	// Absent labels read as "": "" and ".*" select series without the label, != "" and
+	// ".+" only those with it.
+	add(std,
+		`e2e_odd_labels{A_first=""}`,
+		`e2e_odd_labels{A_first!=""}`,
+		`e2e_odd_labels{A_first!~""}`,
+		`e2e_odd_labels{nosuch=""}`,
+		`e2e_odd_labels{nosuch=~".*"}`,
+		`e2e_odd_labels{nosuch!~".+"}`,
+		`e2e_odd_labels{nosuch!="x"}`,
+		`e2e_odd_labels{blank=""}`,
+		`{__name__="e2e_odd_labels", zz_last!=""}`,
+	)
+	// Label values with quotes, backslashes, UTF-8, SQL and a newline, matched exactly and
+	// by regexes whose dot must take a whole UTF-8 character.
+	for _, name := range sortedNames(oddLabelValues) {
+		add(std, `e2e_odd_labels{v=`+strconv.Quote(oddLabelValues[name])+`}`)
+	}
+	add(std,
+		`e2e_odd_labels{v=~"z.rich"}`,
+		`e2e_odd_labels{case="cjk", v=~".."}`,
+		`e2e_odd_labels{v=~".*\\\\"}`,
+		`e2e_odd_labels{v=~".*\"hi\".*|'.*"}`,
+		`e2e_odd_labels{v=~"\\Q'); DROP\\E.*"}`,
+		`e2e_odd_labels{v=~"a=b,c\\{d\\}e'f"}`,
+		`e2e_odd_labels{v=~"🙂.*|東京"}`,
+		`e2e_odd_labels{case!="newline", v!~".*[a-z].*"}`,
+	)
+	// Whether a regex's dot matches a newline: not in Prometheus 2, which compiles
+	// ^(?:re)$, but in Prometheus 3, which compiles ^(?s:re)$. B is a Prometheus 2.42
+	// client, so pyramid must answer as 2.42's own TSDB does.
+	add(std,
+		`e2e_odd_labels{v=~".+"}`,
+		`e2e_odd_labels{v=~".*"}`,
+		`e2e_odd_labels{v!~".*"}`,
+		`e2e_odd_labels{v=~"line1.line2|zürich"}`,
+		`e2e_odd_labels{v=~"(?s)line1.line2|zürich"}`,
+		`e2e_odd_labels{v=~"line1\nline2"}`,
+	)
+
+	// Counters, with and without resets.
+	add(std,
+		`rate(e2e_requests_total[1m])`,
+		`rate(e2e_requests_total[5m])`,
+		`increase(e2e_requests_total[30s])`,
+		`irate(e2e_requests_total[10s])`,
+		`rate(e2e_resets_total[30s])`,
+		`increase(e2e_resets_total[1m])`,
+		`irate(e2e_resets_total[5s])`,
+		`resets(e2e_resets_total[2m])`,
+		`changes(e2e_resets_total[1m])`,
+		`rate(e2e_scrapes_total[5m])`,
+	)
+	// Functions over time.
+	add(std,
+		`avg_over_time(e2e_random[30s])`,
+		`min_over_time(e2e_random[30s])`,
+		`max_over_time(e2e_random[1m])`,
+		`sum_over_time(e2e_requests_total[20s])`,
+		`count_over_time(e2e_flapping[1m])`,
+		`count_over_time(e2e_odd_labels[10s])`,
+		`last_over_time(e2e_flapping[1m])`,
+		`quantile_over_time(0.9, e2e_random[1m])`,
+		`quantile_over_time(0.25, e2e_resets_total[30s])`,
+		`stddev_over_time(e2e_random{shard=~"a|b|c"}[30s])`,
+		`max_over_time(e2e_special[30s])`,
+		`deriv(e2e_random{shard="a"}[30s])`,
+	)
+	// Aggregations and binary operations.
+	add(std,
+		`sum by (code) (rate(e2e_requests_total[1m]))`,
+		`sum without (method) (e2e_requests_total)`,
+		`avg without (shard) (e2e_random)`,
+		`avg by (handler) (rate(e2e_latency_seconds_sum[30s]))`,
+		`topk(2, e2e_random)`,
+		`bottomk(2, rate(e2e_requests_total[30s]))`,
+		`count(e2e_odd_labels)`,
+		`count by (__name__) ({__name__=~"e2e_.+"})`,
+		`count by (job) ({__name__=~".+"})`,
+		`max by (job) (scrape_samples_scraped)`,
+		`quantile(0.5, e2e_random{shard=~"a|b|c"})`,
+		`count_values("value", e2e_resets_total)`,
+		`sum(e2e_special)`,
+		`rate(e2e_latency_seconds_sum[30s]) / rate(e2e_latency_seconds_count[30s])`,
+		`e2e_requests_total / on() group_left sum(e2e_requests_total)`,
+	)
+	// Offsets, @ and subqueries move or widen the window a selector reads.
+	add(std,
+		`e2e_requests_total offset 10s`,
+		`rate(e2e_requests_total[30s] offset 5s)`,
+		fmt.Sprintf(`e2e_scrapes_total @ %s`, promTime(tl.late)),
+		fmt.Sprintf(`sum_over_time(e2e_random[10s] @ %s)`, promTime(tl.gap)),
+		`min_over_time(irate(e2e_requests_total[5s])[1m:5s])`,
+		`avg_over_time(e2e_random[20s:3s])`,
+		`max_over_time(deriv(e2e_scrapes_total[10s])[30s:])`,
+		`rate(e2e_resets_total[20s:2s])`,
+	)
+	// start() and end() are the range's ends, which for the 1m mode lie before A's first
+	// sample and after its last.
+	add([]queryMode{atLate, atGap, atEnd, r5, r10}, `e2e_scrapes_total @ end()`, `rate(e2e_scrapes_total[10s] @ start())`)
+	// The subquery evaluates at multiples of 30s, the latest of which may come before A's
+	// second sample at the early instants.
+	add([]queryMode{atEnd, r5, r10, r1m}, `max_over_time(rate(e2e_requests_total[1m])[5m:30s])`)
+	// Classic histograms: _bucket series with le.
+	add(std,
+		`histogram_quantile(0.9, sum by (le) (rate(e2e_latency_seconds_bucket[30s])))`,
+		`histogram_quantile(0.5, rate(e2e_latency_seconds_bucket{handler="api"}[1m]))`,
+		`histogram_quantile(0.99, sum by (le, handler) (increase(e2e_latency_seconds_bucket[1m])))`,
+	)
+	// Series that come, go and come back, special floats, Prometheus's own series.
+	add(std,
+		`e2e_late`,
+		`timestamp(e2e_late)`,
+		`e2e_special`,
+		`up`,
+		`scrape_duration_seconds`,
+		`{__name__=~"prometheus_tsdb_head_.*"}`,
+		`absent(e2e_nonexistent{job="x"})`,
+		`absent_over_time(e2e_nonexistent[1m])`,
+	)
+	add([]queryMode{atLate, atEnd, r5, r10, r1m}, `e2e_flapping`)
+	add([]queryMode{atGap, r5, r10}, `absent(e2e_flapping)`)
+	addEmpty([]queryMode{atGap}, `e2e_flapping`)
+	addEmpty([]queryMode{atLate, atGap, atEnd, r5, r10}, `absent(e2e_scrapes_total)`, `absent(e2e_random{shard="a"})`)
+	// The stale markers A wrote when it stopped scraping end every series on B too.
+	add([]queryMode{acrossStop}, `e2e_scrapes_total`, `up`, `e2e_requests_total`)
+	add([]queryMode{afterStop}, `absent(e2e_scrapes_total)`, `count_over_time(e2e_scrapes_total[1m])`, `last_over_time(up[1m])`)
+	addEmpty([]queryMode{afterStop}, `e2e_scrapes_total`, `{job="exporter"}`, `up`)
+	return qs
+}
+
+// readSeriesWindows are the /api/v1/series lookups. None lies inside e2e_flapping's gap:
+// there A's TSDB, which judges by chunks, still lists the series (the chunk spans the
+// gap), while a store that judges by samples does not; that is a quirk of Prometheus's
+// index, not a fact about the data.
+func readSeriesWindows(tl readTimeline) []seriesWindow {
+	full := func(matches ...string) seriesWindow {
+		return seriesWindow{name: "window", matches: matches, start: tl.start, end: tl.end}
+	}
+	return []seriesWindow{
+		full(`e2e_odd_labels`),
+		full(`{__name__=~"e2e_.+"}`),
+		full(`e2e_late`, `e2e_flapping`),
+		full(`{job="exporter", __name__!~"e2e_(odd|random).*"}`),
+		full(`{__name__=~".+"}`),
+		full(`up`, `{__name__=~"e2e_requests|e2e_random"}`),
+		{name: "before e2e_late", matches: []string{`{__name__=~"e2e_.+"}`}, start: tl.start, end: tl.beforeLate},
+		// Only stale markers lie in this window: every series scraped at the stop has one,
+		// the series that ended earlier have none.
+		{name: "only stale markers", matches: []string{`{__name__=~".+"}`}, start: tl.lastReal + 1, end: tl.afterStop},
+	}
+}
+
+// sortedNames returns a map's keys in order.
+func sortedNames(m map[string]string) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// writeReadSeries adds the exporter's series for the read test, all functions of the
+// scrape number n so that nothing depends on timing: counters that only grow, by integer
+// and by inexact fractional steps; counters that reset, to zero and to a lower non-zero
+// value; and a classic histogram per handler whose distribution drifts over time, so that
+// quantiles change from step to step.
+func writeReadSeries(b *strings.Builder, n int) {
+	b.WriteString("# HELP e2e_requests_total Requests by code and method.\n# TYPE e2e_requests_total counter\n")
+	fmt.Fprintf(b, "e2e_requests_total{code=\"200\",method=\"GET\"} %d\n", 7*n)
+	fmt.Fprintf(b, "e2e_requests_total{code=\"200\",method=\"POST\"} %s\n", formatFloat(1.1*float64(n)))
+	fmt.Fprintf(b, "e2e_requests_total{code=\"404\",method=\"get\"} %d\n", 3*n)
+	fmt.Fprintf(b, "e2e_requests_total{code=\"500\",method=\"GET\"} %s\n", formatFloat(float64(n*n)/4))
+
+	b.WriteString("# HELP e2e_resets_total Counters that restart.\n# TYPE e2e_resets_total counter\n")
+	fmt.Fprintf(b, "e2e_resets_total{kind=\"sawtooth\"} %s\n", formatFloat(2.5*float64(n%17)))
+	fmt.Fprintf(b, "e2e_resets_total{kind=\"partial\"} %d\n", 5*(n%11)+1)
+
+	b.WriteString("# HELP e2e_latency_seconds Latency.\n# TYPE e2e_latency_seconds histogram\n")
+	bounds := []float64{0.05, 0.1, 0.25, 1, 2.5, math.Inf(1)}
+	for h, handler := range []string{"api", "ui"} {
+		cumulative, sum := 0, 0.0
+		for i, le := range bounds {
+			// Each bucket's own count grows linearly plus quadratically with n; the
+			// quadratic part weighs the low buckets more, so latency falls over time.
+			own := n*(i+1+h)/2 + n*n*(len(bounds)-i)/(40*(h+1))
+			cumulative += own
+			mid := 5.0
+			if !math.IsInf(le, 1) {
+				mid = le * 0.75
+			}
+			sum += float64(own) * mid
+			fmt.Fprintf(b, "e2e_latency_seconds_bucket{handler=%q,le=%q} %d\n", handler, formatFloat(le), cumulative)
+		}
+		fmt.Fprintf(b, "e2e_latency_seconds_sum{handler=%q} %s\n", handler, formatFloat(sum))
+		fmt.Fprintf(b, "e2e_latency_seconds_count{handler=%q} %d\n", handler, cumulative)
+	}
+}
+
+// startRemoteReader runs Prometheus B: an empty TSDB of its own, no scrape jobs, and
+// pyramid as its only remote-read endpoint. read_recent makes B read remotely even for
+// windows its local storage claims to cover, which for a server started a moment ago is
+// every window the test asks about. The evaluation interval is A's, because it is the
+// default step of subqueries like x[30s:].
+func startRemoteReader(t *testing.T, bin, work, pyramidURL string) *prometheusServer {
+	t.Helper()
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	dir := filepath.Join(work, "prometheus-b")
+	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
+		t.Fatalf("create Prometheus B's directory: %v", err)
+	}
+	cfg := fmt.Sprintf(`global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+
+scrape_configs: []
+
+remote_read:
+  - url: %q
+    read_recent: true
+`, pyramidURL+"/api/v1/read")
+	s := &prometheusServer{url: "http://" + addr, cfgPath: filepath.Join(dir, "prometheus.yml")}
+	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatalf("write Prometheus B's config: %v", err)
+	}
+	s.process = startProcess(t, "prometheus-b", filepath.Join(work, "prometheus-b.log"), nil, bin,
+		"--config.file="+s.cfgPath,
+		"--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr,
+		"--log.level=info",
+	)
+	waitReady(t, s.process, s.url+"/-/ready")
+	return s
+}
+
+// dropTargets reloads Prometheus (SIGHUP) with its scrape jobs kept but their targets
+// gone, and returns without waiting. Only a target removed from a job that stays gets the
+// stale markers Prometheus writes when scraping ends: removing the whole job, as
+// stopScraping does, cancels the job's context, and 2.42 then writes none. The
+// remote_write section is prometheusConfig's own, byte for byte, so that the reload keeps
+// the running queue.
+func (s *prometheusServer) dropTargets(t *testing.T) {
+	t.Helper()
+	const noJobs = "scrape_configs: []\n"
+	cfg := prometheusConfig(s.targets, false)
+	if !strings.Contains(cfg, noJobs) {
+		t.Fatalf("Prometheus config without scrape jobs has no %q line:\n%s", noJobs, cfg)
+	}
+	cfg = strings.Replace(cfg, noJobs, "scrape_configs:\n  - job_name: prometheus\n  - job_name: pyramid\n  - job_name: exporter\n", 1)
+	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatalf("write Prometheus config: %v", err)
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatalf("signal Prometheus to reload: %v", err)
+	}
+}
