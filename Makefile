@@ -2,7 +2,7 @@
 #   make run      install ClickHouse + Prometheus if missing, build, start the local stack
 #   make stop     stop the local stack (data stays in var/stack)
 #   make test     what CI runs: go test ./... against a private ClickHouse, then brief fuzzing
-#   make bench / bench-load / fuzz / clean
+#   make bench / bench-load / bench-read / fuzz / clean
 # The shell scripts in deploy/ do the work; each says what it does at the top.
 
 SHELL := /bin/bash
@@ -11,11 +11,12 @@ GO ?= go
 
 # Fuzz targets as PKGDIR:FuzzName, space-separated; `make test` fuzzes each for
 # TEST_FUZZTIME, `make fuzz` for FUZZTIME.
-FUZZ_TARGETS ?= adapter:FuzzDecodeWriteRequest adapter:FuzzParseWriteRequest adapter:FuzzParseWriteRequestV2
-TEST_FUZZTIME ?= 20s
+FUZZ_TARGETS ?= adapter:FuzzDecodeWriteRequest adapter:FuzzParseWriteRequest adapter:FuzzParseWriteRequestV2 \
+	adapter:FuzzDecodeReadRequest adapter:FuzzXORChunks adapter:FuzzQuoteRoundTrip
+TEST_FUZZTIME ?= 15s
 FUZZTIME ?= 60s
 
-.PHONY: build run stop test bench bench-load fuzz clean
+.PHONY: build run stop test bench bench-load bench-read fuzz clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/pyramid ./cmd/pyramid
@@ -38,6 +39,11 @@ bench:
 bench-load: build
 	bash deploy/install.sh
 	bash deploy/bench-load.sh
+
+# Remote read of 1, 100 and 1,000 series x 1 day from pyramid and from Prometheus 2.42, side
+# by side, then the ratios. BENCHTIME (default 5x) sets the timed reads per case.
+bench-read:
+	bash deploy/bench-read.sh
 
 fuzz:
 	FUZZ_TARGETS='$(FUZZ_TARGETS)' FUZZTIME='$(FUZZTIME)' bash deploy/test.sh fuzz

@@ -74,9 +74,11 @@ func selectSeries(ctx context.Context, conn driver.Conn, db string, sel *selecto
 }
 
 // fetchSamples fills in the samples of batch in [mint, maxt] and returns how many there
-// are. It stops with a *LimitError as soon as they pass budget. The rows of a series come
-// grouped into two arrays by ClickHouse, which costs far less to read than a row per sample;
-// sorting and removing duplicates (a retried write that the table has not merged yet)
+// are. It stops with errSampleBudget as soon as they pass budget. Rows are read one per
+// sample rather than grouped into arrays by ClickHouse: clickhouse-go converts array
+// elements one by one through reflection, which made reading arrays three to four times
+// slower than reading the same samples as rows (BenchmarkRemoteRead, 1,000 series x 1 day).
+// Sorting and removing duplicates (a retried write that the table has not merged yet)
 // happen here.
 func fetchSamples(ctx context.Context, conn driver.Conn, db string, batch []*readSeries, mint, maxt int64, budget int) (int, error) {
 	if len(batch) == 0 {
@@ -87,6 +89,7 @@ func fetchSamples(ctx context.Context, conn driver.Conn, db string, batch []*rea
 	targets := clickhouse.GroupSet{}
 	seenTarget := make(map[uint64]bool)
 	for _, s := range batch {
+		s.ts, s.values = s.ts[:0], s.values[:0]
 		byFP[s.fingerprint] = s
 		fps.Value = append(fps.Value, s.fingerprint)
 		if !seenTarget[s.target] {
@@ -96,35 +99,48 @@ func fetchSamples(ctx context.Context, conn driver.Conn, db string, batch []*rea
 	}
 	// target leads the table's sorting key, so naming the targets lets ClickHouse skip to
 	// their granules; the ts bounds prune day partitions and granules within a series.
-	query := "SELECT fingerprint, groupArray(ts), groupArray(value) FROM " + db + "." + schema.TableSamples +
-		" WHERE target IN ? AND fingerprint IN ? AND ts >= ? AND ts <= ? GROUP BY fingerprint"
+	query := "SELECT fingerprint, ts, value FROM " + db + "." + schema.TableSamples +
+		" WHERE target IN ? AND fingerprint IN ? AND ts >= ? AND ts <= ?"
 	rows, err := conn.Query(ctx, query, targets, fps, mint, maxt)
 	if err != nil {
 		return 0, fmt.Errorf("query samples of %d series: %w", len(batch), err)
 	}
 	defer rows.Close()
-	n := 0
+	// Unmerged duplicates count against the budget until they are removed below, so allow
+	// rows up to twice the budget before giving up early.
+	var (
+		rowCount int
+		fp       uint64
+		ts       int64
+		value    float64
+		cur      *readSeries
+	)
 	for rows.Next() {
-		var (
-			fp     uint64
-			ts     []int64
-			values []float64
-		)
-		if err := rows.Scan(&fp, &ts, &values); err != nil {
-			return n, fmt.Errorf("scan samples of %d series: %w", len(batch), err)
+		if err := rows.Scan(&fp, &ts, &value); err != nil {
+			return 0, fmt.Errorf("scan sample %d of %d series: %w", rowCount, len(batch), err)
 		}
-		s, ok := byFP[fp]
-		if !ok || len(ts) != len(values) {
-			return n, fmt.Errorf("read samples of %d series: unexpected row for fingerprint %d", len(batch), fp)
+		// The rows of one series come in runs, so the last series found usually matches.
+		if cur == nil || cur.fingerprint != fp {
+			if cur = byFP[fp]; cur == nil {
+				return 0, fmt.Errorf("read samples of %d series: unexpected fingerprint %d", len(batch), fp)
+			}
 		}
-		s.ts, s.values = sortDedup(ts, values)
-		n += len(s.ts)
-		if n > budget {
-			return n, errSampleBudget
+		cur.ts = append(cur.ts, ts)
+		cur.values = append(cur.values, value)
+		if rowCount++; rowCount > 2*budget {
+			return 0, errSampleBudget
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return n, fmt.Errorf("read samples of %d series: %w", len(batch), err)
+		return 0, fmt.Errorf("read samples of %d series after %d rows: %w", len(batch), rowCount, err)
+	}
+	n := 0
+	for _, s := range batch {
+		s.ts, s.values = sortDedup(s.ts, s.values)
+		n += len(s.ts)
+	}
+	if n > budget {
+		return n, errSampleBudget
 	}
 	return n, nil
 }

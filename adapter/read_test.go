@@ -643,7 +643,7 @@ func TestReadCancelStopsClickHouseQuery(t *testing.T) {
 	}()
 
 	// The sample query's text is unique to this database.
-	like := "%groupArray(ts)%" + s.db + ".samples%"
+	like := "%fingerprint, ts, value FROM " + s.db + ".samples%"
 	running := func() uint64 {
 		return s.count(t, "SELECT count() FROM system.processes WHERE query LIKE '"+like+"' AND query NOT LIKE '%system.processes%'")
 	}
