@@ -61,11 +61,10 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 	return body, nil
 }
 
-// decodeWriteRequest decompresses and parses a remote-write body of the given proto
-// (protoWriteV1 or protoWriteV2). The decoded length in the snappy header is checked against
-// maxDecoded before anything is allocated. The result aliases a buffer of its own; body may
-// be reused after return.
-func decodeWriteRequest(body []byte, maxDecoded int64, proto string) (*wireRequest, error) {
+// decompress undoes snappy block compression, checking the decoded length in the snappy
+// header against maxDecoded before allocating anything. The result is a new buffer; body
+// may be reused after return.
+func decompress(body []byte, maxDecoded int64) ([]byte, error) {
 	n, err := snappy.DecodedLen(body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: snappy header: %v", ErrDecode, err)
@@ -76,6 +75,17 @@ func decodeWriteRequest(body []byte, maxDecoded int64, proto string) (*wireReque
 	raw, err := snappy.Decode(make([]byte, n), body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: snappy block of %d bytes: %v", ErrDecode, len(body), err)
+	}
+	return raw, nil
+}
+
+// decodeWriteRequest decompresses and parses a remote-write body of the given proto
+// (protoWriteV1 or protoWriteV2). The result aliases a buffer of its own; body may be
+// reused after return.
+func decodeWriteRequest(body []byte, maxDecoded int64, proto string) (*wireRequest, error) {
+	raw, err := decompress(body, maxDecoded)
+	if err != nil {
+		return nil, err
 	}
 	parse := parseWriteRequest
 	if proto == protoWriteV2 {

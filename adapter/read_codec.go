@@ -26,19 +26,12 @@ const samplesPerChunk = 120
 // castagnoli is the CRC32 table of the streamed frame checksum.
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// decodeReadRequest decompresses and parses a remote-read body, checking the decoded
-// length in the snappy header against maxDecoded before allocating anything.
+// decodeReadRequest decompresses and parses a remote-read body (see decompress for the
+// size check).
 func decodeReadRequest(body []byte, maxDecoded int64) (*prompb.ReadRequest, error) {
-	n, err := snappy.DecodedLen(body)
+	raw, err := decompress(body, maxDecoded)
 	if err != nil {
-		return nil, fmt.Errorf("%w: snappy header: %v", ErrDecode, err)
-	}
-	if int64(n) > maxDecoded {
-		return nil, fmt.Errorf("%w: decompresses to %d bytes, over the limit of %d", ErrTooLarge, n, maxDecoded)
-	}
-	raw, err := snappy.Decode(make([]byte, n), body)
-	if err != nil {
-		return nil, fmt.Errorf("%w: snappy block of %d bytes: %v", ErrDecode, len(body), err)
+		return nil, err
 	}
 	var req prompb.ReadRequest
 	if err := req.Unmarshal(raw); err != nil {

@@ -821,7 +821,7 @@ func (d *benchData) writeSlice(ctx context.Context, url string, k0, k1 int) erro
 // hold all of it. Everything it starts ends with b.
 func setupBenchRead(b *testing.B) *benchReadEnv {
 	b.Helper()
-	tools := benchRequireTools(b, "bash", "clickhouse-server", "clickhouse-client", "prometheus", "promtool")
+	tools := requireTools(b, "bash", "clickhouse-server", "clickhouse-client", "prometheus", "promtool")
 	began := time.Now()
 	logf := func(format string, args ...any) {
 		b.Helper()
@@ -864,10 +864,10 @@ func setupBenchRead(b *testing.B) *benchReadEnv {
 	logf("Prometheus holds %d series x %d samples in %v block(s)", benchSeries, benchPerSeries, blocks)
 
 	// pyramid: the day through its remote write into a private ClickHouse.
-	bin := benchBuildPyramid(b, work)
-	ch := benchStartClickHouse(b)
+	bin := buildPyramid(b, work)
+	ch := startClickHouse(b)
 	logf("ClickHouse ready on %s", ch.addr())
-	pyr := benchStartPyramid(b, bin, ch.addr(), benchDB, work)
+	pyr := startPyramid(b, bin, ch.addr(), benchDB, work)
 	pyrURL := pyr.url
 	logf("pyramid ready on %s", pyrURL)
 	loadStart := time.Now()
@@ -1013,137 +1013,6 @@ func benchCheckPyramid(ctx context.Context, addr string, start, last int64) erro
 	return nil
 }
 
-// The helpers of stack_test.go take *testing.T; these are the few the benchmark needs, for a
-// testing.TB. They start and stop everything the same way.
-
-func benchRequireTools(tb testing.TB, names ...string) map[string]string {
-	tb.Helper()
-	path := os.Getenv("PATH") + string(os.PathListSeparator) + "/usr/sbin:/sbin"
-	found := make(map[string]string, len(names))
-	var missing []string
-	for _, name := range names {
-		p := lookPathIn(name, path)
-		if p == "" {
-			missing = append(missing, name)
-			continue
-		}
-		found[name] = p
-	}
-	if len(missing) > 0 {
-		msg := fmt.Sprintf("missing programs %s (deploy/install.sh installs them)", strings.Join(missing, ", "))
-		if os.Getenv("PYRAMID_TEST_REQUIRE") == "1" {
-			tb.Fatal(msg + " but PYRAMID_TEST_REQUIRE=1")
-		}
-		tb.Skip(msg)
-	}
-	return found
-}
-
-func benchFreePort(tb testing.TB) int {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("find a free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-func benchBuildPyramid(tb testing.TB, dir string) string {
-	tb.Helper()
-	bin := filepath.Join(dir, "pyramid")
-	cmd := exec.Command("go", "build", "-o", bin, "../cmd/pyramid")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("build pyramid: %v\n%s", err, out)
-	}
-	return bin
-}
-
-func benchStartProcess(tb testing.TB, name, logPath string, env []string, bin string, args ...string) *process {
-	tb.Helper()
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		tb.Fatalf("create %s log: %v", name, err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	cmd.SysProcAttr = childProcAttr()
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		tb.Fatalf("start %s: %v", name, err)
-	}
-	p := &process{name: name, cmd: cmd, logPath: logPath, exited: make(chan struct{})}
-	go func() {
-		p.waitErr = cmd.Wait()
-		logFile.Close()
-		close(p.exited)
-	}()
-	tb.Cleanup(func() {
-		if tb.Failed() {
-			tb.Logf("---- last lines of the %s log (%s):\n%s", name, logPath, tail(logPath, 100))
-		}
-		p.stop(10 * time.Second)
-	})
-	return p
-}
-
-func benchWaitReady(tb testing.TB, p *process, url string) {
-	tb.Helper()
-	err := poll(2*time.Minute, func() error {
-		if err := p.checkAlive(); err != nil {
-			return stopWaiting(err)
-		}
-		_, err := httpGet(url)
-		return err
-	})
-	if err != nil {
-		tb.Fatalf("wait for %s to be ready: %v", p.name, err)
-	}
-}
-
-func benchStartClickHouse(tb testing.TB) *clickhouseServer {
-	tb.Helper()
-	script, err := filepath.Abs("../deploy/clickhouse.sh")
-	if err != nil {
-		tb.Fatalf("locate deploy/clickhouse.sh: %v", err)
-	}
-	ch := &clickhouseServer{script: script, dir: tb.TempDir(), tcp: benchFreePort(tb), http: benchFreePort(tb)}
-	// Registered after TempDir, so it runs before the directory is removed.
-	tb.Cleanup(func() {
-		if tb.Failed() {
-			tb.Logf("---- last lines of the ClickHouse error log:\n%s", tail(filepath.Join(ch.dir, "log", "clickhouse-server.err.log"), 30))
-		}
-		if err := ch.run("stop"); err != nil {
-			tb.Logf("stop ClickHouse: %v; killing it", err)
-			if err := ch.run("kill"); err != nil {
-				tb.Errorf("kill ClickHouse in %s: %v", ch.dir, err)
-			}
-		}
-	})
-	if err := ch.run("start", strconv.Itoa(ch.tcp), strconv.Itoa(ch.http)); err != nil {
-		tb.Fatalf("start ClickHouse: %v", err)
-	}
-	return ch
-}
-
-// benchStartPyramid starts pyramid as startPyramid does.
-func benchStartPyramid(tb testing.TB, bin, chAddr, db, work string) *pyramidServer {
-	tb.Helper()
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(benchFreePort(tb)))
-	p := benchStartProcess(tb, "pyramid", filepath.Join(work, "pyramid.log"), []string{
-		"PYRAMID_LISTEN_ADDR=" + addr,
-		"PYRAMID_CLICKHOUSE_ADDR=" + chAddr,
-		"PYRAMID_CLICKHOUSE_DATABASE=" + db,
-		"PYRAMID_LOG_LEVEL=info",
-	}, bin)
-	s := &pyramidServer{process: p, url: "http://" + addr}
-	benchWaitReady(tb, p, s.url+"/-/ready")
-	return s
-}
-
 // benchPrometheus is a Prometheus the benchmark started.
 type benchPrometheus struct {
 	*process
@@ -1162,8 +1031,8 @@ func benchStartPrometheus(tb testing.TB, bin, work, name, tsdbDir, cfg string) *
 	if err := os.MkdirAll(tsdbDir, 0o755); err != nil {
 		tb.Fatalf("create %s TSDB directory: %v", name, err)
 	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(benchFreePort(tb)))
-	p := benchStartProcess(tb, name, filepath.Join(work, name+".log"), nil, bin,
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(tb)))
+	p := startProcess(tb, name, filepath.Join(work, name+".log"), nil, bin,
 		"--config.file="+cfgPath,
 		"--storage.tsdb.path="+tsdbDir,
 		"--storage.tsdb.retention.time=10y",
@@ -1171,6 +1040,6 @@ func benchStartPrometheus(tb testing.TB, bin, work, name, tsdbDir, cfg string) *
 		"--log.level=info",
 	)
 	s := &benchPrometheus{process: p, url: "http://" + addr}
-	benchWaitReady(tb, p, s.url+"/-/ready")
+	waitReady(tb, p, s.url+"/-/ready")
 	return s
 }

@@ -27,7 +27,7 @@ import (
 // requireTools returns the absolute path of each named program, looking in PATH and in the
 // sbin directories where Debian installs clickhouse-server. A missing program skips the
 // test, or fails it under PYRAMID_TEST_REQUIRE=1.
-func requireTools(t *testing.T, names ...string) map[string]string {
+func requireTools(t testing.TB, names ...string) map[string]string {
 	t.Helper()
 	path := os.Getenv("PATH") + string(os.PathListSeparator) + "/usr/sbin:/sbin"
 	found := make(map[string]string, len(names))
@@ -63,7 +63,7 @@ func lookPathIn(name, path string) string {
 
 // freePort asks the kernel for an unused loopback port. Another process could take it before
 // we use it, but every server here binds within seconds, which makes that unlikely enough.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -75,7 +75,7 @@ func freePort(t *testing.T) int {
 
 // buildPyramid compiles cmd/pyramid into dir and returns the binary's path. `go test` puts
 // the go command of the toolchain running the test first in PATH.
-func buildPyramid(t *testing.T, dir string) string {
+func buildPyramid(t testing.TB, dir string) string {
 	t.Helper()
 	bin := filepath.Join(dir, "pyramid")
 	cmd := exec.Command("go", "build", "-o", bin, "../cmd/pyramid")
@@ -98,7 +98,7 @@ type process struct {
 
 // startProcess starts bin with args and extra environment, logging to logPath, and ends it
 // when t ends: SIGTERM, then SIGKILL if it has not exited within a few seconds.
-func startProcess(t *testing.T, name, logPath string, env []string, bin string, args ...string) *process {
+func startProcess(t testing.TB, name, logPath string, env []string, bin string, args ...string) *process {
 	t.Helper()
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -173,7 +173,7 @@ func tail(path string, n int) string {
 // waitFor polls cond every 200ms until it returns nil or timeout passes, and then fails the
 // test with cond's last error. The machine is shared and noisy, so callers pass generous
 // timeouts: they bound a hang, they do not assert speed.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() error) {
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() error) {
 	t.Helper()
 	if err := poll(timeout, cond); err != nil {
 		t.Fatalf("wait for %s: %v", what, err)
@@ -237,7 +237,7 @@ func httpGet(url string) ([]byte, error) {
 }
 
 // waitReady polls a /-/ready endpoint until it answers 200 while p is still running.
-func waitReady(t *testing.T, p *process, url string) {
+func waitReady(t testing.TB, p *process, url string) {
 	t.Helper()
 	waitFor(t, p.name+" to be ready", 90*time.Second, func() error {
 		if err := p.checkAlive(); err != nil {
@@ -258,7 +258,7 @@ type clickhouseServer struct {
 
 // startClickHouse starts a server with its state in a fresh temporary directory and stops it
 // when t ends, whether the test passed or not.
-func startClickHouse(t *testing.T) *clickhouseServer {
+func startClickHouse(t testing.TB) *clickhouseServer {
 	t.Helper()
 	script, err := filepath.Abs("../deploy/clickhouse.sh")
 	if err != nil {
@@ -288,7 +288,7 @@ func (ch *clickhouseServer) addr() string { return net.JoinHostPort("127.0.0.1",
 
 // start (re)starts the server on the same directory and ports; the script returns once
 // the server answers queries.
-func (ch *clickhouseServer) start(t *testing.T) {
+func (ch *clickhouseServer) start(t testing.TB) {
 	t.Helper()
 	if err := ch.run("start", strconv.Itoa(ch.tcp), strconv.Itoa(ch.http)); err != nil {
 		t.Fatalf("start ClickHouse: %v", err)
@@ -296,7 +296,7 @@ func (ch *clickhouseServer) start(t *testing.T) {
 }
 
 // kill ends the server with SIGKILL, as a crash would.
-func (ch *clickhouseServer) kill(t *testing.T) {
+func (ch *clickhouseServer) kill(t testing.TB) {
 	t.Helper()
 	if err := ch.run("kill"); err != nil {
 		t.Fatalf("kill ClickHouse: %v", err)

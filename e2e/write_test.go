@@ -225,7 +225,7 @@ type pyramidServer struct {
 
 // startPyramid runs the binary against ClickHouse at chAddr with its own database, and waits
 // until it is ready (ClickHouse reachable, schema applied).
-func startPyramid(t *testing.T, bin, chAddr, db, work string) *pyramidServer {
+func startPyramid(t testing.TB, bin, chAddr, db, work string) *pyramidServer {
 	t.Helper()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 	p := startProcess(t, "pyramid", filepath.Join(work, "pyramid.log"), []string{
