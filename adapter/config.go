@@ -33,6 +33,10 @@ type Config struct {
 	// SeriesCacheSize bounds the series pyramid remembers having catalogued.
 	SeriesCacheSize int
 
+	// RollupUnitWidth is rollup.UnitWidth of the tier ladder: stored samples mark their
+	// target's unit of this width for the rollup materializer. 0 marks nothing.
+	RollupUnitWidth int64
+
 	// ReadMaxSeries and ReadMaxSamples cap what one remote-read query may return; past
 	// either the client gets 429 naming the limit, before pyramid holds more than that.
 	ReadMaxSeries  int
@@ -71,6 +75,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("retry-after %s must be at least 1s (the header counts whole seconds)", c.RetryAfter)
 	case c.SeriesCacheSize <= 0:
 		return fmt.Errorf("series cache size %d must be positive", c.SeriesCacheSize)
+	case c.RollupUnitWidth < 0:
+		return fmt.Errorf("rollup unit width %d must not be negative", c.RollupUnitWidth)
 	case c.ReadMaxSeries <= 0 || c.ReadMaxSamples <= 0:
 		return fmt.Errorf("read limits must be positive (series %d, samples %d)", c.ReadMaxSeries, c.ReadMaxSamples)
 	case c.ReadMaxConcurrent <= 0:

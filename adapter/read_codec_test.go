@@ -81,27 +81,6 @@ func TestPrefixEnd(t *testing.T) {
 	}
 }
 
-func TestSortDedup(t *testing.T) {
-	for _, tc := range []struct {
-		name       string
-		ts         []int64
-		values     []float64
-		wantTs     []int64
-		wantValues []float64
-	}{
-		{"empty", nil, nil, nil, nil},
-		{"sorted", []int64{1, 2, 3}, []float64{1, 2, 3}, []int64{1, 2, 3}, []float64{1, 2, 3}},
-		{"two parts", []int64{4, 5, 1, 2}, []float64{4, 5, 1, 2}, []int64{1, 2, 4, 5}, []float64{1, 2, 4, 5}},
-		{"retried write", []int64{1, 2, 1, 2}, []float64{1, 2, 1, 2}, []int64{1, 2}, []float64{1, 2}},
-		{"first of equal timestamps wins", []int64{3, 1, 3}, []float64{30, 10, 31}, []int64{1, 3}, []float64{10, 30}},
-	} {
-		ts, values := sortDedup(slices.Clone(tc.ts), slices.Clone(tc.values))
-		if !slices.Equal(ts, tc.wantTs) || !slices.Equal(values, tc.wantValues) {
-			t.Errorf("%s: %v %v, want %v %v", tc.name, ts, values, tc.wantTs, tc.wantValues)
-		}
-	}
-}
-
 func TestNegotiateResponseType(t *testing.T) {
 	S, C := prompb.ReadRequest_SAMPLES, prompb.ReadRequest_STREAMED_XOR_CHUNKS
 	for _, tc := range []struct {

@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sort"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/prometheus/model/labels"
 
+	"github.com/pyramid-metrics/pyramid/rollup"
 	"github.com/pyramid-metrics/pyramid/schema"
 )
 
@@ -136,7 +136,7 @@ func fetchSamples(ctx context.Context, conn driver.Conn, db string, batch []*rea
 	}
 	n := 0
 	for _, s := range batch {
-		s.ts, s.values = sortDedup(s.ts, s.values)
+		s.ts, s.values = rollup.SortDedup(s.ts, s.values)
 		n += len(s.ts)
 	}
 	if n > budget {
@@ -148,38 +148,6 @@ func fetchSamples(ctx context.Context, conn driver.Conn, db string, batch []*rea
 // errSampleBudget tells fetchSamples's caller that the query's sample limit was passed;
 // the caller knows the limit and turns it into a *LimitError.
 var errSampleBudget = errors.New("sample budget exhausted")
-
-// sortDedup orders samples by timestamp and keeps the first of each run of equal
-// timestamps. It reorders ts and values in place and returns them shortened. The rows of a
-// series arrive as a few runs already in order (one per data part), so the common case is
-// a check that finds them sorted.
-func sortDedup(ts []int64, values []float64) ([]int64, []float64) {
-	if !slices.IsSorted(ts) {
-		sort.Stable(samplesByTime{ts, values})
-	}
-	out := 0
-	for i := range ts {
-		if i > 0 && ts[i] == ts[out-1] {
-			continue
-		}
-		ts[out], values[out] = ts[i], values[i]
-		out++
-	}
-	return ts[:out], values[:out]
-}
-
-// samplesByTime sorts two parallel slices by the first.
-type samplesByTime struct {
-	ts     []int64
-	values []float64
-}
-
-func (s samplesByTime) Len() int           { return len(s.ts) }
-func (s samplesByTime) Less(i, j int) bool { return s.ts[i] < s.ts[j] }
-func (s samplesByTime) Swap(i, j int) {
-	s.ts[i], s.ts[j] = s.ts[j], s.ts[i]
-	s.values[i], s.values[j] = s.values[j], s.values[i]
-}
 
 // saturatingAdd returns a+b clamped to the int64 range; query bounds such as Prometheus's
 // "no end" (close to math.MaxInt64) must not wrap around when widened.

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pyramid-metrics/pyramid/rollup"
 	"github.com/pyramid-metrics/pyramid/schema"
 )
 
@@ -76,7 +77,7 @@ func (s *Server) SchemaReady() { s.schemaReady.Store(true) }
 func (s *Server) Close(ctx context.Context) error { return s.batcher.close(ctx) }
 
 // insert stores one batch: series first, so that a reader never finds samples whose
-// series it cannot name, then samples. The series cache learns of the series only once
+// series it cannot name, then samples, then the rollup work they cause. The series cache learns of the series only once
 // both are in.
 func (s *Server) insert(ctx context.Context, b *Batch) error {
 	series := s.cache.uncovered(b.Series)
@@ -84,6 +85,12 @@ func (s *Server) insert(ctx context.Context, b *Batch) error {
 		return err
 	}
 	if err := InsertSamples(ctx, s.conn, s.cfg.Database, b); err != nil {
+		return err
+	}
+	// The rollups of these samples' buckets are recomputed once the marks are in; a
+	// failure here fails the batch, whose retry stores the samples again (harmlessly) and
+	// the marks for the first time.
+	if err := rollup.MarkDirty(ctx, s.conn, s.cfg.Database, s.cfg.RollupUnitWidth, b.Targets, b.Timestamps); err != nil {
 		return err
 	}
 	s.cache.add(series)

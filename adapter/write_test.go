@@ -245,6 +245,26 @@ func TestWriteRetryIsIdempotent(t *testing.T) {
 	}
 }
 
+// TestWriteMarksRollupWork: stored samples mark their target's rollup units, one per
+// target and coarsest bucket, so the materializer recomputes exactly those.
+func TestWriteMarksRollupWork(t *testing.T) {
+	s := newTestServer(t, func(c *adapter.Config) { c.RollupUnitWidth = 3_600_000 })
+	req := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		series("m", []string{"job", "a"}, prompb.Sample{Timestamp: 1000, Value: 1}, prompb.Sample{Timestamp: 3_600_000, Value: 2}),
+		series("n", []string{"job", "a"}, prompb.Sample{Timestamp: 2000, Value: 1}),
+		series("m", []string{"job", "b"}, prompb.Sample{Timestamp: 7_300_000, Value: 1}),
+	}}
+	if resp, msg := s.post(t, body(t, req)); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("status %d: %s", resp.StatusCode, msg)
+	}
+	if n := s.count(t, "SELECT count() FROM (SELECT DISTINCT unit, target FROM DB.rollup_dirty WHERE width = 3600000)"); n != 3 {
+		t.Errorf("rollup units marked = %d, want 3 (job a in hours 0 and 1, job b in hour 2)", n)
+	}
+	if n := s.count(t, "SELECT count() FROM DB.rollup_dirty WHERE unit NOT IN (0, 3600000, 7200000)"); n != 0 {
+		t.Errorf("%d marks outside the written hours", n)
+	}
+}
+
 // TestWriteRejectsBadSeriesKeepsGood: the bad series is named in a 400 and dropped, the good
 // ones in the same request are stored, so nothing that could be stored is lost.
 func TestWriteRejectsBadSeriesKeepsGood(t *testing.T) {

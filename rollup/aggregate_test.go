@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -569,4 +570,24 @@ func ordered(f float64) int64 {
 
 func sameFloat(a, b float64) bool {
 	return math.Float64bits(a) == math.Float64bits(b) || (math.IsNaN(a) && math.IsNaN(b))
+}
+func TestSortDedup(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		ts         []int64
+		values     []float64
+		wantTs     []int64
+		wantValues []float64
+	}{
+		{"empty", nil, nil, nil, nil},
+		{"sorted", []int64{1, 2, 3}, []float64{1, 2, 3}, []int64{1, 2, 3}, []float64{1, 2, 3}},
+		{"two parts", []int64{4, 5, 1, 2}, []float64{4, 5, 1, 2}, []int64{1, 2, 4, 5}, []float64{1, 2, 4, 5}},
+		{"retried write", []int64{1, 2, 1, 2}, []float64{1, 2, 1, 2}, []int64{1, 2}, []float64{1, 2}},
+		{"first of equal timestamps wins", []int64{3, 1, 3}, []float64{30, 10, 31}, []int64{1, 3}, []float64{10, 30}},
+	} {
+		ts, values := SortDedup(slices.Clone(tc.ts), slices.Clone(tc.values))
+		if !slices.Equal(ts, tc.wantTs) || !slices.Equal(values, tc.wantValues) {
+			t.Errorf("%s: %v %v, want %v %v", tc.name, ts, values, tc.wantTs, tc.wantValues)
+		}
+	}
 }

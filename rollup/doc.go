@@ -1,8 +1,9 @@
-// Package rollup owns the rules of pyramid's rollup pyramid: which resolutions exist, what a
-// rollup row holds and how it is computed, and which resolution and aggregate answer a
-// query. It is pure Go and knows nothing of ClickHouse, HTTP or the remote read protocol, so
-// that the rules can be tested exhaustively and the writer and the reader cannot disagree on
-// them.
+// Package rollup owns pyramid's rollup pyramid: which resolutions exist, what a rollup row
+// holds and how it is computed, which resolution and aggregate answer a query, and the
+// worker that keeps the rollup tables equal to the raw samples. The rules are pure Go and
+// know nothing of ClickHouse, HTTP or the remote read protocol, so that they can be tested
+// exhaustively and the writer and the reader cannot disagree on them; materialize.go alone
+// talks to ClickHouse. README.md draws the tables and the data flow.
 //
 //	tiers.go      the tier ladder (PYRAMID_TIERS=raw:30d,5m:365d,1h:0): parsing and the
 //	              constraints that keep buckets aligned across tiers and day partitions
@@ -11,6 +12,8 @@
 //	route.go      the query router: which tier and aggregate serve which part of a window
 //	points.go     how rollup rows become the samples Prometheus sees, and what each kind
 //	              gets wrong compared with raw
+//	materialize.go  the write side: work marks, and recomputing marked buckets from
+//	              deduplicated raw samples into the rollups table
 //
 // Three invariants hold everything together. A rollup row equals the aggregation of the
 // deduplicated raw samples of its bucket, whether it was computed from raw or merged from a

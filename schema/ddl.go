@@ -12,7 +12,15 @@ const (
 	TableSeries       = "series"
 	TableSeriesLabels = "series_labels"
 	TableMetadata     = "metadata"
+	TableRollups      = "rollups"
+	TableRollupDirty  = "rollup_dirty"
+	TableRollupDone   = "rollup_done"
 )
+
+// rollupPartitionMillis is the width of one rollups partition per resolution: 30 days, so
+// that a tier's retention drops whole partitions and a 1h tier kept forever holds a dozen
+// partitions a year.
+const rollupPartitionMillis = 30 * dayMillis
 
 // dayMillis is the width of one samples partition: a UTC day in milliseconds.
 const dayMillis = 86_400_000
@@ -144,6 +152,62 @@ ARRAY JOIN label_names AS name, label_values AS value`, g.table(TableSeriesLabel
     updated_ms Int64
 ) ENGINE = ReplacingMergeTree(updated_ms)
 ORDER BY metric_family_name`, g.table(TableMetadata), g.lc("String"), g.lc("String")),
+	}
+}
+
+// rollups is migration 2: the rollup tiers and the bookkeeping that keeps them exact (see
+// rollup/README.md). Every tier lives in one table, told apart by res, so that changing
+// PYRAMID_TIERS needs no DDL.
+func (g ddl) rollups(Config) []string {
+	return []string{
+		// One row per tier, series and bucket, as rollup.Aggregate defines it. A bucket is
+		// recomputed from raw whenever it receives samples, and the newest computation
+		// (version: the server time at which its raw read began) replaces the older ones.
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
+    res Int64,
+    target UInt64%s,
+    fingerprint UInt64%s,
+    bucket Int64%s,
+    cnt UInt64,
+    sum_hi Float64,
+    sum_lo Float64,
+    min_v Float64,
+    max_v Float64,
+    first_ts Int64,
+    first_v Float64,
+    last_ts Int64,
+    last_v Float64,
+    corr_hi Float64,
+    corr_lo Float64,
+    resets UInt64,
+    version UInt32
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY (res, intDiv(bucket, %d))
+ORDER BY (res, target, fingerprint, bucket)`, g.table(TableRollups),
+			g.codec("ZSTD(1)"), g.codec("ZSTD(1)"), g.codec("DoubleDelta, ZSTD(1)"), rollupPartitionMillis),
+
+		// Work units (one scrape target over one bucket of the coarsest tier, which holds a
+		// whole bucket of every tier) that received samples, stamped by the server when the
+		// samples were already stored.
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
+    width Int64,
+    unit Int64,
+    target UInt64,
+    marked UInt32 DEFAULT toUInt32(now())
+) ENGINE = ReplacingMergeTree(marked)
+PARTITION BY intDiv(unit, %d)
+ORDER BY (width, unit, target)`, g.table(TableRollupDirty), rollupPartitionMillis),
+
+		// Work units whose rollups were computed, stamped with the server time at which
+		// their raw read began: a unit is done while no mark is at or after that time.
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
+    width Int64,
+    unit Int64,
+    target UInt64,
+    version UInt32
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY intDiv(unit, %d)
+ORDER BY (width, unit, target)`, g.table(TableRollupDone), rollupPartitionMillis),
 	}
 }
 

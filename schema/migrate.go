@@ -20,6 +20,7 @@ type migration struct {
 func migrationList() []migration {
 	return []migration{
 		{version: 1, name: "initial", statements: ddl.initial},
+		{version: 2, name: "rollups", statements: ddl.rollups},
 	}
 }
 

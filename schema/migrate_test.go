@@ -49,7 +49,8 @@ func TestMigrate(t *testing.T) {
 		tables = append(tables, n)
 	}
 	want := []string{schema.TableMetadata, schema.TableSamples, schema.TableMigrations, schema.TableSeries,
-		schema.TableSeriesInput, schema.TableSeriesLabels, schema.TableSeriesLabels + "_mv", schema.TableSeries + "_mv"}
+		schema.TableSeriesInput, schema.TableSeriesLabels, schema.TableSeriesLabels + "_mv", schema.TableSeries + "_mv",
+		schema.TableRollups, schema.TableRollupDirty, schema.TableRollupDone}
 	slices.Sort(want)
 	if !slices.Equal(tables, want) {
 		t.Errorf("tables = %v, want %v", tables, want)

@@ -100,7 +100,7 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.IntVar(&o.concurrency, "concurrency", 4, "concurrent senders, each owning a shard of series")
 	fs.IntVar(&o.batchRows, "batch-rows", 100000, "rows per direct insert (pyramid's PYRAMID_BATCH_ROWS)")
 	fs.IntVar(&o.directWorkers, "direct-workers", 2, "concurrent direct inserts (pyramid's PYRAMID_INSERT_WORKERS)")
-	fs.DurationVar(&o.rawRetention, "raw-retention", 720*time.Hour, "raw retention the direct database is migrated with (pyramid's PYRAMID_RAW_RETENTION)")
+	fs.DurationVar(&o.rawRetention, "raw-retention", 720*time.Hour, "raw retention the direct database is migrated with (the raw tier of pyramid's PYRAMID_TIERS)")
 	fs.IntVar(&o.pyramidPID, "pyramid-pid", 0, "pyramid's pid, for peak RSS (VmHWM, sampled VmRSS) and CPU time")
 	fs.IntVar(&o.clickhousePID, "clickhouse-pid", 0, "clickhouse-server's pid, for its RSS and CPU time (optional)")
 	fs.BoolVar(&o.skipDirect, "skip-direct", false, "skip the direct-insert phase")

@@ -12,6 +12,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
+	"github.com/pyramid-metrics/pyramid/rollup"
 	"github.com/pyramid-metrics/pyramid/schema"
 )
 
@@ -29,7 +30,9 @@ type config struct {
 	ClickHousePassword string        `envconfig:"CLICKHOUSE_PASSWORD" default:"" desc:"ClickHouse password"`
 	ClickHouseDial     time.Duration `envconfig:"CLICKHOUSE_DIAL_TIMEOUT" default:"5s" desc:"timeout for connecting to ClickHouse"`
 	ClickHouseConns    int           `envconfig:"CLICKHOUSE_MAX_CONNS" default:"16" desc:"maximum open ClickHouse connections"`
-	RawRetention       time.Duration `envconfig:"RAW_RETENTION" default:"720h" desc:"how long raw samples are kept, in whole days (0 keeps them forever)"`
+	Tiers              string        `envconfig:"TIERS" default:"raw:30d,5m:365d,1h:0" desc:"resolution tiers as name:retention (raw first; 0 keeps forever); raw retention in whole days"`
+	RollupInterval     time.Duration `envconfig:"ROLLUP_INTERVAL" default:"15s" desc:"how often rollups of buckets that received samples are recomputed"`
+	RollupSettle       time.Duration `envconfig:"ROLLUP_SETTLE" default:"1m" desc:"how long after a bucket ends its rollups are first computed"`
 	MaxRequestBytes    int64         `envconfig:"MAX_REQUEST_BYTES" default:"33554432" desc:"largest compressed remote-write body accepted (413 beyond)"`
 	MaxDecodedBytes    int64         `envconfig:"MAX_DECODED_BYTES" default:"134217728" desc:"largest remote-write body after snappy decompression (413 beyond)"`
 	BatchRows          int           `envconfig:"BATCH_ROWS" default:"100000" desc:"rows that make a batch insert go at once"`
@@ -63,6 +66,7 @@ func (c config) adapterConfig() adapter.Config {
 		InsertTimeout:        c.InsertTimeout,
 		RetryAfter:           c.RetryAfter,
 		SeriesCacheSize:      c.SeriesCacheSize,
+		RollupUnitWidth:      rollup.UnitWidth(c.tiers()),
 		ReadMaxSeries:        c.ReadMaxSeries,
 		ReadMaxSamples:       c.ReadMaxSamples,
 		ReadMaxConcurrent:    c.ReadMaxConcurrent,
@@ -72,7 +76,31 @@ func (c config) adapterConfig() adapter.Config {
 }
 
 func (c config) schemaConfig() schema.Config {
-	return schema.Config{Database: c.ClickHouseDatabase, RawRetention: c.RawRetention}
+	return schema.Config{Database: c.ClickHouseDatabase, RawRetention: c.rawRetention()}
+}
+
+// tiers is the parsed tier ladder; loadConfig has already refused one that does not parse.
+func (c config) tiers() []rollup.Tier {
+	tiers, err := rollup.ParseTiers(c.Tiers)
+	if err != nil {
+		return nil
+	}
+	return tiers
+}
+
+// rawRetention is the raw tier's retention, 0 for forever.
+func (c config) rawRetention() time.Duration {
+	if tiers := c.tiers(); len(tiers) > 0 {
+		return tiers[0].Retention
+	}
+	return 0
+}
+
+func (c config) materializerConfig() rollup.MaterializerConfig {
+	return rollup.MaterializerConfig{
+		Database: c.ClickHouseDatabase, Tiers: c.tiers(), Interval: c.RollupInterval, Settle: c.RollupSettle,
+		MaxUnits: 10_000, TargetsPerRead: 64, Now: time.Now,
+	}
 }
 
 // loadConfig reads the environment and then args. It returns flag.ErrHelp after printing
@@ -95,6 +123,9 @@ func loadConfig(args []string, out io.Writer) (config, []string, error) {
 	}
 	if err := fs.Parse(args); err != nil {
 		return c, nil, err
+	}
+	if _, err := rollup.ParseTiers(c.Tiers); err != nil {
+		return c, nil, fmt.Errorf("PYRAMID_TIERS: %w", err)
 	}
 	return c, fs.Args(), nil
 }

@@ -19,11 +19,13 @@ func TestLoadConfigPrecedence(t *testing.T) {
 	}{
 		{"defaults", nil, nil, func(c config) bool {
 			return c.ListenAddr == ":9201" && c.ClickHouseAddr == "127.0.0.1:9000" && c.ClickHouseDatabase == "pyramid" &&
-				c.RawRetention == 30*24*time.Hour && c.BatchWait == 100*time.Millisecond && c.BatchRows == 100000
+				c.rawRetention() == 30*24*time.Hour && c.BatchWait == 100*time.Millisecond && c.BatchRows == 100000 &&
+				c.adapterConfig().RollupUnitWidth == 3_600_000
 		}, nil},
-		{"environment", map[string]string{"PYRAMID_LISTEN_ADDR": ":1", "PYRAMID_BATCH_WAIT": "2s", "PYRAMID_RAW_RETENTION": "0"}, nil,
+		{"environment", map[string]string{"PYRAMID_LISTEN_ADDR": ":1", "PYRAMID_BATCH_WAIT": "2s", "PYRAMID_TIERS": "raw:0,5m:0"}, nil,
 			func(c config) bool {
-				return c.ListenAddr == ":1" && c.BatchWait == 2*time.Second && c.RawRetention == 0
+				return c.ListenAddr == ":1" && c.BatchWait == 2*time.Second && c.rawRetention() == 0 &&
+					c.adapterConfig().RollupUnitWidth == 300_000
 			}, nil},
 		{"flags win", map[string]string{"PYRAMID_LISTEN_ADDR": ":1"}, []string{"-listen-addr", ":2", "-max-rows-in-flight", "7", "migrate"},
 			func(c config) bool { return c.ListenAddr == ":2" && c.MaxRowsInFlight == 7 }, []string{"migrate"}},
@@ -57,6 +59,11 @@ func TestLoadConfigErrors(t *testing.T) {
 	if _, _, err := loadConfig(nil, io.Discard); err == nil || !strings.Contains(err.Error(), "BATCH_ROWS") {
 		t.Errorf("bad environment value: err = %v, want one naming BATCH_ROWS", err)
 	}
+	t.Setenv("PYRAMID_BATCH_ROWS", "1")
+	t.Setenv("PYRAMID_TIERS", "raw:30d,7m:1y")
+	if _, _, err := loadConfig(nil, io.Discard); err == nil || !strings.Contains(err.Error(), "7m") {
+		t.Errorf("bad tiers: err = %v, want one naming the bad tier", err)
+	}
 }
 
 // TestHelpListsEveryVariable: --help documents each setting with its environment variable.
@@ -68,7 +75,7 @@ func TestHelpListsEveryVariable(t *testing.T) {
 	}
 	for _, want := range []string{"PYRAMID_LISTEN_ADDR", "PYRAMID_CLICKHOUSE_ADDR", "PYRAMID_CLICKHOUSE_DATABASE", "PYRAMID_CLICKHOUSE_USER",
 		"PYRAMID_CLICKHOUSE_PASSWORD", "PYRAMID_BATCH_ROWS", "PYRAMID_BATCH_WAIT", "PYRAMID_MAX_REQUEST_BYTES", "PYRAMID_MAX_DECODED_BYTES",
-		"PYRAMID_RAW_RETENTION", "-clickhouse-addr", "migrate"} {
+		"PYRAMID_TIERS", "PYRAMID_ROLLUP_INTERVAL", "-clickhouse-addr", "migrate"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q", want)
 		}

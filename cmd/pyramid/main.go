@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
+	"github.com/pyramid-metrics/pyramid/rollup"
 	"github.com/pyramid-metrics/pyramid/schema"
 )
 
@@ -93,6 +94,10 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 	if err != nil {
 		return err
 	}
+	mat, err := rollup.NewMaterializer(cfg.materializerConfig(), conn, logger, reg)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
@@ -104,7 +109,7 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 
 	// ClickHouse may start after pyramid (a sidecar races its peers), so the schema is
 	// applied in the background until it works; writes get 503 until then.
-	go migrateUntilDone(ctx, cfg, conn, srv, logger)
+	go migrateUntilDone(ctx, cfg, conn, srv, mat, logger)
 
 	select {
 	case err := <-serveErr:
@@ -126,8 +131,9 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 }
 
 // migrateUntilDone applies the schema, retrying with backoff while ClickHouse is away,
-// then opens the write path and, on servers without TTL, enforces raw retention.
-func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, srv *adapter.Server, logger *slog.Logger) {
+// then opens the write path, starts the rollup materializer and, on servers without TTL,
+// enforces raw retention.
+func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, srv *adapter.Server, mat *rollup.Materializer, logger *slog.Logger) {
 	backoff := time.Second
 	var info schema.Info
 	for {
@@ -145,8 +151,9 @@ func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, srv *ad
 		backoff = min(2*backoff, 30*time.Second)
 	}
 	srv.SchemaReady()
+	go mat.Run(ctx)
 	logger.Info("schema is current; accepting writes", "server", info.Server.String(), "dialect", info.Dialect.String(), "version", info.Schema)
-	if info.Dialect.TTL() || cfg.RawRetention == 0 {
+	if info.Dialect.TTL() || cfg.rawRetention() == 0 {
 		return
 	}
 	ticker := time.NewTicker(cfg.RetentionInterval)
@@ -156,7 +163,7 @@ func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, srv *ad
 		if err != nil {
 			logger.Error("drop expired raw partitions", "err", err)
 		} else if len(dropped) > 0 {
-			logger.Info("dropped expired raw partitions", "days", dropped, "retention", cfg.RawRetention)
+			logger.Info("dropped expired raw partitions", "days", dropped, "retention", cfg.rawRetention())
 		}
 		select {
 		case <-ctx.Done():

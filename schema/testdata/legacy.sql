@@ -70,3 +70,43 @@ CREATE TABLE IF NOT EXISTS pyramid.metadata (
     updated_ms Int64
 ) ENGINE = ReplacingMergeTree(updated_ms)
 ORDER BY metric_family_name;
+
+CREATE TABLE IF NOT EXISTS pyramid.rollups (
+    res Int64,
+    target UInt64,
+    fingerprint UInt64,
+    bucket Int64,
+    cnt UInt64,
+    sum_hi Float64,
+    sum_lo Float64,
+    min_v Float64,
+    max_v Float64,
+    first_ts Int64,
+    first_v Float64,
+    last_ts Int64,
+    last_v Float64,
+    corr_hi Float64,
+    corr_lo Float64,
+    resets UInt64,
+    version UInt32
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY (res, intDiv(bucket, 2592000000))
+ORDER BY (res, target, fingerprint, bucket);
+
+CREATE TABLE IF NOT EXISTS pyramid.rollup_dirty (
+    width Int64,
+    unit Int64,
+    target UInt64,
+    marked UInt32 DEFAULT toUInt32(now())
+) ENGINE = ReplacingMergeTree(marked)
+PARTITION BY intDiv(unit, 2592000000)
+ORDER BY (width, unit, target);
+
+CREATE TABLE IF NOT EXISTS pyramid.rollup_done (
+    width Int64,
+    unit Int64,
+    target UInt64,
+    version UInt32
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY intDiv(unit, 2592000000)
+ORDER BY (width, unit, target);

@@ -1,0 +1,375 @@
+package rollup_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pyramid-metrics/pyramid/rollup"
+	"github.com/pyramid-metrics/pyramid/schema"
+	"github.com/pyramid-metrics/pyramid/schema/schematest"
+)
+
+const (
+	minute = int64(60_000)
+	hour   = 60 * minute
+	// epoch is where the test data starts: 2020-01-01T00:00:00Z, long settled.
+	epoch = int64(1_577_836_800_000)
+	// staleNaN is Prometheus's stale marker.
+	staleNaN = 0x7ff0000000000002
+)
+
+type sample struct {
+	target, fp uint64
+	ts         int64
+	v          float64
+}
+
+type env struct {
+	conn  driver.Conn
+	db    string
+	tiers []rollup.Tier
+	m     *rollup.Materializer
+	now   time.Time
+}
+
+func newEnv(t *testing.T, tiers string) *env {
+	t.Helper()
+	conn := schematest.Conn(t)
+	db := schematest.Database(t, conn, 0).Database
+	ts, err := rollup.ParseTiers(tiers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{conn: conn, db: db, tiers: ts, now: time.UnixMilli(epoch + 1000*hour)}
+	e.m, err = rollup.NewMaterializer(rollup.MaterializerConfig{
+		Database: db, Tiers: ts, Interval: time.Second, Settle: time.Minute,
+		MaxUnits: 1000, TargetsPerRead: 2, Now: func() time.Time { return e.now },
+	}, conn, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// write stores samples as the write path does: the rows, then the marks.
+func (e *env) write(t *testing.T, samples []sample) {
+	t.Helper()
+	ctx := context.Background()
+	batch, err := e.conn.PrepareBatch(ctx, "INSERT INTO "+e.db+"."+schema.TableSamples+" (target, fingerprint, ts, value)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	targets := make([]uint64, len(samples))
+	stamps := make([]int64, len(samples))
+	for i, s := range samples {
+		if err := batch.Append(s.target, s.fp, s.ts, s.v); err != nil {
+			t.Fatal(err)
+		}
+		targets[i], stamps[i] = s.target, s.ts
+	}
+	if err := batch.Send(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rollup.MarkDirty(ctx, e.conn, e.db, rollup.UnitWidth(e.tiers), targets, stamps); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// materialize runs cycles until one finds nothing to do and returns the units the first
+// cycle computed. The server clock has whole seconds, so a unit marked in the second its
+// computation began is computed once more (harmless, and what keeps a sample stored
+// during a computation from being missed); waiting a second between cycles lets that end.
+func (e *env) materialize(t *testing.T) int {
+	t.Helper()
+	first := -1
+	for range 5 {
+		n, err := e.m.Cycle(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first < 0 {
+			first = n
+		}
+		if n == 0 {
+			return first
+		}
+		time.Sleep(1100 * time.Millisecond)
+	}
+	t.Fatal("the materializer still finds work after 5 cycles")
+	return 0
+}
+
+type key struct {
+	res, bucket int64
+	fp          uint64
+}
+
+// stored reads the newest version of every rollup row.
+func (e *env) stored(t *testing.T) map[key]rollup.Aggregate {
+	t.Helper()
+	rows, err := e.conn.Query(context.Background(), "SELECT res, fingerprint, bucket, cnt, sum_hi, sum_lo, min_v, max_v, first_ts, first_v, last_ts, last_v, corr_hi, corr_lo, resets, version FROM "+
+		e.db+"."+schema.TableRollups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[key]rollup.Aggregate{}
+	versions := map[key]uint32{}
+	for rows.Next() {
+		var (
+			k key
+			a rollup.Aggregate
+			v uint32
+		)
+		if err := rows.Scan(&k.res, &k.fp, &k.bucket, &a.Count, &a.Sum, &a.SumComp, &a.Min, &a.Max, &a.FirstT, &a.First,
+			&a.LastT, &a.Last, &a.Correction, &a.CorrectionComp, &a.Resets, &v); err != nil {
+			t.Fatal(err)
+		}
+		if old, ok := versions[k]; !ok || v > old {
+			out[k], versions[k] = a, v
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// expected aggregates samples in Go: deduplicated per series (the first of equal
+// timestamps wins, as retries repeat values), then downsampled for every rollup tier.
+func (e *env) expected(samples []sample) map[key]rollup.Aggregate {
+	bySeries := map[uint64]map[int64]float64{}
+	for _, s := range samples {
+		if bySeries[s.fp] == nil {
+			bySeries[s.fp] = map[int64]float64{}
+		}
+		if _, dup := bySeries[s.fp][s.ts]; !dup {
+			bySeries[s.fp][s.ts] = s.v
+		}
+	}
+	out := map[key]rollup.Aggregate{}
+	for fp, m := range bySeries {
+		ts := slices.Sorted(func(yield func(int64) bool) {
+			for t := range m {
+				if !yield(t) {
+					return
+				}
+			}
+		})
+		vs := make([]float64, len(ts))
+		for i, t := range ts {
+			vs[i] = m[t]
+		}
+		for _, tier := range e.tiers[1:] {
+			for _, b := range rollup.Downsample(ts, vs, tier.ResolutionMs()) {
+				out[key{res: b.Res, bucket: b.Start, fp: fp}] = b.Aggregate
+			}
+		}
+	}
+	return out
+}
+
+// bits is an aggregate with every float as its bits, so that == compares exactly.
+func bits(a rollup.Aggregate) [15]uint64 {
+	f := math.Float64bits
+	return [15]uint64{a.Count, f(a.Sum), f(a.SumComp), f(a.Min), f(a.Max), uint64(a.FirstT), f(a.First), uint64(a.LastT), f(a.Last),
+		f(a.Correction), f(a.CorrectionComp), a.Resets}
+}
+
+// diff describes how got differs from want, or returns "".
+func diff(got, want map[key]rollup.Aggregate) string {
+	for k, w := range want {
+		g, ok := got[k]
+		if !ok {
+			return fmt.Sprintf("missing rollup %+v, want %+v", k, w)
+		}
+		if bits(g) != bits(w) {
+			return fmt.Sprintf("rollup %+v is\n %+v, want\n %+v", k, g, w)
+		}
+	}
+	for k, g := range got {
+		if _, ok := want[k]; !ok {
+			return fmt.Sprintf("unexpected rollup %+v: %+v", k, g)
+		}
+	}
+	return ""
+}
+
+// counterSamples is a counter at 15 s that resets once and ends with a stale marker.
+func counterSamples(target, fp uint64, from, n int64) []sample {
+	var out []sample
+	v := 0.0
+	for i := range n {
+		v += float64(i%7) + 0.5
+		if i == n/2 {
+			v = 1 // A reset in the middle.
+		}
+		out = append(out, sample{target, fp, from + i*15_000, v})
+	}
+	return append(out, sample{target, fp, from + n*15_000, math.Float64frombits(staleNaN)})
+}
+
+// TestMaterializeRetryLeavesRollupsUnchanged stores a batch, computes its rollups, stores
+// the same batch again (Prometheus retrying it) and computes again: every column of every
+// rollup must be unchanged, and equal to the aggregation of the raw samples.
+func TestMaterializeRetryLeavesRollupsUnchanged(t *testing.T) {
+	e := newEnv(t, "raw:0,5m:0,1h:0")
+	var batch []sample
+	batch = append(batch, counterSamples(1, 11, epoch, 400)...)
+	batch = append(batch, counterSamples(1, 12, epoch+7*minute, 200)...)
+	batch = append(batch, counterSamples(2, 21, epoch+hour, 240)...)
+	e.write(t, batch)
+	if n := e.materialize(t); n == 0 {
+		t.Fatal("nothing computed")
+	}
+	first := e.stored(t)
+	if d := diff(first, e.expected(batch)); d != "" {
+		t.Fatalf("after the first write: %s", d)
+	}
+
+	e.write(t, batch)
+	if n := e.materialize(t); n == 0 {
+		t.Fatal("the retried batch marked nothing to recompute")
+	}
+	if d := diff(e.stored(t), first); d != "" {
+		t.Errorf("the retried batch changed the rollups: %s", d)
+	}
+}
+
+// TestMaterializeLateData computes rollups, then stores samples that arrive late and out
+// of order into computed buckets, and a backfill of an old hour: the rollups must become
+// the aggregation of everything, and change where the late samples fell.
+func TestMaterializeLateData(t *testing.T) {
+	e := newEnv(t, "raw:0,5m:0,1h:0")
+	base := epoch + 500*hour
+	var all []sample
+	onTime := counterSamples(3, 31, base, 240)
+	// Every third sample of the first half hour is missing at first.
+	var late []sample
+	for i, s := range onTime {
+		if i < 120 && i%3 == 0 {
+			late = append(late, s)
+			continue
+		}
+		all = append(all, s)
+	}
+	e.write(t, all)
+	e.materialize(t)
+	before := e.stored(t)
+	if d := diff(before, e.expected(all)); d != "" {
+		t.Fatalf("before the late samples: %s", d)
+	}
+
+	slices.Reverse(late) // Out of order, too.
+	backfill := counterSamples(3, 32, base-100*hour, 100)
+	e.write(t, append(late, backfill...))
+	if n := e.materialize(t); n != 2 {
+		t.Errorf("computed %d units after the late write, want 2 (the late hour and the backfilled one)", n)
+	}
+	all = append(append(all, late...), backfill...)
+	after := e.stored(t)
+	if d := diff(after, e.expected(all)); d != "" {
+		t.Errorf("after the late samples: %s", d)
+	}
+	k := key{res: hour, bucket: base, fp: 31}
+	if before[k].Count == after[k].Count {
+		t.Errorf("the late samples did not change the hour's count (%d)", after[k].Count)
+	}
+}
+
+// TestMaterializeMatchesRaw writes random series in random batches, with retried batches,
+// gaps, counter resets, stale markers and late samples, computing rollups between writes:
+// in the end every rollup equals the aggregation of the deduplicated raw samples.
+func TestMaterializeMatchesRaw(t *testing.T) {
+	for seed := range uint64(3) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			e := newEnv(t, "raw:0,1m:0,5m:0,1h:0")
+			e.now = time.UnixMilli(epoch + 5000*hour)
+			rng := rand.New(rand.NewPCG(seed, 42))
+			var all []sample
+			for s := range 6 {
+				target, fp := uint64(1+s%3), uint64(100+s)
+				ts := epoch + 2000*hour + rng.Int64N(hour)
+				v := rng.Float64() * 100
+				for range 200 + rng.IntN(300) {
+					ts += 1000 + rng.Int64N(60_000)
+					if rng.IntN(50) == 0 {
+						ts += rng.Int64N(2 * hour) // A gap.
+					}
+					switch rng.IntN(20) {
+					case 0:
+						v = rng.Float64() // A reset.
+					case 1:
+						all = append(all, sample{target, fp, ts, math.Float64frombits(staleNaN)})
+						continue
+					default:
+						v += rng.Float64() * 10
+					}
+					all = append(all, sample{target, fp, ts, v})
+				}
+			}
+			rng.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
+			for lo := 0; lo < len(all); {
+				hi := min(len(all), lo+1+rng.IntN(800))
+				e.write(t, all[lo:hi])
+				if rng.IntN(3) == 0 {
+					e.write(t, all[lo:hi]) // A retry.
+				}
+				if rng.IntN(2) == 0 {
+					e.materialize(t)
+				}
+				lo = hi
+			}
+			e.materialize(t)
+			want := e.expected(all)
+			if d := diff(e.stored(t), want); d != "" {
+				t.Errorf("%d samples, %d rollups: %s", len(all), len(want), d)
+			}
+		})
+	}
+}
+
+// TestMaterializeWaits checks the two units the materializer leaves alone: one that has
+// not settled yet, and one whose raw samples may already be expiring.
+func TestMaterializeWaits(t *testing.T) {
+	e := newEnv(t, "raw:0,5m:0,1h:0")
+	unit := epoch + 3000*hour
+	e.write(t, counterSamples(5, 51, unit, 10))
+
+	e.now = time.UnixMilli(unit + hour + 30_000) // Ended 30 s ago; Settle is 1 min.
+	if n := e.materialize(t); n != 0 {
+		t.Errorf("computed %d units before they settled", n)
+	}
+	e.now = time.UnixMilli(unit + hour + 61_000)
+	if n := e.materialize(t); n != 1 {
+		t.Errorf("computed %d units once settled, want 1", n)
+	}
+
+	// With 2 days of raw, a unit 3 days old is left alone.
+	conn := e.conn
+	tiers, err := rollup.ParseTiers("raw:2d,1h:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := rollup.NewMaterializer(rollup.MaterializerConfig{
+		Database: e.db, Tiers: tiers, Interval: time.Second, Settle: 0, MaxUnits: 10, TargetsPerRead: 1,
+		Now: func() time.Time { return time.UnixMilli(unit + 72*hour) },
+	}, conn, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.write(t, counterSamples(5, 52, unit, 10))
+	if n, err := old.Cycle(context.Background()); err != nil || n != 0 {
+		t.Errorf("computed %d units (%v) older than raw retention", n, err)
+	}
+}
