@@ -66,6 +66,9 @@ func New(cfg Config, conn driver.Conn, logger *slog.Logger, reg prometheus.Regis
 	return s, nil
 }
 
+// Handle adds a route served next to pyramid's own, such as the rollup status.
+func (s *Server) Handle(path string, h http.Handler) { s.router.Handle(path, h) }
+
 // Handler returns the routes.
 func (s *Server) Handler() http.Handler { return s.router }
 

@@ -14,6 +14,7 @@
 //	              gets wrong compared with raw
 //	materialize.go  the write side: work marks, and recomputing marked buckets from
 //	              deduplicated raw samples into the rollups table
+//	status.go     what each tier holds, for /api/v1/status/tiers and /metrics
 //
 // Three invariants hold everything together. A rollup row equals the aggregation of the
 // deduplicated raw samples of its bucket, whether it was computed from raw or merged from a

@@ -1,0 +1,224 @@
+package rollup
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pyramid-metrics/pyramid/schema"
+)
+
+// TierStatus is what one tier holds. Rows and bytes count every stored row, including
+// versions and duplicates that merges have not collapsed yet.
+type TierStatus struct {
+	Name         string `json:"name"`
+	ResolutionMs int64  `json:"resolution_ms"`
+	// Retention is the tier's retention in Prometheus's duration syntax, or "forever".
+	Retention   string `json:"retention"`
+	Rows        uint64 `json:"rows"`
+	BytesOnDisk uint64 `json:"bytes_on_disk"`
+	// Oldest and Newest are the first and last sample (raw) or bucket start (rollups), in
+	// ms; absent while the tier is empty.
+	Oldest *int64 `json:"oldest_ms,omitempty"`
+	Newest *int64 `json:"newest_ms,omitempty"`
+	// LagMs is how far the tier's newest bucket ends before raw's newest sample; 0 for raw.
+	LagMs int64 `json:"lag_ms"`
+}
+
+// partStats are the active parts of one partition.
+type partStats struct {
+	rows, bytes uint64
+}
+
+// Status reports every tier. It reads part statistics from system.parts and scans only the
+// oldest and newest partition of each tier for its exact bounds, so it stays cheap however
+// much the tiers hold.
+func Status(ctx context.Context, conn driver.Conn, db string, tiers []Tier) ([]TierStatus, error) {
+	rows, err := conn.Query(ctx, "SELECT table, partition, sum(rows), sum(bytes_on_disk) FROM system.parts"+
+		" WHERE active AND database = ? AND table IN (?, ?) GROUP BY table, partition", db, schema.TableSamples, schema.TableRollups)
+	if err != nil {
+		return nil, fmt.Errorf("read part statistics of %s: %w", db, err)
+	}
+	defer rows.Close()
+	// Partitions are keyed by resolution (0 for raw) and by their block: the day for raw,
+	// the 30-day block for rollups.
+	parts := map[int64]map[int64]partStats{}
+	for rows.Next() {
+		var (
+			table, partition string
+			n, bytes         uint64
+		)
+		if err := rows.Scan(&table, &partition, &n, &bytes); err != nil {
+			return nil, fmt.Errorf("scan part statistics: %w", err)
+		}
+		res, block, err := parsePartition(table, partition)
+		if err != nil {
+			return nil, err
+		}
+		if parts[res] == nil {
+			parts[res] = map[int64]partStats{}
+		}
+		p := parts[res][block]
+		parts[res][block] = partStats{rows: p.rows + n, bytes: p.bytes + bytes}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read part statistics: %w", err)
+	}
+
+	out := make([]TierStatus, 0, len(tiers))
+	var rawNewest *int64
+	for _, t := range tiers {
+		st := TierStatus{Name: t.Name, ResolutionMs: t.ResolutionMs(), Retention: "forever"}
+		if !t.Forever() {
+			st.Retention = formatDuration(t.Retention)
+		}
+		blocks := parts[t.ResolutionMs()]
+		if len(blocks) > 0 {
+			lo, hi := int64(1<<62), int64(-1<<62)
+			for b, p := range blocks {
+				st.Rows += p.rows
+				st.BytesOnDisk += p.bytes
+				lo, hi = min(lo, b), max(hi, b)
+			}
+			oldest, newest, err := bounds(ctx, conn, db, t, lo, hi)
+			if err != nil {
+				return nil, err
+			}
+			st.Oldest, st.Newest = &oldest, &newest
+		}
+		if t.IsRaw() {
+			rawNewest = st.Newest
+		} else if rawNewest != nil && st.Newest != nil {
+			st.LagMs = max(0, *rawNewest-(*st.Newest+t.ResolutionMs()-1))
+		} else if rawNewest != nil && st.Newest == nil {
+			st.LagMs = -1 // Nothing computed yet.
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// parsePartition reads system.parts.partition: "18262" (a day) for samples,
+// "(300000,612)" (resolution, 30-day block) for rollups.
+func parsePartition(table, partition string) (res, block int64, err error) {
+	if table == schema.TableSamples {
+		block, err = strconv.ParseInt(partition, 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("parse samples partition %q: %w", partition, err)
+		}
+		return 0, block, nil
+	}
+	a, b, ok := strings.Cut(strings.Trim(partition, "()"), ",")
+	if !ok {
+		return 0, 0, fmt.Errorf("parse rollups partition %q: want (res,block)", partition)
+	}
+	if res, err = strconv.ParseInt(strings.TrimSpace(a), 10, 64); err == nil {
+		block, err = strconv.ParseInt(strings.TrimSpace(b), 10, 64)
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("parse rollups partition %q: %w", partition, err)
+	}
+	return res, block, nil
+}
+
+// bounds finds the first and last timestamp of a tier, reading only its oldest and newest
+// partition (blocks lo and hi).
+func bounds(ctx context.Context, conn driver.Conn, db string, t Tier, lo, hi int64) (oldest, newest int64, err error) {
+	table, col, width, cond := schema.TableSamples, "ts", int64(86_400_000), ""
+	var args []any
+	if !t.IsRaw() {
+		table, col, width, cond = schema.TableRollups, "bucket", 30*86_400_000, " AND res = ?"
+		args = []any{t.ResolutionMs()}
+	}
+	q := "SELECT min(" + col + "), max(" + col + ") FROM " + db + "." + table + " WHERE " + col + " >= ? AND " + col + " < ?" + cond
+	var ignore int64
+	if err := conn.QueryRow(ctx, q, append([]any{lo * width, (lo + 1) * width}, args...)...).Scan(&oldest, &ignore); err != nil {
+		return 0, 0, fmt.Errorf("read the oldest %s of tier %s: %w", col, t.Name, err)
+	}
+	if err := conn.QueryRow(ctx, q, append([]any{hi * width, (hi + 1) * width}, args...)...).Scan(&ignore, &newest); err != nil {
+		return 0, 0, fmt.Errorf("read the newest %s of tier %s: %w", col, t.Name, err)
+	}
+	return oldest, newest, nil
+}
+
+// StatusHandler serves the tiers' status as JSON: {"tiers": [TierStatus...]}.
+func StatusHandler(conn driver.Conn, db string, tiers []Tier, logger *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		st, err := Status(ctx, conn, db, tiers)
+		if err != nil {
+			logger.Warn("tier status", "err", err)
+			http.Error(w, "read tier status: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(struct {
+			Tiers []TierStatus `json:"tiers"`
+		}{st})
+	})
+}
+
+// statusCollector exports Status on every scrape of /metrics.
+type statusCollector struct {
+	conn   driver.Conn
+	db     string
+	tiers  []Tier
+	logger *slog.Logger
+	rows   *prometheus.Desc
+	bytes  *prometheus.Desc
+	lag    *prometheus.Desc
+	newest *prometheus.Desc
+}
+
+// NewStatusCollector returns a collector of pyramid_tier_* metrics: rows and bytes per
+// tier, the newest sample or bucket, and how far each rollup tier lags behind raw.
+func NewStatusCollector(conn driver.Conn, db string, tiers []Tier, logger *slog.Logger) prometheus.Collector {
+	l := []string{"tier"}
+	return &statusCollector{conn: conn, db: db, tiers: tiers, logger: logger,
+		rows:   prometheus.NewDesc("pyramid_tier_rows", "Rows stored per tier, unmerged versions and duplicates included.", l, nil),
+		bytes:  prometheus.NewDesc("pyramid_tier_bytes_on_disk", "Bytes on disk per tier.", l, nil),
+		lag:    prometheus.NewDesc("pyramid_tier_lag_seconds", "How far a rollup tier's newest bucket ends before raw's newest sample (-1: nothing computed yet).", l, nil),
+		newest: prometheus.NewDesc("pyramid_tier_newest_timestamp_seconds", "Newest raw sample or rollup bucket start per tier.", l, nil),
+	}
+}
+
+func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.rows
+	ch <- c.bytes
+	ch <- c.lag
+	ch <- c.newest
+}
+
+func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := Status(ctx, c.conn, c.db, c.tiers)
+	if err != nil {
+		// A scrape while ClickHouse is away simply lacks these series.
+		c.logger.Debug("tier status for /metrics", "err", err)
+		return
+	}
+	for _, s := range st {
+		ch <- prometheus.MustNewConstMetric(c.rows, prometheus.GaugeValue, float64(s.Rows), s.Name)
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(s.BytesOnDisk), s.Name)
+		if s.Newest != nil {
+			ch <- prometheus.MustNewConstMetric(c.newest, prometheus.GaugeValue, float64(*s.Newest)/1000, s.Name)
+		}
+		if !strings.EqualFold(s.Name, rawName) {
+			lag := float64(s.LagMs) / 1000
+			if s.LagMs < 0 {
+				lag = -1
+			}
+			ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, lag, s.Name)
+		}
+	}
+}

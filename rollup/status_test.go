@@ -1,0 +1,77 @@
+package rollup_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/pyramid-metrics/pyramid/rollup"
+)
+
+// TestStatus reports what each tier holds, before and after the rollups are computed,
+// through Status, the JSON handler and the /metrics collector.
+func TestStatus(t *testing.T) {
+	e := newEnv(t, "raw:60d,5m:365d,1h:0")
+	base := epoch + 700*hour
+	e.write(t, counterSamples(9, 91, base, 480)) // Two hours at 15 s, then a stale marker.
+
+	st, err := rollup.Status(context.Background(), e.conn, e.db, e.tiers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := st[0]
+	if raw.Name != "raw" || raw.Rows != 481 || raw.Oldest == nil || *raw.Oldest != base || *raw.Newest != base+480*15_000 {
+		t.Fatalf("raw before rollups: %+v", raw)
+	}
+	if st[1].Rows != 0 || st[1].Newest != nil || st[1].LagMs != -1 {
+		t.Errorf("5m tier before rollups: %+v, want empty with lag -1", st[1])
+	}
+
+	e.materialize(t)
+	// Rows count unmerged versions too; merge them so that the counts are exact.
+	if err := e.conn.Exec(context.Background(), "OPTIMIZE TABLE "+e.db+".rollups FINAL"); err != nil {
+		t.Fatal(err)
+	}
+	st, err = rollup.Status(context.Background(), e.conn, e.db, e.tiers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two hours of samples make 24 five-minute buckets and 2 hourly ones; the stale
+	// marker at base+2h is in a bucket of its own but is no value, so it makes none.
+	for i, want := range []struct {
+		rows           uint64
+		oldest, newest int64
+		retention      string
+	}{{481, base, base + 2*hour, "60d"}, {24, base, base + 2*hour - 5*minute, "1y"}, {2, base, base + hour, "forever"}} {
+		s := st[i]
+		if s.Rows != want.rows || *s.Oldest != want.oldest || *s.Newest != want.newest || s.Retention != want.retention || s.BytesOnDisk == 0 {
+			t.Errorf("tier %s: %+v (oldest %d, newest %d); want rows %d, oldest %d, newest %d, retention %s",
+				s.Name, s, *s.Oldest, *s.Newest, want.rows, want.oldest, want.newest, want.retention)
+		}
+	}
+	// Raw's newest sample is the stale marker at base+2h; both tiers end at base+2h-1.
+	if st[1].LagMs != 1 || st[2].LagMs != 1 {
+		t.Errorf("lags %d and %d ms, want 1 and 1", st[1].LagMs, st[2].LagMs)
+	}
+
+	rec := httptest.NewRecorder()
+	rollup.StatusHandler(e.conn, e.db, e.tiers, slog.New(slog.NewTextHandler(io.Discard, nil))).ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	var body struct {
+		Tiers []rollup.TierStatus `json:"tiers"`
+	}
+	if err := json.NewDecoder(rec.Body).Decode(&body); err != nil || len(body.Tiers) != 3 || body.Tiers[2].Rows != 2 {
+		t.Errorf("status JSON: %v, %+v", err, body)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(rollup.NewStatusCollector(e.conn, e.db, e.tiers, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if n, err := testutil.GatherAndCount(reg, "pyramid_tier_rows", "pyramid_tier_lag_seconds"); err != nil || n != 5 {
+		t.Errorf("tier metrics: %d series (%v), want 3 row counts and 2 lags", n, err)
+	}
+}
