@@ -15,6 +15,7 @@
 //	materialize.go  the write side: work marks, and recomputing marked buckets from
 //	              deduplicated raw samples into the rollups table
 //	status.go     what each tier holds, for /api/v1/status/tiers and /metrics
+//	retention.go  each tier's retention, by dropping whole partitions
 //
 // Three invariants hold everything together. A rollup row equals the aggregation of the
 // deduplicated raw samples of its bucket, whether it was computed from raw or merged from a

@@ -373,3 +373,51 @@ func TestMaterializeWaits(t *testing.T) {
 		t.Errorf("computed %d units (%v) older than raw retention", n, err)
 	}
 }
+
+// TestDropExpired keeps each tier for its own retention: the 5m tier's old block goes, the
+// 1h tier (kept forever) keeps it, and marks of units older than raw retention go.
+func TestDropExpired(t *testing.T) {
+	e := newEnv(t, "raw:30d,5m:60d,1h:0")
+	day := 24 * hour
+	e.write(t, counterSamples(7, 71, epoch, 40))
+	e.now = time.UnixMilli(epoch + 2*day)
+	e.materialize(t)
+	e.write(t, counterSamples(7, 71, epoch+100*day, 40))
+	e.now = time.UnixMilli(epoch + 101*day)
+	e.materialize(t)
+
+	count := func(q string) uint64 {
+		t.Helper()
+		var n uint64
+		if err := e.conn.QueryRow(context.Background(), q).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before5m := count("SELECT count() FROM " + e.db + ".rollups WHERE res = 300000 AND bucket < " + fmt.Sprint(epoch+day))
+	if before5m == 0 {
+		t.Fatal("no 5m rollups of the old day to expire")
+	}
+	dropped, err := rollup.DropExpired(context.Background(), e.conn, e.db, e.tiers, e.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("dropped %v", dropped)
+	old := fmt.Sprint(epoch + day)
+	for _, c := range []struct {
+		what string
+		q    string
+		want func(uint64) bool
+	}{
+		{"old 5m rollups", "SELECT count() FROM " + e.db + ".rollups WHERE res = 300000 AND bucket < " + old, func(n uint64) bool { return n == 0 }},
+		{"new 5m rollups", "SELECT count() FROM " + e.db + ".rollups WHERE res = 300000 AND bucket > " + old, func(n uint64) bool { return n > 0 }},
+		{"old 1h rollups (kept forever)", "SELECT count() FROM " + e.db + ".rollups WHERE res = 3600000 AND bucket < " + old, func(n uint64) bool { return n > 0 }},
+		{"old marks", "SELECT count() FROM " + e.db + ".rollup_dirty WHERE unit < " + old, func(n uint64) bool { return n == 0 }},
+		{"old done marks", "SELECT count() FROM " + e.db + ".rollup_done WHERE unit < " + old, func(n uint64) bool { return n == 0 }},
+		{"new marks", "SELECT count() FROM " + e.db + ".rollup_dirty WHERE unit > " + old, func(n uint64) bool { return n > 0 }},
+	} {
+		if n := count(c.q); !c.want(n) {
+			t.Errorf("%s: %d rows", c.what, n)
+		}
+	}
+}

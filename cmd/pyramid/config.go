@@ -49,7 +49,7 @@ type config struct {
 	ReadQueueWait      time.Duration `envconfig:"READ_QUEUE_WAIT" default:"10s" desc:"how long a remote read waits for a slot before 429"`
 	ReadMaxFrameBytes  int           `envconfig:"READ_MAX_FRAME_BYTES" default:"50000000" desc:"largest streamed remote-read frame (one whole series); match the clients' chunked_read_limit"`
 	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"how long shutdown waits for requests and inserts"`
-	RetentionInterval  time.Duration `envconfig:"RETENTION_INTERVAL" default:"1h" desc:"how often expired raw partitions are dropped on servers without TTL"`
+	RetentionInterval  time.Duration `envconfig:"RETENTION_INTERVAL" default:"1h" desc:"how often expired rollup partitions, and on servers without TTL raw ones, are dropped"`
 	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 }
 

@@ -154,6 +154,7 @@ func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, srv *ad
 	}
 	srv.SchemaReady()
 	go mat.Run(ctx)
+	go dropExpiredRollups(ctx, cfg, conn, logger)
 	logger.Info("schema is current; accepting writes", "server", info.Server.String(), "dialect", info.Dialect.String(), "version", info.Schema)
 	if info.Dialect.TTL() || cfg.rawRetention() == 0 {
 		return
@@ -166,6 +167,26 @@ func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, srv *ad
 			logger.Error("drop expired raw partitions", "err", err)
 		} else if len(dropped) > 0 {
 			logger.Info("dropped expired raw partitions", "days", dropped, "retention", cfg.rawRetention())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// dropExpiredRollups enforces the rollup tiers' retention every RetentionInterval, on
+// every server version: the rollups table keeps all tiers, so no TTL could tell them apart.
+func dropExpiredRollups(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logger) {
+	ticker := time.NewTicker(cfg.RetentionInterval)
+	defer ticker.Stop()
+	for {
+		dropped, err := rollup.DropExpired(ctx, conn, cfg.ClickHouseDatabase, cfg.tiers(), time.Now())
+		if err != nil && ctx.Err() == nil {
+			logger.Error("drop expired rollup partitions", "err", err)
+		} else if len(dropped) > 0 {
+			logger.Info("dropped expired rollup partitions", "partitions", dropped)
 		}
 		select {
 		case <-ctx.Done():
