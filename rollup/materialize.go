@@ -127,6 +127,8 @@ type Materializer struct {
 	units        prometheus.Counter
 	rows         prometheus.Counter
 	cycles       *prometheus.CounterVec
+	// seeded is set once the marks of this unit width are known to exist (see seed).
+	seeded bool
 }
 
 // NewMaterializer checks cfg and registers the worker's metrics with reg.
@@ -180,6 +182,12 @@ func (m *Materializer) Cycle(ctx context.Context) (int, error) {
 	if m.width == 0 {
 		return 0, nil
 	}
+	if !m.seeded {
+		if err := m.seed(ctx); err != nil {
+			return 0, err
+		}
+		m.seeded = true
+	}
 	// The version is taken before anything is read: every sample stored before it is
 	// in the reads below.
 	var version uint32
@@ -202,6 +210,33 @@ func (m *Materializer) Cycle(ctx context.Context) (int, error) {
 		}
 	}
 	return done, nil
+}
+
+// seed marks every unit of the raw samples when no unit of this width was ever computed:
+// after an upgrade from a pyramid without rollups, whose samples carry no marks, and after a
+// change of the coarsest tier, which changes the unit width. Either way every rollup within
+// raw retention is then computed from raw. Marks that the write path made meanwhile only
+// repeat some of these, which is harmless.
+func (m *Materializer) seed(ctx context.Context) error {
+	db := m.cfg.Database
+	var done uint64
+	if err := m.conn.QueryRow(ctx, "SELECT count() FROM "+db+"."+schema.TableRollupDone+" WHERE width = ?", m.width).Scan(&done); err != nil {
+		return fmt.Errorf("count computed rollup units: %w", err)
+	}
+	if done > 0 {
+		return nil
+	}
+	// intDiv truncates towards zero; the if() rounds negative timestamps down as
+	// BucketStart does.
+	q := fmt.Sprintf(`INSERT INTO %[1]s.%[2]s (width, unit, target)
+SELECT ?, intDiv(ts, ?) * ? - if(ts %% ? < 0, ?, 0) AS u, target FROM %[1]s.%[3]s GROUP BY u, target`,
+		db, schema.TableRollupDirty, schema.TableSamples)
+	w := m.width
+	if err := m.conn.Exec(ctx, q, w, w, w, w, w); err != nil {
+		return fmt.Errorf("mark the units of stored samples for width %d: %w", w, err)
+	}
+	m.logger.Info("marked the units of the stored samples for their first rollups", "width_ms", w)
+	return nil
 }
 
 type pendingUnit struct {

@@ -421,3 +421,30 @@ func TestDropExpired(t *testing.T) {
 		}
 	}
 }
+
+// TestMaterializeSeedsUnmarkedSamples: samples stored before the rollup tables existed
+// carry no marks; a materializer that finds no mark of its unit width marks them all.
+func TestMaterializeSeedsUnmarkedSamples(t *testing.T) {
+	e := newEnv(t, "raw:0,5m:0,1h:0")
+	samples := append(counterSamples(8, 81, epoch+10*hour, 300), counterSamples(8, 82, -2*hour, 100)...)
+	batch, err := e.conn.PrepareBatch(context.Background(), "INSERT INTO "+e.db+"."+schema.TableSamples+" (target, fingerprint, ts, value)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range samples {
+		if err := batch.Append(s.target, s.fp, s.ts, s.v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		t.Fatal(err)
+	}
+	// 300 samples from a full hour span two hours plus the marker's; the series before
+	// 1970 spans [-2h, -1h35m].
+	if n := e.materialize(t); n != 3 {
+		t.Errorf("computed %d units of unmarked samples, want 3", n)
+	}
+	if d := diff(e.stored(t), e.expected(samples)); d != "" {
+		t.Error(d)
+	}
+}
