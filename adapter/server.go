@@ -34,6 +34,8 @@ type Server struct {
 	batcher  *batcher
 	// decodeSlots holds a token per request being decoded (Config.MaxConcurrentDecodes).
 	decodeSlots chan struct{}
+	// marker marks the rollup work of stored samples.
+	marker *rollup.Marker
 	// readSlots holds a token per remote read being answered (Config.ReadMaxConcurrent).
 	readSlots chan struct{}
 	router    *mux.Router
@@ -49,7 +51,7 @@ func New(cfg Config, conn driver.Conn, logger *slog.Logger, reg prometheus.Regis
 	}
 	s := &Server{cfg: cfg, conn: conn, logger: logger, cache: newSeriesCache(cfg.SeriesCacheSize),
 		metadata: newMetadataCache(maxMetadataFamilies), decodeSlots: make(chan struct{}, cfg.MaxConcurrentDecodes),
-		readSlots: make(chan struct{}, cfg.ReadMaxConcurrent)}
+		readSlots: make(chan struct{}, cfg.ReadMaxConcurrent), marker: rollup.NewMarker(cfg.RollupUnitWidth)}
 	s.m = newMetrics(reg, s.cache.len, func() int { return len(s.decodeSlots) }, func() int { return len(s.readSlots) })
 	s.batcher = newBatcher(cfg, s.m, s.insert)
 
@@ -93,7 +95,7 @@ func (s *Server) insert(ctx context.Context, b *Batch) error {
 	// The rollups of these samples' buckets are recomputed once the marks are in; a
 	// failure here fails the batch, whose retry stores the samples again (harmlessly) and
 	// the marks for the first time.
-	if err := rollup.MarkDirty(ctx, s.conn, s.cfg.Database, s.cfg.RollupUnitWidth, b.Targets, b.Timestamps); err != nil {
+	if err := s.marker.Mark(ctx, s.conn, s.cfg.Database, b.Targets, b.Timestamps, time.Now()); err != nil {
 		return err
 	}
 	s.cache.add(series)

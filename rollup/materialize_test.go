@@ -35,11 +35,12 @@ type sample struct {
 }
 
 type env struct {
-	conn  driver.Conn
-	db    string
-	tiers []rollup.Tier
-	m     *rollup.Materializer
-	now   time.Time
+	marker *rollup.Marker
+	conn   driver.Conn
+	db     string
+	tiers  []rollup.Tier
+	m      *rollup.Materializer
+	now    time.Time
 }
 
 func newEnv(t *testing.T, tiers string) *env {
@@ -50,7 +51,7 @@ func newEnv(t *testing.T, tiers string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{conn: conn, db: db, tiers: ts, now: time.UnixMilli(epoch + 1000*hour)}
+	e := &env{conn: conn, db: db, tiers: ts, now: time.UnixMilli(epoch + 1000*hour), marker: rollup.NewMarker(rollup.UnitWidth(ts))}
 	e.m, err = rollup.NewMaterializer(rollup.MaterializerConfig{
 		Database: db, Tiers: ts, Interval: time.Second, Settle: time.Minute,
 		MaxUnits: 1000, TargetsPerRead: 2, Now: func() time.Time { return e.now },
@@ -80,7 +81,7 @@ func (e *env) write(t *testing.T, samples []sample) {
 	if err := batch.Send(); err != nil {
 		t.Fatal(err)
 	}
-	if err := rollup.MarkDirty(ctx, e.conn, e.db, rollup.UnitWidth(e.tiers), targets, stamps); err != nil {
+	if err := e.marker.Mark(ctx, e.conn, e.db, targets, stamps, e.now); err != nil {
 		t.Fatal(err)
 	}
 }
