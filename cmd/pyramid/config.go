@@ -51,6 +51,9 @@ type config struct {
 	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"how long shutdown waits for requests and inserts"`
 	RetentionInterval  time.Duration `envconfig:"RETENTION_INTERVAL" default:"1h" desc:"how often expired rollup partitions, and on servers without TTL raw ones, are dropped"`
 	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+
+	// tiers is Tiers parsed, set by loadConfig, which refuses a ladder that does not parse.
+	tiers []rollup.Tier
 }
 
 func (c config) adapterConfig() adapter.Config {
@@ -66,7 +69,7 @@ func (c config) adapterConfig() adapter.Config {
 		InsertTimeout:        c.InsertTimeout,
 		RetryAfter:           c.RetryAfter,
 		SeriesCacheSize:      c.SeriesCacheSize,
-		RollupUnitWidth:      rollup.UnitWidth(c.tiers()),
+		RollupUnitWidth:      rollup.UnitWidth(c.tiers),
 		ReadMaxSeries:        c.ReadMaxSeries,
 		ReadMaxSamples:       c.ReadMaxSamples,
 		ReadMaxConcurrent:    c.ReadMaxConcurrent,
@@ -79,26 +82,12 @@ func (c config) schemaConfig() schema.Config {
 	return schema.Config{Database: c.ClickHouseDatabase, RawRetention: c.rawRetention()}
 }
 
-// tiers is the parsed tier ladder; loadConfig has already refused one that does not parse.
-func (c config) tiers() []rollup.Tier {
-	tiers, err := rollup.ParseTiers(c.Tiers)
-	if err != nil {
-		return nil
-	}
-	return tiers
-}
-
 // rawRetention is the raw tier's retention, 0 for forever.
-func (c config) rawRetention() time.Duration {
-	if tiers := c.tiers(); len(tiers) > 0 {
-		return tiers[0].Retention
-	}
-	return 0
-}
+func (c config) rawRetention() time.Duration { return c.tiers[0].Retention }
 
 func (c config) materializerConfig() rollup.MaterializerConfig {
 	return rollup.MaterializerConfig{
-		Database: c.ClickHouseDatabase, Tiers: c.tiers(), Interval: c.RollupInterval, Settle: c.RollupSettle,
+		Database: c.ClickHouseDatabase, Tiers: c.tiers, Interval: c.RollupInterval, Settle: c.RollupSettle,
 		MaxUnits: 10_000, TargetsPerRead: 64, Now: time.Now,
 	}
 }
@@ -124,9 +113,11 @@ func loadConfig(args []string, out io.Writer) (config, []string, error) {
 	if err := fs.Parse(args); err != nil {
 		return c, nil, err
 	}
-	if _, err := rollup.ParseTiers(c.Tiers); err != nil {
+	tiers, err := rollup.ParseTiers(c.Tiers)
+	if err != nil {
 		return c, nil, fmt.Errorf("PYRAMID_TIERS: %w", err)
 	}
+	c.tiers = tiers
 	return c, fs.Args(), nil
 }
 
@@ -137,6 +128,9 @@ func bindFlags(fs *flag.FlagSet, c *config) {
 	t := v.Type()
 	for i := range t.NumField() {
 		f := t.Field(i)
+		if !f.IsExported() {
+			continue // Derived from the settings, not a setting.
+		}
 		env := f.Tag.Get("envconfig")
 		name := strings.ToLower(strings.ReplaceAll(env, "_", "-"))
 		usage := fmt.Sprintf("%s [%s_%s]", f.Tag.Get("desc"), envPrefix, env)

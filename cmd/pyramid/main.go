@@ -98,8 +98,8 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 	if err != nil {
 		return err
 	}
-	reg.MustRegister(rollup.NewStatusCollector(conn, cfg.ClickHouseDatabase, cfg.tiers(), logger))
-	srv.Handle("/api/v1/status/tiers", rollup.StatusHandler(conn, cfg.ClickHouseDatabase, cfg.tiers(), logger))
+	reg.MustRegister(rollup.NewStatusCollector(conn, cfg.ClickHouseDatabase, cfg.tiers, logger))
+	srv.Handle("/api/v1/status/tiers", rollup.StatusHandler(conn, cfg.ClickHouseDatabase, cfg.tiers, logger))
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
@@ -182,7 +182,7 @@ func dropExpiredRollups(ctx context.Context, cfg config, conn driver.Conn, logge
 	ticker := time.NewTicker(cfg.RetentionInterval)
 	defer ticker.Stop()
 	for {
-		dropped, err := rollup.DropExpired(ctx, conn, cfg.ClickHouseDatabase, cfg.tiers(), time.Now())
+		dropped, err := rollup.DropExpired(ctx, conn, cfg.ClickHouseDatabase, cfg.tiers, time.Now())
 		if err != nil && ctx.Err() == nil {
 			logger.Error("drop expired rollup partitions", "err", err)
 		} else if len(dropped) > 0 {
