@@ -316,7 +316,7 @@ func (m *Materializer) pending(ctx context.Context) ([]pendingUnit, error) {
 	if m.rawRetention > 0 {
 		// Raw day partitions are dropped whole; a unit in a day that may be partly
 		// dropped already is left alone.
-		oldest = BucketStart(now.Add(-m.rawRetention).UnixMilli(), 86_400_000) + 86_400_000
+		oldest = BucketStart(now.Add(-m.rawRetention).UnixMilli(), schema.DayMillis) + schema.DayMillis
 	}
 	db := m.cfg.Database
 	q := fmt.Sprintf(`SELECT d.unit, d.target FROM

@@ -11,10 +11,6 @@ import (
 	"github.com/pyramid-metrics/pyramid/schema"
 )
 
-// partitionMillis is the width of the 30-day blocks that partition the rollup tables (see
-// schema: rollupPartitionMillis).
-const partitionMillis = 30 * 86_400_000
-
 // DropExpired enforces each rollup tier's retention by dropping the tier's 30-day
 // partitions that end before now minus the retention, and drops the work marks of units
 // older than raw retention, which can never be computed again. A tier no longer in the
@@ -61,7 +57,7 @@ func DropExpired(ctx context.Context, conn driver.Conn, db string, tiers []Tier,
 			}
 			keep, block = raw, b
 		}
-		if keep > 0 && (block+1)*partitionMillis <= now.Add(-keep).UnixMilli() {
+		if keep > 0 && (block+1)*schema.RollupPartitionMillis <= now.Add(-keep).UnixMilli() {
 			expired = append(expired, p)
 		}
 	}

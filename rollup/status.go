@@ -94,12 +94,13 @@ func Status(ctx context.Context, conn driver.Conn, db string, tiers []Tier) ([]T
 			}
 			st.Oldest, st.Newest = &oldest, &newest
 		}
-		if t.IsRaw() {
+		switch {
+		case t.IsRaw():
 			rawNewest = st.Newest
-		} else if rawNewest != nil && st.Newest != nil {
-			st.LagMs = max(0, *rawNewest-(*st.Newest+t.ResolutionMs()-1))
-		} else if rawNewest != nil && st.Newest == nil {
+		case rawNewest != nil && st.Newest == nil:
 			st.LagMs = -1 // Nothing computed yet.
+		case rawNewest != nil:
+			st.LagMs = max(0, *rawNewest-(*st.Newest+t.ResolutionMs()-1))
 		}
 		out = append(out, st)
 	}
@@ -129,22 +130,20 @@ func parsePartition(table, partition string) (res, block int64, err error) {
 	return res, block, nil
 }
 
-// bounds finds the first and last timestamp of a tier, reading only its oldest and newest
-// partition (blocks lo and hi).
+// bounds finds the first and last timestamp of a tier with one query that reads only its
+// oldest and newest partition (blocks lo and hi).
 func bounds(ctx context.Context, conn driver.Conn, db string, t Tier, lo, hi int64) (oldest, newest int64, err error) {
-	table, col, width, cond := schema.TableSamples, "ts", int64(86_400_000), ""
+	table, col, width, cond := schema.TableSamples, "ts", int64(schema.DayMillis), ""
 	var args []any
 	if !t.IsRaw() {
-		table, col, width, cond = schema.TableRollups, "bucket", 30*86_400_000, " AND res = ?"
+		table, col, width, cond = schema.TableRollups, "bucket", int64(schema.RollupPartitionMillis), " AND res = ?"
 		args = []any{t.ResolutionMs()}
 	}
-	q := "SELECT min(" + col + "), max(" + col + ") FROM " + db + "." + table + " WHERE " + col + " >= ? AND " + col + " < ?" + cond
-	var ignore int64
-	if err := conn.QueryRow(ctx, q, append([]any{lo * width, (lo + 1) * width}, args...)...).Scan(&oldest, &ignore); err != nil {
-		return 0, 0, fmt.Errorf("read the oldest %s of tier %s: %w", col, t.Name, err)
-	}
-	if err := conn.QueryRow(ctx, q, append([]any{hi * width, (hi + 1) * width}, args...)...).Scan(&ignore, &newest); err != nil {
-		return 0, 0, fmt.Errorf("read the newest %s of tier %s: %w", col, t.Name, err)
+	q := fmt.Sprintf("SELECT minIf(%[1]s, %[1]s < ?), maxIf(%[1]s, %[1]s >= ?) FROM %[2]s.%[3]s"+
+		" WHERE ((%[1]s >= ? AND %[1]s < ?) OR (%[1]s >= ? AND %[1]s < ?))%[4]s", col, db, table, cond)
+	args = append([]any{(lo + 1) * width, hi * width, lo * width, (lo + 1) * width, hi * width, (hi + 1) * width}, args...)
+	if err := conn.QueryRow(ctx, q, args...).Scan(&oldest, &newest); err != nil {
+		return 0, 0, fmt.Errorf("read the bounds of tier %s: %w", t.Name, err)
 	}
 	return oldest, newest, nil
 }
@@ -213,7 +212,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		if s.Newest != nil {
 			ch <- prometheus.MustNewConstMetric(c.newest, prometheus.GaugeValue, float64(*s.Newest)/1000, s.Name)
 		}
-		if !strings.EqualFold(s.Name, rawName) {
+		if s.ResolutionMs > 0 {
 			lag := float64(s.LagMs) / 1000
 			if s.LagMs < 0 {
 				lag = -1

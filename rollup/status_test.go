@@ -69,6 +69,17 @@ func TestStatus(t *testing.T) {
 		t.Errorf("status JSON: %v, %+v", err, body)
 	}
 
+	// A sample in another partition: the bounds come from the oldest and the newest one.
+	later := base + 40*24*hour
+	e.write(t, []sample{{9, 91, later, 1}})
+	st, err = rollup.Status(context.Background(), e.conn, e.db, e.tiers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *st[0].Oldest != base || *st[0].Newest != later {
+		t.Errorf("raw over two partitions: oldest %d, newest %d; want %d and %d", *st[0].Oldest, *st[0].Newest, base, later)
+	}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(rollup.NewStatusCollector(e.conn, e.db, e.tiers, slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if n, err := testutil.GatherAndCount(reg, "pyramid_tier_rows", "pyramid_tier_lag_seconds"); err != nil || n != 5 {

@@ -17,13 +17,13 @@ const (
 	TableRollupDone   = "rollup_done"
 )
 
-// rollupPartitionMillis is the width of one rollups partition per resolution: 30 days, so
+// RollupPartitionMillis is the width of one rollups partition per resolution: 30 days, so
 // that a tier's retention drops whole partitions and a 1h tier kept forever holds a dozen
 // partitions a year.
-const rollupPartitionMillis = 30 * dayMillis
+const RollupPartitionMillis = 30 * DayMillis
 
-// dayMillis is the width of one samples partition: a UTC day in milliseconds.
-const dayMillis = 86_400_000
+// DayMillis is the width of one samples partition: a UTC day in milliseconds.
+const DayMillis = 86_400_000
 
 // ddl renders one dialect's column types and clauses.
 type ddl struct {
@@ -89,7 +89,7 @@ func (g ddl) initial(cfg Config) []string {
 PARTITION BY intDiv(ts, %d)
 ORDER BY (target, fingerprint, ts)%s`, g.table(TableSamples),
 			g.codec("ZSTD(1)"), g.codec("ZSTD(1)"), g.codec("DoubleDelta, ZSTD(1)"), g.codec("Gorilla, ZSTD(1)"),
-			dayMillis, g.samplesTTL(cfg.retentionDays())),
+			DayMillis, g.samplesTTL(cfg.retentionDays())),
 
 		// The series catalogue: labels once per series, and the span of time the series
 		// was written in, kept as min/max states so rows from any number of writers merge.
@@ -184,7 +184,7 @@ func (g ddl) rollups(Config) []string {
 ) ENGINE = ReplacingMergeTree(version)
 PARTITION BY (res, intDiv(bucket, %d))
 ORDER BY (res, target, fingerprint, bucket)`, g.table(TableRollups),
-			g.codec("ZSTD(1)"), g.codec("ZSTD(1)"), g.codec("DoubleDelta, ZSTD(1)"), rollupPartitionMillis),
+			g.codec("ZSTD(1)"), g.codec("ZSTD(1)"), g.codec("DoubleDelta, ZSTD(1)"), RollupPartitionMillis),
 
 		// Work units (one scrape target over one bucket of the coarsest tier, which holds a
 		// whole bucket of every tier) that received samples, stamped by the server when the
@@ -196,7 +196,7 @@ ORDER BY (res, target, fingerprint, bucket)`, g.table(TableRollups),
     marked UInt32 DEFAULT toUInt32(now())
 ) ENGINE = ReplacingMergeTree(marked)
 PARTITION BY intDiv(unit, %d)
-ORDER BY (width, unit, target)`, g.table(TableRollupDirty), rollupPartitionMillis),
+ORDER BY (width, unit, target)`, g.table(TableRollupDirty), RollupPartitionMillis),
 
 		// Work units whose rollups were computed, stamped with the server time at which
 		// their raw read began: a unit is done while no mark is at or after that time.
@@ -207,7 +207,7 @@ ORDER BY (width, unit, target)`, g.table(TableRollupDirty), rollupPartitionMilli
     version UInt32
 ) ENGINE = ReplacingMergeTree(version)
 PARTITION BY intDiv(unit, %d)
-ORDER BY (width, unit, target)`, g.table(TableRollupDone), rollupPartitionMillis),
+ORDER BY (width, unit, target)`, g.table(TableRollupDone), RollupPartitionMillis),
 	}
 }
 

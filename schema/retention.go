@@ -19,7 +19,7 @@ func DropExpiredPartitions(ctx context.Context, conn driver.Conn, cfg Config, no
 		return nil, nil
 	}
 	// A partition holds day d, [d, d+1) days; it has expired once d+1 <= cutoff.
-	cutoff := now.UnixMilli()/dayMillis - int64(days)
+	cutoff := now.UnixMilli()/DayMillis - int64(days)
 	rows, err := conn.Query(ctx, `SELECT DISTINCT partition FROM system.parts
 WHERE database = ? AND table = ? AND active`, cfg.Database, TableSamples)
 	if err != nil {
