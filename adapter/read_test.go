@@ -37,32 +37,14 @@ func (s *testServer) readHTTP(t testing.TB, req *prompb.ReadRequest, kv ...strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	hreq, err := http.NewRequest(http.MethodPost, s.URL+"/api/v1/read", bytes.NewReader(snappy.Encode(nil, raw)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hreq.Header.Set("Content-Encoding", "snappy")
-	hreq.Header.Set("Content-Type", "application/x-protobuf")
-	hreq.Header.Set("X-Prometheus-Remote-Read-Version", "0.1.0")
-	for i := 0; i+1 < len(kv); i += 2 {
-		hreq.Header.Set(kv[i], kv[i+1])
-	}
-	resp, err := http.DefaultClient.Do(hreq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp, b := s.postTo(t, "/api/v1/read", snappy.Encode(nil, raw), append([]string{"X-Prometheus-Remote-Read-Version", "0.1.0"}, kv...)...)
 	if resp.StatusCode != http.StatusOK {
-		return resp.StatusCode, nil, string(b)
+		return resp.StatusCode, nil, b
 	}
 	if ct := resp.Header.Get("Content-Type"); ct != "application/x-protobuf" || resp.Header.Get("Content-Encoding") != "snappy" {
 		t.Fatalf("SAMPLES response with Content-Type %q, Content-Encoding %q", ct, resp.Header.Get("Content-Encoding"))
 	}
-	dec, err := snappy.Decode(nil, b)
+	dec, err := snappy.Decode(nil, []byte(b))
 	if err != nil {
 		t.Fatalf("snappy-decode response: %v", err)
 	}

@@ -851,7 +851,7 @@ func setupBenchRead(b *testing.B) *benchReadEnv {
 	if err := os.Remove(omPath); err != nil {
 		b.Fatalf("remove OpenMetrics file: %v", err)
 	}
-	prom := benchStartPrometheus(b, tools["prometheus"], work, "prometheus", tsdbDir, "scrape_configs: []\n")
+	prom := startQueryPrometheus(b, tools["prometheus"], work, "prometheus", tsdbDir, "scrape_configs: []\n")
 	promURL := prom.url
 	logf("Prometheus ready on %s", promURL)
 	if err := benchCheckPrometheus(ctx, promURL, env.last); err != nil {
@@ -887,7 +887,7 @@ func setupBenchRead(b *testing.B) *benchReadEnv {
 
 	// A second Prometheus with an empty TSDB that reads everything from pyramid: the same
 	// PromQL answered over pyramid, as a user of Prometheus + pyramid gets it.
-	remote := benchStartPrometheus(b, tools["prometheus"], work, "prometheus-remote", filepath.Join(work, "prometheus-remote-tsdb"),
+	remote := startQueryPrometheus(b, tools["prometheus"], work, "prometheus-remote", filepath.Join(work, "prometheus-remote-tsdb"),
 		fmt.Sprintf("scrape_configs: []\nremote_read:\n  - url: %q\n    read_recent: true\n    remote_timeout: 10m\n", pyrURL+"/api/v1/read"))
 	remoteURL := remote.url
 	logf("Prometheus reading from pyramid ready on %s", remoteURL)
@@ -1011,35 +1011,4 @@ func benchCheckPyramid(ctx context.Context, addr string, start, last int64) erro
 		return fmt.Errorf("pyramid holds %d series, %d samples; want %d, %d", series, samples, benchSeries, benchSeries*benchPerSeries)
 	}
 	return nil
-}
-
-// benchPrometheus is a Prometheus the benchmark started.
-type benchPrometheus struct {
-	*process
-	url string
-}
-
-// benchStartPrometheus runs Prometheus 2.42 on tsdbDir with the given config (no scrape
-// jobs: it only answers queries) and a retention long enough to keep the day, and returns
-// once it is ready.
-func benchStartPrometheus(tb testing.TB, bin, work, name, tsdbDir, cfg string) *benchPrometheus {
-	tb.Helper()
-	cfgPath := filepath.Join(work, name+".yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		tb.Fatalf("write %s config: %v", name, err)
-	}
-	if err := os.MkdirAll(tsdbDir, 0o755); err != nil {
-		tb.Fatalf("create %s TSDB directory: %v", name, err)
-	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(tb)))
-	p := startProcess(tb, name, filepath.Join(work, name+".log"), nil, bin,
-		"--config.file="+cfgPath,
-		"--storage.tsdb.path="+tsdbDir,
-		"--storage.tsdb.retention.time=10y",
-		"--web.listen-address="+addr,
-		"--log.level=info",
-	)
-	s := &benchPrometheus{process: p, url: "http://" + addr}
-	waitReady(tb, p, s.url+"/-/ready")
-	return s
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -591,11 +590,6 @@ func writeReadSeries(b *strings.Builder, n int) {
 // default step of subqueries like x[30s:].
 func startRemoteReader(t *testing.T, bin, work, pyramidURL string) *prometheusServer {
 	t.Helper()
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
-	dir := filepath.Join(work, "prometheus-b")
-	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
-		t.Fatalf("create Prometheus B's directory: %v", err)
-	}
 	cfg := fmt.Sprintf(`global:
   scrape_interval: 1s
   scrape_timeout: 1s
@@ -607,18 +601,7 @@ remote_read:
   - url: %q
     read_recent: true
 `, pyramidURL+"/api/v1/read")
-	s := &prometheusServer{url: "http://" + addr, cfgPath: filepath.Join(dir, "prometheus.yml")}
-	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatalf("write Prometheus B's config: %v", err)
-	}
-	s.process = startProcess(t, "prometheus-b", filepath.Join(work, "prometheus-b.log"), nil, bin,
-		"--config.file="+s.cfgPath,
-		"--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr,
-		"--log.level=info",
-	)
-	waitReady(t, s.process, s.url+"/-/ready")
-	return s
+	return startQueryPrometheus(t, bin, work, "prometheus-b", filepath.Join(work, "prometheus-b"), cfg)
 }
 
 // dropTargets reloads Prometheus (SIGHUP) with its scrape jobs kept but their targets
