@@ -30,25 +30,10 @@ func TestReadMatchesPrometheus(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test of over a minute; skipped in -short mode")
 	}
-	tools := requireTools(t, "bash", "clickhouse-server", "clickhouse-client", "prometheus")
-	began := time.Now()
-	logf := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("[%5.1fs] "+format, append([]any{time.Since(began).Seconds()}, args...)...)
-	}
-
-	work := t.TempDir()
-	bin := buildPyramid(t, work)
-	logf("built pyramid")
-	ch := startClickHouse(t)
-	logf("ClickHouse ready on %s (state in %s)", ch.addr(), ch.dir)
 	const db = "e2e_read"
-	pyr := startPyramid(t, bin, ch.addr(), db, work)
-	logf("pyramid ready on %s", pyr.url)
-	exp := startExporter(t)
-	exp.setExtra(writeReadSeries)
-	promA := startPrometheus(t, tools["prometheus"], work, exp.hostPort(), pyr.url)
-	logf("Prometheus A ready on %s", promA.url)
+	st := startScrapeStack(t, db, writeReadSeries)
+	logf := func(format string, args ...any) { t.Helper(); st.logf(t, format, args...) }
+	work, ch, pyr, exp, promA := st.work, st.ch, st.pyr, st.exp, st.prom
 	// Scraping starts only once target discovery has passed on its first update, which
 	// it does at most every 5s, so the timeline starts at the exporter's first scrape.
 	waitFor(t, "Prometheus A to scrape the exporter", time.Minute, func() error {
@@ -190,7 +175,7 @@ func TestReadMatchesPrometheus(t *testing.T) {
 		logf("pyramid's remote read of every series is A's, bit for bit")
 	}
 
-	promB := startRemoteReader(t, tools["prometheus"], work, pyr.url)
+	promB := startRemoteReader(t, st.prometheusBin, work, pyr.url)
 	logf("Prometheus B ready on %s, reading from pyramid", promB.url)
 
 	tl := readTimeline{

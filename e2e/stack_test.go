@@ -478,3 +478,41 @@ func startQueryPrometheus(tb testing.TB, bin, work, name, tsdbDir, cfg string) *
 	waitReady(tb, p, s.url+"/-/ready")
 	return s
 }
+
+// scrapeStack is the setting of both end-to-end tests: a private ClickHouse, pyramid on it,
+// the in-process exporter and a Prometheus scraping the exporter and remote-writing to
+// pyramid. logf logs with the seconds since the stack began.
+type scrapeStack struct {
+	prometheusBin, work string
+	ch                  *clickhouseServer
+	pyr                 *pyramidServer
+	exp                 *exporter
+	prom                *prometheusServer
+	began               time.Time
+}
+
+// startScrapeStack starts the stack with pyramid's tables in db; extra, if not nil, adds
+// series to the exporter before the first scrape.
+func startScrapeStack(t *testing.T, db string, extra func(b *strings.Builder, n int)) *scrapeStack {
+	t.Helper()
+	tools := requireTools(t, "bash", "clickhouse-server", "clickhouse-client", "prometheus")
+	st := &scrapeStack{prometheusBin: tools["prometheus"], work: t.TempDir(), began: time.Now()}
+	bin := buildPyramid(t, st.work)
+	st.logf(t, "built pyramid")
+	st.ch = startClickHouse(t)
+	st.logf(t, "ClickHouse ready on %s (state in %s)", st.ch.addr(), st.ch.dir)
+	st.pyr = startPyramid(t, bin, st.ch.addr(), db, st.work)
+	st.logf(t, "pyramid ready on %s", st.pyr.url)
+	st.exp = startExporter(t)
+	if extra != nil {
+		st.exp.setExtra(extra)
+	}
+	st.prom = startPrometheus(t, st.prometheusBin, st.work, st.exp.hostPort(), st.pyr.url)
+	st.logf(t, "Prometheus ready on %s", st.prom.url)
+	return st
+}
+
+func (st *scrapeStack) logf(t *testing.T, format string, args ...any) {
+	t.Helper()
+	t.Logf("[%5.1fs] "+format, append([]any{time.Since(st.began).Seconds()}, args...)...)
+}

@@ -23,25 +23,11 @@ func TestWriteMatchesPrometheusTSDB(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test of about a minute; skipped in -short mode")
 	}
-	tools := requireTools(t, "bash", "clickhouse-server", "clickhouse-client", "prometheus")
-	began := time.Now()
-	logf := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("[%5.1fs] "+format, append([]any{time.Since(began).Seconds()}, args...)...)
-	}
-
-	work := t.TempDir()
-	bin := buildPyramid(t, work)
-	logf("built pyramid")
-	ch := startClickHouse(t)
-	logf("ClickHouse ready on %s (state in %s)", ch.addr(), ch.dir)
 	const db = "e2e_write"
-	pyr := startPyramid(t, bin, ch.addr(), db, work)
-	logf("pyramid ready on %s", pyr.url)
-	exp := startExporter(t)
-	prom := startPrometheus(t, tools["prometheus"], work, exp.hostPort(), pyr.url)
+	st := startScrapeStack(t, db, nil)
+	logf := func(format string, args ...any) { t.Helper(); st.logf(t, format, args...) }
+	ch, pyr, exp, prom := st.ch, st.pyr, st.exp, st.prom
 	promReady := time.Now()
-	logf("Prometheus ready on %s", prom.url)
 
 	// The compared window starts a few seconds after Prometheus became ready, past its
 	// first scrapes and the start of its WAL watcher, which forwards only samples newer
