@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/pyramid-metrics/pyramid/rollup"
 )
 
 // Config holds the write path's limits and batching. cmd/pyramid fills it from flags and
@@ -48,6 +50,20 @@ type Config struct {
 	// ReadMaxFrameBytes caps a streamed frame, which always holds one whole series (see
 	// frameWriter.writeSeries); it should equal the clients' chunked_read_limit.
 	ReadMaxFrameBytes int
+
+	// Tiers is the resolution ladder (rollup.ParseTiers). With ReadRollups set and more
+	// than the raw tier, each remote-read query is routed across the tiers by
+	// rollup.Route; otherwise every read returns raw samples.
+	Tiers       []rollup.Tier
+	ReadRollups bool
+	// ReadLookback is the clients' lookback delta (Prometheus's --query.lookback-delta),
+	// which decides how coarse a tier may answer selectors without a range (see
+	// rollup.Hints.LookbackMs).
+	ReadLookback time.Duration
+	// ReadTierRefresh is how long the routing trusts what it last learnt of which time
+	// range each tier holds. Longer saves a few small queries; shorter lets reads use
+	// rollups that were just computed sooner.
+	ReadTierRefresh time.Duration
 }
 
 // Validate reports the first setting that cannot work.
@@ -85,6 +101,15 @@ func (c Config) Validate() error {
 		return fmt.Errorf("read queue wait %s must not be negative", c.ReadQueueWait)
 	case c.ReadMaxFrameBytes < 1024:
 		return fmt.Errorf("read frame size %d must be at least 1024 bytes", c.ReadMaxFrameBytes)
+	case c.ReadLookback < 0:
+		return fmt.Errorf("read lookback %s must not be negative", c.ReadLookback)
+	case c.ReadTierRefresh <= 0:
+		return fmt.Errorf("tier refresh %s must be positive", c.ReadTierRefresh)
+	}
+	if len(c.Tiers) > 0 {
+		if err := rollup.ValidateTiers(c.Tiers); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ type metrics struct {
 	rowsInFlight    prometheus.Gauge
 	readSeries      prometheus.Counter
 	readSamples     prometheus.Counter
+	readSegments    *prometheus.CounterVec
 }
 
 // Rejection reasons, the values of the reason label.
@@ -75,13 +76,17 @@ func newMetrics(reg prometheus.Registerer, cacheLen, decoding, reading func() in
 		readSeries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pyramid_read_series_total", Help: "Series returned by remote reads.",
 		}),
+		readSegments: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pyramid_read_segments_total",
+			Help: "Parts of remote-read queries by the tier and aggregate that answered them; approximate is true where no tier answers as the routing rules intend.",
+		}, []string{"tier", "kind", "approximate"}),
 		readSamples: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "pyramid_read_samples_total", Help: "Samples read from ClickHouse for remote reads, after deduplication.",
+			Name: "pyramid_read_samples_total", Help: "Samples returned by remote reads: raw samples after deduplication, or points made from rollups.",
 		}),
 	}
 	reg.MustRegister(m.requests, m.requestDuration, m.seriesReceived, m.samplesReceived, m.samplesWritten,
 		m.seriesRejected, m.samplesRejected, m.seriesWritten, m.metadataWritten, m.batchRows,
-		m.insertDuration, m.rowsInFlight, m.readSeries, m.readSamples,
+		m.insertDuration, m.rowsInFlight, m.readSeries, m.readSamples, m.readSegments,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pyramid_series_cache_entries", Help: "Series the write path remembers having catalogued.",
 		}, func() float64 { return float64(cacheLen()) }),

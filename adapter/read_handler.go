@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/pyramid-metrics/pyramid/rollup"
 )
 
 // Batches of series whose samples are fetched with one ClickHouse query. The first batch
@@ -25,6 +27,9 @@ const (
 type readPlan struct {
 	mint, maxt int64
 	series     []*readSeries
+	// segments is how the tiers answer the query (see Server.route); nil reads raw
+	// samples as they are.
+	segments []rollup.Segment
 }
 
 // handleRead serves POST /api/v1/read: remote read, answered in SAMPLES or
@@ -98,6 +103,13 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request) (streaming bool, e
 			return false, fmt.Errorf("query %d: %w", i, s.readError(err))
 		}
 		plans[i].series = series
+		if len(series) == 0 {
+			continue
+		}
+		if plans[i].segments, err = s.route(r.Context(), q, mint, maxt); err != nil {
+			return false, fmt.Errorf("query %d: route: %w", i, s.readError(err))
+		}
+		s.countSegments(plans[i].segments)
 	}
 
 	if respType == prompb.ReadRequest_STREAMED_XOR_CHUNKS {
@@ -157,18 +169,25 @@ func batches(series []*readSeries, fn func(batch []*readSeries) (int, error)) er
 }
 
 // fetch fills in the samples of batch, charging them against *left, the query's
-// remaining sample budget.
+// remaining sample budget. It returns how many rows it read, which sizes the next batch.
 func (s *Server) fetch(ctx context.Context, p *readPlan, batch []*readSeries, left *int) (int, error) {
-	n, err := fetchSamples(ctx, s.conn, s.cfg.Database, batch, p.mint, p.maxt, *left)
+	var n, rows int
+	var err error
+	if p.segments == nil {
+		n, err = fetchSamples(ctx, s.conn, s.cfg.Database, batch, p.mint, p.maxt, *left)
+		rows = n
+	} else {
+		n, rows, err = fetchRouted(ctx, s, p, batch, *left)
+	}
 	if errors.Is(err, errSampleBudget) {
-		return n, &LimitError{Limit: "samples per query", Max: s.cfg.ReadMaxSamples}
+		return rows, &LimitError{Limit: "samples per query", Max: s.cfg.ReadMaxSamples}
 	}
 	if err != nil {
-		return n, s.readError(err)
+		return rows, s.readError(err)
 	}
 	*left -= n
 	s.m.readSamples.Add(float64(n))
-	return n, nil
+	return rows, nil
 }
 
 // writeSamples answers with one snappy-compressed ReadResponse holding every query's

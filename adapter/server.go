@@ -38,7 +38,9 @@ type Server struct {
 	marker *rollup.Marker
 	// readSlots holds a token per remote read being answered (Config.ReadMaxConcurrent).
 	readSlots chan struct{}
-	router    *mux.Router
+	// tierExtents is what each tier holds, for routing reads.
+	tierExtents tierExtents
+	router      *mux.Router
 	// schemaReady is set once migrations have run; until then writes get 503.
 	schemaReady atomic.Bool
 }

@@ -35,7 +35,7 @@ func testConfig(db string) adapter.Config {
 		MaxRowsInFlight: 100_000, InsertTimeout: 10 * time.Second, RetryAfter: 2 * time.Second,
 		SeriesCacheSize: 1000,
 		ReadMaxSeries:   10_000, ReadMaxSamples: 1_000_000, ReadMaxConcurrent: 4, ReadQueueWait: time.Second,
-		ReadMaxFrameBytes: 50e6,
+		ReadMaxFrameBytes: 50e6, ReadLookback: 5 * time.Minute, ReadTierRefresh: time.Minute,
 	}
 }
 

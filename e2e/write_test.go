@@ -210,17 +210,25 @@ type pyramidServer struct {
 }
 
 // startPyramid runs the binary against ClickHouse at chAddr with its own database, and waits
-// until it is ready (ClickHouse reachable, schema applied).
-func startPyramid(t testing.TB, bin, chAddr, db, work string) *pyramidServer {
+// until it is ready (ClickHouse reachable, schema applied). env adds or overrides settings
+// (PYRAMID_NAME=value); the log goes to pyramid.log in work, or to the file named by a
+// setting PYRAMID_TEST_LOG=name, which pyramid itself ignores.
+func startPyramid(t testing.TB, bin, chAddr, db, work string, env ...string) *pyramidServer {
 	t.Helper()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
-	p := startProcess(t, "pyramid", filepath.Join(work, "pyramid.log"), []string{
+	logName := "pyramid.log"
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "PYRAMID_TEST_LOG="); ok {
+			logName = v
+		}
+	}
+	p := startProcess(t, "pyramid", filepath.Join(work, logName), append([]string{
 		"PYRAMID_LISTEN_ADDR=" + addr,
 		"PYRAMID_CLICKHOUSE_ADDR=" + chAddr,
 		"PYRAMID_CLICKHOUSE_DATABASE=" + db,
 		"PYRAMID_BATCH_WAIT=100ms",
 		"PYRAMID_LOG_LEVEL=info",
-	}, bin)
+	}, env...), bin)
 	s := &pyramidServer{process: p, url: "http://" + addr}
 	waitReady(t, p, s.url+"/-/ready")
 	return s

@@ -48,6 +48,9 @@ type config struct {
 	ReadMaxConcurrent  int           `envconfig:"READ_MAX_CONCURRENT" default:"10" desc:"remote-read requests answered at once; more wait"`
 	ReadQueueWait      time.Duration `envconfig:"READ_QUEUE_WAIT" default:"10s" desc:"how long a remote read waits for a slot before 429"`
 	ReadMaxFrameBytes  int           `envconfig:"READ_MAX_FRAME_BYTES" default:"50000000" desc:"largest streamed remote-read frame (one whole series); match the clients' chunked_read_limit"`
+	ReadRollups        bool          `envconfig:"READ_ROLLUPS" default:"true" desc:"route remote reads to rollup tiers by step and function; false reads raw samples only"`
+	ReadLookback       time.Duration `envconfig:"READ_LOOKBACK" default:"5m" desc:"the clients' --query.lookback-delta; selectors without a range read no tier coarser than this"`
+	ReadTierRefresh    time.Duration `envconfig:"READ_TIER_REFRESH" default:"30s" desc:"how often reads relearn which time range each tier holds"`
 	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"how long shutdown waits for requests and inserts"`
 	RetentionInterval  time.Duration `envconfig:"RETENTION_INTERVAL" default:"1h" desc:"how often expired rollup partitions, and on servers without TTL raw ones, are dropped"`
 	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
@@ -75,6 +78,10 @@ func (c config) adapterConfig() adapter.Config {
 		ReadMaxConcurrent:    c.ReadMaxConcurrent,
 		ReadQueueWait:        c.ReadQueueWait,
 		ReadMaxFrameBytes:    c.ReadMaxFrameBytes,
+		Tiers:                c.tiers,
+		ReadRollups:          c.ReadRollups,
+		ReadLookback:         c.ReadLookback,
+		ReadTierRefresh:      c.ReadTierRefresh,
 	}
 }
 

@@ -1,0 +1,249 @@
+package adapter
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/pyramid-metrics/pyramid/rollup"
+)
+
+// tierExtents caches what each tier holds, for routing. It is refreshed at most every
+// Config.ReadTierRefresh: reads only need to know roughly where raw data ends and how far
+// the rollup job has come, and rollup.Status costs a handful of queries.
+type tierExtents struct {
+	mu      sync.Mutex
+	at      time.Time
+	extents []rollup.Extent
+}
+
+// extents returns what each of cfg.Tiers holds. The raw tier counts as holding data only
+// from the start of its retention even while older samples wait to be dropped, so that a
+// query sees the same data whether or not the drop has happened yet.
+func (s *Server) extents(ctx context.Context) ([]rollup.Extent, error) {
+	s.tierExtents.mu.Lock()
+	defer s.tierExtents.mu.Unlock()
+	now := time.Now()
+	if s.tierExtents.extents != nil && now.Sub(s.tierExtents.at) < s.cfg.ReadTierRefresh {
+		return s.tierExtents.extents, nil
+	}
+	status, err := rollup.Status(ctx, s.conn, s.cfg.Database, s.cfg.Tiers)
+	if err != nil {
+		return nil, err
+	}
+	ext := make([]rollup.Extent, len(status))
+	for i, st := range status {
+		if st.Oldest == nil || st.Newest == nil {
+			continue
+		}
+		e := rollup.Extent{HasData: true, Oldest: *st.Oldest, Newest: *st.Newest}
+		if t := s.cfg.Tiers[i]; t.IsRaw() && !t.Forever() {
+			e.Oldest = max(e.Oldest, now.Add(-t.Retention).UnixMilli())
+		}
+		ext[i] = e
+	}
+	s.tierExtents.extents, s.tierExtents.at = ext, now
+	return ext, nil
+}
+
+// route decides which tiers answer query q over [mint, maxt]. It returns nil when raw
+// samples answer the whole window as they are, which is then read exactly as without
+// rollups: when routing is off, when there are no rollup tiers, and when the rules pick raw
+// (instant queries, functions no aggregate answers, and windows rollups do not cover).
+func (s *Server) route(ctx context.Context, q *prompb.Query, mint, maxt int64) ([]rollup.Segment, error) {
+	if !s.cfg.ReadRollups || len(s.cfg.Tiers) < 2 {
+		return nil, nil
+	}
+	ext, err := s.extents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h := rollup.Hints{LookbackMs: s.cfg.ReadLookback.Milliseconds()}
+	if q.Hints != nil {
+		h.StepMs, h.RangeMs, h.Func = q.Hints.StepMs, q.Hints.RangeMs, q.Hints.Func
+	}
+	// A client may send a negative step or range; nothing sensible reads them but raw.
+	if h.StepMs < 0 || h.RangeMs < 0 {
+		return nil, nil
+	}
+	segs, err := rollup.Route(s.cfg.Tiers, ext, mint, maxt, h)
+	if err != nil {
+		return nil, err
+	}
+	for _, sg := range segs {
+		if sg.Kind != rollup.KindRaw || sg.Res != 0 {
+			return segs, nil
+		}
+	}
+	return nil, nil
+}
+
+// countSegments records which tiers answered a query.
+func (s *Server) countSegments(segs []rollup.Segment) {
+	if segs == nil {
+		s.m.readSegments.WithLabelValues(s.rawTierName(), rollup.KindRaw.String(), "false").Inc()
+		return
+	}
+	for _, sg := range segs {
+		s.m.readSegments.WithLabelValues(sg.Tier.Name, sg.Kind.String(), strconv.FormatBool(sg.Approximate)).Inc()
+	}
+}
+
+// rawTierName is the raw tier's name as configured, "raw" by default.
+func (s *Server) rawTierName() string {
+	if len(s.cfg.Tiers) > 0 {
+		return s.cfg.Tiers[0].Name
+	}
+	return "raw"
+}
+
+// seriesPoints collects one series' output over a routed query's segments.
+type seriesPoints struct {
+	ts     []int64
+	values []float64
+	// counter carries the reset correction from each counter segment into the next.
+	counter rollup.Counter
+}
+
+// add appends a point if it lies in [mint, maxt]. Points of a bucket overlapping the
+// window's edge may be stamped outside it; the segments promise increasing timestamps
+// otherwise, and a point that breaks the promise is dropped so that the chunk encoder never
+// sees time go backwards.
+func (sp *seriesPoints) add(p rollup.Point, mint, maxt int64) {
+	if p.T < mint || p.T > maxt || (len(sp.ts) > 0 && p.T <= sp.ts[len(sp.ts)-1]) {
+		return
+	}
+	sp.ts = append(sp.ts, p.T)
+	sp.values = append(sp.values, p.V)
+}
+
+// fetchRouted fills in the points of batch for a routed plan, segment by segment. It
+// returns how many points there are, which count against budget like raw samples, and how
+// many rows it read to make them, which sizes the next batch (see batches): a segment
+// aggregating raw samples on the fly reads far more rows than it returns points.
+func fetchRouted(ctx context.Context, s *Server, p *readPlan, batch []*readSeries, budget int) (points, rows int, err error) {
+	out := make([]seriesPoints, len(batch))
+	for _, sg := range p.segments {
+		var n int
+		if sg.Res == 0 {
+			n, err = routedRaw(ctx, s, sg, batch, out, p, budget-points)
+		} else {
+			n, err = routedBuckets(ctx, s, sg, batch, out, p)
+		}
+		if err != nil {
+			return points, rows, err
+		}
+		rows += n
+		points = 0
+		for i := range out {
+			points += len(out[i].ts)
+		}
+		if points > budget {
+			return points, rows, errSampleBudget
+		}
+	}
+	for i, rs := range batch {
+		rs.ts, rs.values = out[i].ts, out[i].values
+	}
+	return points, rows, nil
+}
+
+// routedRaw appends a raw segment's samples, through each series' Counter when the segment
+// continues counter segments, and returns how many it read.
+func routedRaw(ctx context.Context, s *Server, sg rollup.Segment, batch []*readSeries, out []seriesPoints, p *readPlan, budget int) (int, error) {
+	n, err := fetchSamples(ctx, s.conn, s.cfg.Database, batch, sg.From, sg.To, budget)
+	if err != nil {
+		return n, err
+	}
+	for i, rs := range batch {
+		sp := &out[i]
+		for j, t := range rs.ts {
+			pt := rollup.Point{T: t, V: rs.values[j]}
+			if sg.Kind == rollup.KindCounter {
+				pt = sp.counter.Sample(t, rs.values[j])
+			}
+			sp.add(pt, p.mint, p.maxt)
+		}
+		rs.ts, rs.values = rs.ts[:0], rs.values[:0]
+	}
+	return n, nil
+}
+
+// routedBuckets appends the points of a bucket segment, the buckets of width sg.Res that
+// overlap [sg.From, sg.To], and returns how many rows it read for them. Its reads are not
+// charged to the sample limit, as they never reach the client; the batch size bounds the
+// memory they take.
+func routedBuckets(ctx context.Context, s *Server, sg rollup.Segment, batch []*readSeries, out []seriesPoints, p *readPlan) (int, error) {
+	from := rollup.BucketStart(sg.From, sg.Res)
+	to := rollup.BucketStart(sg.To, sg.Res) + sg.Res - 1
+	buckets := make(map[uint64][]rollup.BucketAggregate, len(batch))
+	var rows int
+	if sg.Tier.IsRaw() {
+		n, err := fetchSamples(ctx, s.conn, s.cfg.Database, batch, from, to, math.MaxInt/4)
+		if err != nil {
+			return n, err
+		}
+		rows = n
+		for _, rs := range batch {
+			buckets[rs.fingerprint] = rollup.Downsample(rs.ts, rs.values, sg.Res)
+			rs.ts, rs.values = rs.ts[:0], rs.values[:0]
+		}
+	} else {
+		targets, fps := batchKeys(batch)
+		tres := sg.Tier.ResolutionMs()
+		// Rows of a finer tier are merged, so every one starting within the coarse
+		// buckets is read.
+		stored, n, err := rollup.ReadBuckets(ctx, s.conn, s.cfg.Database, tres, targets, fps, from, to)
+		if err != nil {
+			return n, err
+		}
+		rows = n
+		for fp, bs := range stored {
+			if tres != sg.Res {
+				if bs, err = rollup.Rollup(bs, sg.Res); err != nil {
+					return rows, fmt.Errorf("merge %s rollups of series %d to %d ms: %w", sg.Tier.Name, fp, sg.Res, err)
+				}
+			}
+			buckets[fp] = bs
+		}
+	}
+	for i, rs := range batch {
+		sp := &out[i]
+		for _, b := range buckets[rs.fingerprint] {
+			if sg.Kind == rollup.KindCounter {
+				if pt, ok := sp.counter.Bucket(b); ok {
+					sp.add(pt, p.mint, p.maxt)
+				}
+				continue
+			}
+			if b.Count == 0 {
+				continue
+			}
+			pt, err := b.Point(sg.Kind, b.Start, b.Res)
+			if err != nil {
+				return rows, err
+			}
+			sp.add(pt, p.mint, p.maxt)
+		}
+	}
+	return rows, nil
+}
+
+// batchKeys returns the distinct targets and the fingerprints of batch.
+func batchKeys(batch []*readSeries) (targets, fps []uint64) {
+	seen := make(map[uint64]bool)
+	fps = make([]uint64, len(batch))
+	for i, rs := range batch {
+		fps[i] = rs.fingerprint
+		if !seen[rs.target] {
+			seen[rs.target] = true
+			targets = append(targets, rs.target)
+		}
+	}
+	return targets, fps
+}
