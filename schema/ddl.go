@@ -163,28 +163,33 @@ func (g ddl) rollups(Config) []string {
 		// One row per tier, series and bucket, as rollup.Aggregate defines it. A bucket is
 		// recomputed from raw whenever it receives samples, and the newest computation
 		// (version: the server time at which its raw read began) replaces the older ones.
-		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %[1]s (
     res Int64,
-    target UInt64%s,
-    fingerprint UInt64%s,
-    bucket Int64%s,
-    cnt UInt64,
-    sum_hi Float64,
-    sum_lo Float64,
-    min_v Float64,
-    max_v Float64,
-    first_ts Int64,
-    first_v Float64,
-    last_ts Int64,
-    last_v Float64,
-    corr_hi Float64,
-    corr_lo Float64,
-    resets UInt64,
-    version UInt32
+    target UInt64%[2]s,
+    fingerprint UInt64%[2]s,
+    bucket Int64%[6]s,
+    cnt UInt64%[3]s,
+    sum_hi Float64%[4]s,
+    sum_lo Float64%[5]s,
+    min_v Float64%[4]s,
+    max_v Float64%[4]s,
+    first_ts Int64%[6]s,
+    first_v Float64%[4]s,
+    last_ts Int64%[6]s,
+    last_v Float64%[4]s,
+    corr_hi Float64%[5]s,
+    corr_lo Float64%[5]s,
+    resets UInt64%[3]s,
+    version UInt32%[5]s
 ) ENGINE = ReplacingMergeTree(version)
-PARTITION BY (res, intDiv(bucket, %d))
+PARTITION BY (res, intDiv(bucket, %[7]d))
 ORDER BY (res, target, fingerprint, bucket)`, g.table(TableRollups),
-			g.codec("ZSTD(1)"), g.codec("ZSTD(1)"), g.codec("DoubleDelta, ZSTD(1)"), RollupPartitionMillis),
+			// Consecutive rows are one series' consecutive buckets: first_ts and last_ts
+			// step by about the resolution (DoubleDelta), values drift (Gorilla), counts
+			// are small integers (T64), and the compensation terms and corrections are
+			// almost always zero.
+			g.codec("ZSTD(1)"), g.codec("T64, ZSTD(1)"), g.codec("Gorilla, ZSTD(1)"), g.codec("ZSTD(1)"),
+			g.codec("DoubleDelta, ZSTD(1)"), RollupPartitionMillis),
 
 		// Work units (one scrape target over one bucket of the coarsest tier, which holds a
 		// whole bucket of every tier) that received samples, stamped by the server when the

@@ -78,19 +78,19 @@ CREATE TABLE IF NOT EXISTS pyramid.rollups (
     target UInt64 CODEC(ZSTD(1)),
     fingerprint UInt64 CODEC(ZSTD(1)),
     bucket Int64 CODEC(DoubleDelta, ZSTD(1)),
-    cnt UInt64,
-    sum_hi Float64,
-    sum_lo Float64,
-    min_v Float64,
-    max_v Float64,
-    first_ts Int64,
-    first_v Float64,
-    last_ts Int64,
-    last_v Float64,
-    corr_hi Float64,
-    corr_lo Float64,
-    resets UInt64,
-    version UInt32
+    cnt UInt64 CODEC(T64, ZSTD(1)),
+    sum_hi Float64 CODEC(Gorilla, ZSTD(1)),
+    sum_lo Float64 CODEC(ZSTD(1)),
+    min_v Float64 CODEC(Gorilla, ZSTD(1)),
+    max_v Float64 CODEC(Gorilla, ZSTD(1)),
+    first_ts Int64 CODEC(DoubleDelta, ZSTD(1)),
+    first_v Float64 CODEC(Gorilla, ZSTD(1)),
+    last_ts Int64 CODEC(DoubleDelta, ZSTD(1)),
+    last_v Float64 CODEC(Gorilla, ZSTD(1)),
+    corr_hi Float64 CODEC(ZSTD(1)),
+    corr_lo Float64 CODEC(ZSTD(1)),
+    resets UInt64 CODEC(T64, ZSTD(1)),
+    version UInt32 CODEC(ZSTD(1))
 ) ENGINE = ReplacingMergeTree(version)
 PARTITION BY (res, intDiv(bucket, 2592000000))
 ORDER BY (res, target, fingerprint, bucket);
