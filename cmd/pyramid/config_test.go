@@ -20,12 +20,13 @@ func TestLoadConfigPrecedence(t *testing.T) {
 		{"defaults", nil, nil, func(c config) bool {
 			return c.ListenAddr == ":9201" && c.ClickHouseAddr == "127.0.0.1:9000" && c.ClickHouseDatabase == "pyramid" &&
 				c.rawRetention() == 30*24*time.Hour && c.BatchWait == 100*time.Millisecond && c.BatchRows == 100000 &&
-				c.adapterConfig().RollupUnitWidth == 3_600_000
+				c.adapterConfig().RollupUnitWidth == 3_600_000 && c.ReadRollups && c.ReadLookback == 5*time.Minute &&
+				len(c.adapterConfig().Tiers) == 3
 		}, nil},
-		{"environment", map[string]string{"PYRAMID_LISTEN_ADDR": ":1", "PYRAMID_BATCH_WAIT": "2s", "PYRAMID_TIERS": "raw:0,5m:0"}, nil,
+		{"environment", map[string]string{"PYRAMID_LISTEN_ADDR": ":1", "PYRAMID_BATCH_WAIT": "2s", "PYRAMID_TIERS": "raw:0,5m:0", "PYRAMID_READ_ROLLUPS": "false"}, nil,
 			func(c config) bool {
 				return c.ListenAddr == ":1" && c.BatchWait == 2*time.Second && c.rawRetention() == 0 &&
-					c.adapterConfig().RollupUnitWidth == 300_000
+					c.adapterConfig().RollupUnitWidth == 300_000 && !c.adapterConfig().ReadRollups
 			}, nil},
 		{"flags win", map[string]string{"PYRAMID_LISTEN_ADDR": ":1"}, []string{"-listen-addr", ":2", "-max-rows-in-flight", "7", "migrate"},
 			func(c config) bool { return c.ListenAddr == ":2" && c.MaxRowsInFlight == 7 }, []string{"migrate"}},
