@@ -181,6 +181,15 @@ func routedRaw(ctx context.Context, s *Server, sg rollup.Segment, batch []*readS
 func routedBuckets(ctx context.Context, s *Server, sg rollup.Segment, batch []*readSeries, out []seriesPoints, p *readPlan) (int, error) {
 	from := rollup.BucketStart(sg.From, sg.Res)
 	to := rollup.BucketStart(sg.To, sg.Res) + sg.Res - 1
+	if sg.Kind != rollup.KindLast && sg.Kind != rollup.KindCounter {
+		// These points are stamped at their bucket's last millisecond, so a bucket
+		// reaching past maxt has its point dropped: it need not be read. (Last and counter
+		// points sit at the bucket's last sample, which may still lie within the window.)
+		to = min(to, rollup.BucketStart(saturatingAdd(p.maxt, 1), sg.Res)-1)
+	}
+	if from > to {
+		return 0, nil
+	}
 	buckets := make(map[uint64][]rollup.BucketAggregate, len(batch))
 	var rows int
 	if sg.Tier.IsRaw() {
