@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -684,55 +683,19 @@ func (d *benchData) selections() []benchSelection {
 	}
 }
 
-// writeOpenMetrics writes the day as OpenMetrics text for promtool, series after series
-// (a series' samples must be in time order), with values in the shortest form that parses
-// back to the same bits.
+// writeOpenMetrics writes the day as OpenMetrics text for promtool.
 func (d *benchData) writeOpenMetrics(path string) error {
-	f, err := os.Create(path)
+	om, err := createOpenMetrics(path)
 	if err != nil {
 		return err
 	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	var line []byte
 	for i, lset := range d.labels {
-		var prefix []byte
-		prefix = append(prefix, benchMetric...)
-		prefix = append(prefix, '{')
-		first := true
-		lset.Range(func(l labels.Label) {
-			if l.Name == "__name__" {
-				return
-			}
-			if !first {
-				prefix = append(prefix, ',')
-			}
-			first = false
-			prefix = append(prefix, l.Name...)
-			prefix = append(prefix, '=')
-			prefix = strconv.AppendQuote(prefix, l.Value)
-		})
-		prefix = append(prefix, "} "...)
+		om.series(lset)
 		for k, v := range d.values[i] {
-			line = append(line[:0], prefix...)
-			line = strconv.AppendFloat(line, v, 'g', -1, 64)
-			line = append(line, ' ')
-			line = strconv.AppendInt(line, d.ts(k)/1000, 10)
-			line = append(line, '\n')
-			if _, err := w.Write(line); err != nil {
-				f.Close()
-				return err
-			}
+			om.sample(d.ts(k), v)
 		}
 	}
-	if _, err := w.WriteString("# EOF\n"); err != nil {
-		f.Close()
-		return err
-	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return om.close()
 }
 
 // remoteWrite sends the day to a remote-write endpoint as Prometheus does, oldest samples
@@ -791,30 +754,10 @@ func (d *benchData) writeSlice(ctx context.Context, url string, k0, k1 int) erro
 	if err != nil {
 		return fmt.Errorf("marshal write request: %w", err)
 	}
-	body := snappy.Encode(nil, raw)
-	for attempt := 1; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Encoding", "snappy")
-		req.Header.Set("Content-Type", "application/x-protobuf")
-		req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return fmt.Errorf("write samples %d..%d: %w", k0, k1, err)
-		}
-		msg, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		switch {
-		case resp.StatusCode/100 == 2:
-			return nil
-		case resp.StatusCode/100 == 5 && attempt < 20:
-			time.Sleep(time.Second)
-		default:
-			return fmt.Errorf("write samples %d..%d: %s: %s", k0, k1, resp.Status, benchTruncate(msg, 300))
-		}
+	if err := postRemoteWrite(ctx, url, snappy.Encode(nil, raw)); err != nil {
+		return fmt.Errorf("write samples %d..%d: %w", k0, k1, err)
 	}
+	return nil
 }
 
 // setupBenchRead loads the day into both stores, starts the servers and checks that both

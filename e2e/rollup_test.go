@@ -1,17 +1,13 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
-	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -381,53 +377,19 @@ func generateAccuracyData(end int64) *accuracyData {
 	return d
 }
 
-// writeOpenMetrics writes the data as OpenMetrics text for promtool, series after series,
-// with values in the shortest form that parses back to the same bits and timestamps in
-// whole seconds (every sample is on one).
+// writeOpenMetrics writes the data as OpenMetrics text for promtool.
 func (d *accuracyData) writeOpenMetrics(path string) error {
-	f, err := os.Create(path)
+	om, err := createOpenMetrics(path)
 	if err != nil {
 		return err
 	}
-	w := bufio.NewWriter(f)
 	for _, s := range d.series {
-		var prefix []byte
-		prefix = append(prefix, s.labels.Get("__name__")...)
-		prefix = append(prefix, '{')
-		first := true
-		s.labels.Range(func(l labels.Label) {
-			if l.Name == "__name__" {
-				return
-			}
-			if !first {
-				prefix = append(prefix, ',')
-			}
-			first = false
-			prefix = append(prefix, l.Name...)
-			prefix = append(prefix, '=')
-			prefix = strconv.AppendQuote(prefix, l.Value)
-		})
-		prefix = append(prefix, "} "...)
+		om.series(s.labels)
 		for k, v := range s.values {
-			line := append(slices.Clip(prefix), strconv.FormatFloat(v, 'g', -1, 64)...)
-			line = append(line, ' ')
-			line = strconv.AppendInt(line, s.ts[k]/1000, 10)
-			line = append(line, '\n')
-			if _, err := w.Write(line); err != nil {
-				f.Close()
-				return err
-			}
+			om.sample(s.ts[k], v)
 		}
 	}
-	if _, err := w.WriteString("# EOF\n"); err != nil {
-		f.Close()
-		return err
-	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return om.close()
 }
 
 // remoteWrite sends the data to a remote-write endpoint as Prometheus would send a backlog:
@@ -453,37 +415,11 @@ func (d *accuracyData) remoteWrite(ctx context.Context, url string) error {
 		if err != nil {
 			return fmt.Errorf("marshal write request: %w", err)
 		}
-		if err := postAccuracyWrite(ctx, url, snappy.Encode(nil, raw)); err != nil {
+		if err := postRemoteWrite(ctx, url, snappy.Encode(nil, raw)); err != nil {
 			return fmt.Errorf("write the hour from %s: %w", time.UnixMilli(from).UTC().Format(time.RFC3339), err)
 		}
 	}
 	return nil
-}
-
-func postAccuracyWrite(ctx context.Context, url string, body []byte) error {
-	for attempt := 1; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Encoding", "snappy")
-		req.Header.Set("Content-Type", "application/x-protobuf")
-		req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		msg, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		switch {
-		case resp.StatusCode/100 == 2:
-			return nil
-		case resp.StatusCode/100 == 5 && attempt < 20:
-			time.Sleep(time.Second)
-		default:
-			return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(msg))
-		}
-	}
 }
 
 // waitAccuracyRollups waits until pyramid's tier status shows the 5m and 1h tiers holding
