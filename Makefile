@@ -2,7 +2,7 @@
 #   make run      install ClickHouse + Prometheus if missing, build, start the local stack
 #   make stop     stop the local stack (data stays in var/stack)
 #   make test     what CI runs: go test ./... against a private ClickHouse, then brief fuzzing
-#   make bench / bench-load / bench-read / fuzz / clean
+#   make bench / bench-load / bench-read / bench-rollup / fuzz / clean
 # The shell scripts in deploy/ do the work; each says what it does at the top.
 
 SHELL := /bin/bash
@@ -16,7 +16,7 @@ FUZZ_TARGETS ?= adapter:FuzzDecodeWriteRequest adapter:FuzzParseWriteRequest ada
 TEST_FUZZTIME ?= 15s
 FUZZTIME ?= 60s
 
-.PHONY: build run stop test bench bench-load bench-read fuzz clean
+.PHONY: build run stop test bench bench-load bench-read bench-rollup fuzz clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/pyramid ./cmd/pyramid
@@ -44,6 +44,13 @@ bench-load: build
 # by side, then the ratios. BENCHTIME (default 5x) sets the timed reads per case.
 bench-read:
 	bash deploy/bench-read.sh
+
+# A 30-day query_range at a 1h step over 500 series, answered from raw samples and routed to
+# the 1h tier, side by side; then the latency ratio. Also the load rate, the time the rollups
+# take, and bytes on disk per tier. BENCHTIME (default 3x) sets the timed queries per case;
+# ROLLUP_BENCH_DAYS / ROLLUP_BENCH_SERIES shrink the data.
+bench-rollup:
+	bash deploy/bench-rollup.sh
 
 fuzz:
 	FUZZ_TARGETS='$(FUZZ_TARGETS)' FUZZTIME='$(FUZZTIME)' bash deploy/test.sh fuzz

@@ -73,7 +73,11 @@ func (s *Server) route(ctx context.Context, q *prompb.Query, mint, maxt int64) (
 	}
 	segs, err := rollup.Route(s.cfg.Tiers, ext, mint, maxt, h)
 	if err != nil {
-		return nil, err
+		// Route refuses only extents it cannot order (a tier whose newest bucket is
+		// before its oldest). Raw samples still answer correctly wherever they exist, so
+		// the read goes on without rollups rather than failing.
+		s.logger.Warn("remote read falls back to raw samples", "err", err)
+		return nil, nil
 	}
 	for _, sg := range segs {
 		if sg.Kind != rollup.KindRaw || sg.Res != 0 {
