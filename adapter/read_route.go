@@ -225,11 +225,13 @@ func routedBuckets(ctx context.Context, s *Server, sg rollup.Segment, batch []*r
 			buckets[fp] = bs
 		}
 	}
+	var pts []rollup.Point
 	for i, rs := range batch {
 		sp := &out[i]
 		for _, b := range buckets[rs.fingerprint] {
 			if sg.Kind == rollup.KindCounter {
-				if pt, ok := sp.counter.Bucket(b); ok {
+				pts = sp.counter.Bucket(pts[:0], b)
+				for _, pt := range pts {
 					sp.add(pt, p.mint, p.maxt)
 				}
 				continue

@@ -274,22 +274,27 @@ func TestReadRoutesToRollups(t *testing.T) {
 
 	t.Run("rate 4h step 1h: reset-free counter points", func(t *testing.T) {
 		got := routedRead(t, s, "route_counter_total", d.start, d.end, prompb.ReadHints{StepMs: hourMs, RangeMs: 4 * hourMs, Func: "rate"})
-		// One point per hour at the hour's last sample; each step between two points is
-		// the raw increase between those samples, resets included.
-		if len(got) != 6 {
-			t.Fatalf("%d counter points, want 6: %v", len(got), got)
+		// One point per hour at the hour's last sample, and before them one at the first
+		// sample, as the first bucket opens the data; each step between two points is the
+		// raw increase between those samples, resets included.
+		if len(got) != 7 {
+			t.Fatalf("%d counter points, want 7: %v", len(got), got)
 		}
 		idx := map[int64]int{}
 		for i, ts := range d.ts {
 			idx[ts] = i
 		}
 		for k, p := range got {
-			if want := d.start + int64(k+1)*hourMs - routeStepMs + routeOffsetMs; p.Timestamp != want {
-				t.Errorf("point %d at %d, want the hour's last sample at %d", k, p.Timestamp, want)
+			want := d.start + int64(k)*hourMs - routeStepMs + routeOffsetMs
+			if k == 0 {
+				want = d.ts[0]
+			}
+			if p.Timestamp != want {
+				t.Errorf("point %d at %d, want %d", k, p.Timestamp, want)
 			}
 			if k == 0 {
-				if p.Value != d.counter[idx[p.Timestamp]] {
-					t.Errorf("first point %v, want the raw value %v", p.Value, d.counter[idx[p.Timestamp]])
+				if p.Value != d.counter[0] {
+					t.Errorf("first point %v, want the raw value %v", p.Value, d.counter[0])
 				}
 				continue
 			}

@@ -97,8 +97,7 @@ func Points(kind Kind, buckets []BucketAggregate) ([]Point, error) {
 			continue
 		}
 		if kind == KindCounter {
-			p, _ := c.Bucket(b)
-			pts = append(pts, p)
+			pts = c.Bucket(pts, b)
 			continue
 		}
 		p, err := b.Point(kind, b.Start, b.Res)
@@ -139,6 +138,19 @@ func Points(kind Kind, buckets []BucketAggregate) ([]Point, error) {
 // bucket. For the same reason the router gives a query one resolution throughout: sparse
 // points next to dense ones in one range (at a seam) are uneven spacing too.
 //
+// The exception is a bucket that opens the data: the first of the query, or the first after
+// a bucket with no samples. It also gets a point at its first sample, (FirstT, First +
+// offset), about one resolution before its last, so the spacing stays even. Without it, a
+// range holding only that bucket of a series (its first hours, or the first after a scrape
+// outage) would hold one point, and rate() needs two; raw has a rate there. In a range where
+// the series begins, rate() extrapolates from the first point towards the range start by
+// half the mean spacing of the points, which is half a bucket here and half a scrape on raw,
+// unless the counter's first value is near zero (rate() extrapolates no further than the
+// counter's zero). So for a counter that enters with a large value, the first ranges' rate
+// is high by up to res/2 over the time the series covers in the range: +50% when it covers
+// one bucket, +12.5% at four. (Without the opening point it would be as far low, and
+// missing at one bucket.)
+//
 // Approximation error of rate(x[r]) over the points against rate over raw, for r of at
 // least two buckets (the router's rule): the points in the range span it minus up to one
 // bucket at the start, and rate() extrapolates their mean rate to the whole range, while
@@ -157,19 +169,26 @@ type Counter struct {
 	last   float64 // the last raw value seen, for the reset test
 	out    float64 // the last value returned, to keep the output monotonic
 	seen   bool
+	// end is the end of the last bucket, or one past the last raw sample; a bucket
+	// starting after it follows a gap.
+	end int64
 }
 
-// Bucket returns the point for b, or false for an empty bucket.
-func (c *Counter) Bucket(b BucketAggregate) (Point, bool) {
+// Bucket appends the points of b to dst: its last sample's, preceded by its first sample's
+// when b opens the data (see Counter). An empty bucket adds nothing.
+func (c *Counter) Bucket(dst []Point, b BucketAggregate) []Point {
 	if b.Count == 0 {
-		return Point{}, false
+		return dst
 	}
 	if c.seen && b.First < c.last {
 		c.offset += c.last
 	}
+	if (!c.seen || b.Start > c.end) && b.FirstT < b.LastT {
+		dst = append(dst, Point{T: b.FirstT, V: c.emit(b.First)})
+	}
 	c.offset += b.Correction
-	c.last = b.Last
-	return Point{T: b.LastT, V: c.emit(b.Last)}, true
+	c.last, c.end = b.Last, b.End()
+	return append(dst, Point{T: b.LastT, V: c.emit(b.Last)})
 }
 
 // Sample returns raw sample (t, v) corrected. A stale marker is returned unchanged and leaves
@@ -181,7 +200,7 @@ func (c *Counter) Sample(t int64, v float64) Point {
 	if c.seen && v < c.last {
 		c.offset += c.last
 	}
-	c.last = v
+	c.last, c.end = v, t+1
 	return Point{T: t, V: c.emit(v)}
 }
 

@@ -106,16 +106,13 @@ func TestCounterHandComputed(t *testing.T) {
 	var c Counter
 	var got []Point
 	for _, b := range Downsample(ts, vs, min5) {
-		p, ok := c.Bucket(b)
-		if !ok {
-			t.Fatal("non-empty bucket gave no point")
-		}
-		got = append(got, p)
+		got = c.Bucket(got, b)
 	}
 	for i, v := range []float64{6, stale, 1, 2} {
 		got = append(got, c.Sample(15*min1+int64(i)*15*sec, v))
 	}
 	want := []Point{
+		{0, 10},                   // the first bucket opens the data: its first sample too
 		{2 * min1, 25},            // 5 + 20
 		{8 * min1, 32},            // 12 + 20
 		{14 * min1, 36},           // 4 + 20 + 12
@@ -134,8 +131,43 @@ func TestCounterHandComputed(t *testing.T) {
 	if got[len(got)-1].V-10 != 30 {
 		t.Errorf("total increase %v, want 30", got[len(got)-1].V-10)
 	}
-	if p, ok := c.Bucket(BucketAggregate{}); ok {
-		t.Errorf("empty bucket gave point %v", p)
+	if p := c.Bucket(nil, BucketAggregate{}); len(p) != 0 {
+		t.Errorf("empty bucket gave points %v", p)
+	}
+}
+
+// TestCounterOpeningPoints: a bucket that opens the data, the first one or the first after
+// an empty bucket, also gives a point at its first sample, unless that is its only sample.
+func TestCounterOpeningPoints(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ts   []int64
+		vs   []float64
+		want []Point
+	}{
+		{
+			// [0, 5m): 2, 4. [5m, 10m): 5, 7. [10m, 15m) empty. [15m, 20m): 1 (a reset
+			// after the gap: offset 7), 3. [20m, 25m): 4.
+			name: "first bucket and after a gap",
+			ts:   []int64{min1, 3 * min1, 6 * min1, 8 * min1, 16 * min1, 18 * min1, 21 * min1},
+			vs:   []float64{2, 4, 5, 7, 1, 3, 4},
+			want: []Point{{min1, 2}, {3 * min1, 4}, {8 * min1, 7}, {16 * min1, 8}, {18 * min1, 10}, {21 * min1, 11}},
+		},
+		{
+			name: "an opening bucket of one sample",
+			ts:   []int64{2 * min1, 7 * min1},
+			vs:   []float64{5, 6},
+			want: []Point{{2 * min1, 5}, {7 * min1, 6}},
+		},
+	} {
+		var c Counter
+		var got []Point
+		for _, b := range Downsample(tc.ts, tc.vs, min5) {
+			got = c.Bucket(got, b)
+		}
+		if !equalPoints(got, tc.want) {
+			t.Errorf("%s:\n got %v\nwant %v", tc.name, got, tc.want)
+		}
 	}
 }
 
@@ -258,14 +290,12 @@ func TestRateOverCounterPoints(t *testing.T) {
 			var c Counter
 			var pts []Point
 			for _, b := range Downsample(ts[:seam], vs[:seam], tc.res) {
-				p, _ := c.Bucket(b)
-				pts = append(pts, p)
+				pts = c.Bucket(pts, b)
 			}
 			switch tc.src {
 			case tierThenRaw:
 				for _, b := range Downsample(ts[seam:], vs[seam:], tc.res) {
-					p, _ := c.Bucket(b)
-					pts = append(pts, p)
+					pts = c.Bucket(pts, b)
 				}
 			case twoTiers:
 				up, err := Rollup(Downsample(ts[seam:], vs[seam:], min5), tc.res)
@@ -273,8 +303,7 @@ func TestRateOverCounterPoints(t *testing.T) {
 					t.Fatal(err)
 				}
 				for _, b := range up {
-					p, _ := c.Bucket(b)
-					pts = append(pts, p)
+					pts = c.Bucket(pts, b)
 				}
 			case tierThenRawSamples:
 				for i := seam; i < len(ts); i++ {
