@@ -2,7 +2,7 @@
 # What `make test`, `make bench` and `make fuzz` run.
 #
 #   deploy/test.sh test    private ClickHouse up, go test ./..., brief fuzzing, ClickHouse down
-#   deploy/test.sh bench   private ClickHouse up, go test -bench ./..., ClickHouse down
+#   deploy/test.sh bench   private ClickHouse up, go test -bench (all but e2e), ClickHouse down
 #   deploy/test.sh fuzz    longer fuzzing only, with the private ClickHouse (FuzzQuoteRoundTrip needs it)
 #
 # Env (defaults): FUZZ_TARGETS ("adapter:FuzzDecodeWriteRequest", space-separated PKGDIR:FuzzName),
@@ -84,7 +84,9 @@ test)
 bench)
 	"$here/install.sh"
 	clickhouse_up
-	run "go test -bench" go test -count=1 -timeout "$go_timeout" -run '^$' -bench . -benchmem ./...
+	# The end-to-end benchmarks load millions of samples into their own servers and have
+	# their own targets (bench-read, bench-rollup); this runs the package benchmarks.
+	run "go test -bench" go test -count=1 -timeout "$go_timeout" -run '^$' -bench . -benchmem $(go list ./... | grep -v /e2e)
 	;;
 fuzz)
 	"$here/install.sh"

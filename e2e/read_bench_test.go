@@ -512,9 +512,10 @@ func (env *benchReadEnv) rangeReader(baseURL string) benchReader {
 
 // benchRangeResponse is the part of a query_range answer the benchmark reads.
 type benchRangeResponse struct {
-	Status string `json:"status"`
-	Error  string `json:"error"`
-	Data   struct {
+	Status   string   `json:"status"`
+	Error    string   `json:"error"`
+	Warnings []string `json:"warnings"`
+	Data     struct {
 		ResultType string `json:"resultType"`
 		Result     []struct {
 			Metric map[string]string `json:"metric"`
