@@ -8,6 +8,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -337,6 +339,87 @@ func TestMaterializeMatchesRaw(t *testing.T) {
 				t.Errorf("%d samples, %d rollups: %s", len(all), len(want), d)
 			}
 		})
+	}
+}
+
+// TestMaterializeReplicas runs two materializers on one database at once, as two pyramid
+// replicas do, while batches keep arriving, some retried and some late for hours already
+// computed: once the writes stop and both find nothing left to do, every rollup equals the
+// aggregation of the deduplicated raw samples.
+func TestMaterializeReplicas(t *testing.T) {
+	e := newEnv(t, "raw:0,5m:0,1h:0")
+	second, err := rollup.NewMaterializer(rollup.MaterializerConfig{
+		Database: e.db, Tiers: e.tiers, Interval: time.Second, Settle: time.Minute,
+		MaxUnits: 1000, TargetsPerRead: 2, Now: func() time.Time { return e.now },
+	}, e.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	var all []sample
+	for s := range 6 {
+		all = append(all, counterSamples(uint64(1+s%3), uint64(200+s), epoch+100*hour+int64(s)*17*minute, 960)...)
+	}
+	rng.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		writesAt atomic.Int64 // when the last write ended (unix ms), 0 while writing
+		idle     [2]atomic.Bool
+		errs     = make(chan error, 2)
+	)
+	for i, m := range []*rollup.Materializer{e.m, second} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				began := time.Now().UnixMilli()
+				n, err := m.Cycle(ctx)
+				if err != nil {
+					if ctx.Err() == nil {
+						errs <- fmt.Errorf("materializer %d: %w", i, err)
+					}
+					return
+				}
+				// Idle only counts for a cycle that began a second after the last write:
+				// the server clock has whole seconds (see materialize).
+				end := writesAt.Load()
+				idle[i].Store(n == 0 && end > 0 && began > end+1000)
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	for lo := 0; lo < len(all); {
+		hi := min(len(all), lo+1+rng.IntN(600))
+		e.write(t, all[lo:hi])
+		if rng.IntN(3) == 0 {
+			e.write(t, all[lo:hi]) // A retry.
+		}
+		lo = hi
+		// Writes spread over a few seconds, so that computations begin between them and
+		// within the same seconds as they do.
+		time.Sleep(time.Duration(rng.IntN(100)) * time.Millisecond)
+	}
+	writesAt.Store(time.Now().UnixMilli())
+	deadline := time.Now().Add(time.Minute)
+	for !idle[0].Load() || !idle[1].Load() {
+		select {
+		case err := <-errs:
+			t.Fatal(err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the materializers still find work a minute after the last write")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	want := e.expected(all)
+	if d := diff(e.stored(t), want); d != "" {
+		t.Errorf("%d samples, %d rollups: %s", len(all), len(want), d)
 	}
 }
 
