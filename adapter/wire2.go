@@ -120,7 +120,12 @@ func (r *wireRequest) parseSeriesV2(b []byte, symbols [][2]uint32, refs []uint32
 				var e writev2.Exemplar
 				return e.Unmarshal(v)
 			default:
-				md = &writev2.Metadata{} // the last one wins, as in the generated code
+				// A message field that appears twice is merged, as protobuf specifies and
+				// the generated code does: the second occurrence overwrites only the
+				// fields it carries.
+				if md == nil {
+					md = &writev2.Metadata{}
+				}
 				return md.Unmarshal(v)
 			}
 		}
