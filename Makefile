@@ -12,7 +12,7 @@ GO ?= go
 # Fuzz targets as PKGDIR:FuzzName, space-separated; `make test` fuzzes each for
 # TEST_FUZZTIME, `make fuzz` for FUZZTIME.
 FUZZ_TARGETS ?= adapter:FuzzDecodeWriteRequest adapter:FuzzParseWriteRequest adapter:FuzzParseWriteRequestV2 \
-	adapter:FuzzDecodeReadRequest adapter:FuzzXORChunks adapter:FuzzQuoteRoundTrip
+	adapter:FuzzDecodeReadRequest adapter:FuzzXORChunks adapter:FuzzSamplesEncoder adapter:FuzzQuoteRoundTrip
 TEST_FUZZTIME ?= 15s
 FUZZTIME ?= 60s
 

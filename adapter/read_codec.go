@@ -4,13 +4,17 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"io"
+	"math"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Response content types of remote read. Prometheus picks its decoder by these exact
@@ -66,22 +70,157 @@ func negotiateResponseType(accepted []prompb.ReadRequest_ResponseType) (prompb.R
 	return 0, fmt.Errorf("%w: accepted response types %v, pyramid speaks SAMPLES and STREAMED_XOR_CHUNKS", ErrNotAcceptable, accepted)
 }
 
-// encodeReadResponse marshals and compresses a SAMPLES response.
-func encodeReadResponse(resp *prompb.ReadResponse) ([]byte, error) {
-	raw, err := resp.Marshal()
-	if err != nil {
-		return nil, fmt.Errorf("marshal read response of %d results: %w", len(resp.Results), err)
-	}
-	return snappy.Encode(nil, raw), nil
+// samplesEncoder builds a compressed SAMPLES ReadResponse as the series arrive, so that a
+// response held in memory costs about its compressed size instead of prompb structs (48
+// bytes a sample), their encoding and its compression all at once
+// (BenchmarkEncodeSamplesResponse). The protobuf bytes are those prompb's Marshal writes:
+// fields in number order, zero values (including -0) left out.
+//
+// It relies on the snappy block format: a preamble holding the uncompressed length, then
+// literal and copy elements whose copies reach back only within the uncompressed bytes
+// before them. Elements that compress consecutive pieces of the input separately
+// (snappy.Encode without its preamble) therefore concatenate into the elements of the
+// whole, which is also how snappy.Encode itself handles inputs past 64 KiB. A query's
+// result header, which must precede its series but holds their total length, is
+// compressed on its own once the query ends and put in front of them.
+type samplesEncoder struct {
+	pieces     [][]byte // compressed elements, in response order
+	pending    []byte   // uncompressed bytes not yet compressed into a piece
+	rawLen     int      // uncompressed length of the whole response so far
+	queryStart int      // index in pieces where the current query's series begin
+	queryLen   int      // uncompressed length of the current query's series
+	scratch    []byte   // snappy output before it is copied into a piece of its size
 }
 
-// toSamples converts a series' samples to their protobuf form.
-func toSamples(ts []int64, values []float64) []prompb.Sample {
-	out := make([]prompb.Sample, len(ts))
-	for i := range ts {
-		out[i] = prompb.Sample{Timestamp: ts[i], Value: values[i]}
+// samplesPieceBytes is how much uncompressed response is compressed at once: snappy's own
+// block size, so that compression is as good as in one piece.
+const samplesPieceBytes = 64 << 10
+
+// Protobuf field numbers of the SAMPLES response (prompb/remote.proto); those of the
+// series, labels and samples are shared with the write path's parser (wire.go).
+const (
+	fieldReadResults      = 1 // ReadResponse.results
+	fieldResultTimeseries = 1 // QueryResult.timeseries
+)
+
+// addSeries appends a series with its samples to the current query. The encoder keeps no
+// reference to lset, ts or values.
+func (e *samplesEncoder) addSeries(lset labels.Labels, ts []int64, values []float64) {
+	size := 0
+	lset.Range(func(l labels.Label) {
+		n := labelSize(l)
+		size += 1 + protowire.SizeBytes(n)
+	})
+	for i, t := range ts {
+		size += 1 + protowire.SizeBytes(sampleSize(t, values[i]))
 	}
-	return out
+	b := e.pending
+	start := len(b)
+	b = protowire.AppendTag(b, fieldResultTimeseries, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(size))
+	lset.Range(func(l labels.Label) {
+		b = protowire.AppendTag(b, fieldSeriesLabels, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(labelSize(l)))
+		if l.Name != "" {
+			b = protowire.AppendTag(b, fieldLabelName, protowire.BytesType)
+			b = protowire.AppendString(b, l.Name)
+		}
+		if l.Value != "" {
+			b = protowire.AppendTag(b, fieldLabelValue, protowire.BytesType)
+			b = protowire.AppendString(b, l.Value)
+		}
+	})
+	for i, t := range ts {
+		v := values[i]
+		b = protowire.AppendTag(b, fieldSeriesSamples, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(sampleSize(t, v)))
+		if v != 0 {
+			b = protowire.AppendTag(b, fieldSampleValue, protowire.Fixed64Type)
+			b = protowire.AppendFixed64(b, math.Float64bits(v))
+		}
+		if t != 0 {
+			b = protowire.AppendTag(b, fieldSampleTimestamp, protowire.VarintType)
+			b = protowire.AppendVarint(b, uint64(t))
+		}
+	}
+	e.pending = b
+	e.queryLen += len(b) - start
+	if len(e.pending) >= samplesPieceBytes {
+		e.flush()
+	}
+}
+
+// labelSize and sampleSize are the encoded sizes of a Label and a Sample message.
+func labelSize(l labels.Label) int {
+	n := 0
+	if l.Name != "" {
+		n += 1 + protowire.SizeBytes(len(l.Name))
+	}
+	if l.Value != "" {
+		n += 1 + protowire.SizeBytes(len(l.Value))
+	}
+	return n
+}
+
+func sampleSize(t int64, v float64) int {
+	n := 0
+	if v != 0 {
+		n += 1 + 8
+	}
+	if t != 0 {
+		n += 1 + protowire.SizeVarint(uint64(t))
+	}
+	return n
+}
+
+// flush compresses the pending bytes into a piece.
+func (e *samplesEncoder) flush() {
+	if len(e.pending) == 0 {
+		return
+	}
+	e.pieces = append(e.pieces, e.compress(e.pending))
+	e.rawLen += len(e.pending)
+	e.pending = e.pending[:0]
+}
+
+// compress returns the snappy elements of b, without the preamble, in a slice of their
+// own size.
+func (e *samplesEncoder) compress(b []byte) []byte {
+	e.scratch = snappy.Encode(e.scratch[:cap(e.scratch)], b)
+	_, n := binary.Uvarint(e.scratch)
+	return append([]byte(nil), e.scratch[n:]...)
+}
+
+// endQuery closes the current query's result; every query gets one, empty or not.
+func (e *samplesEncoder) endQuery() {
+	e.flush()
+	header := protowire.AppendTag(nil, fieldReadResults, protowire.BytesType)
+	header = protowire.AppendVarint(header, uint64(e.queryLen))
+	e.pieces = slices.Insert(e.pieces, e.queryStart, e.compress(header))
+	e.rawLen += len(header)
+	e.queryStart, e.queryLen = len(e.pieces), 0
+}
+
+// len is the size of the compressed response; call it after the last endQuery.
+func (e *samplesEncoder) len() int {
+	n := protowire.SizeVarint(uint64(e.rawLen))
+	for _, p := range e.pieces {
+		n += len(p)
+	}
+	return n
+}
+
+// writeTo writes the compressed response: the preamble, then the pieces.
+func (e *samplesEncoder) writeTo(w io.Writer) error {
+	if _, err := w.Write(binary.AppendUvarint(nil, uint64(e.rawLen))); err != nil {
+		return err
+	}
+	for _, p := range e.pieces {
+		if _, err := w.Write(p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // toLabels converts a series' labels to their protobuf form. The strings are shared, not

@@ -191,47 +191,41 @@ func (s *Server) fetch(ctx context.Context, p *readPlan, batch []*readSeries, le
 }
 
 // writeSamples answers with one snappy-compressed ReadResponse holding every query's
-// result. Series without samples in the window are left out, as Prometheus's TSDB leaves
-// them out.
+// result, encoded and compressed as the batches arrive (samplesEncoder). Series without
+// samples in the window are left out, as Prometheus's TSDB leaves them out.
 func (s *Server) writeSamples(ctx context.Context, w http.ResponseWriter, plans []readPlan) error {
-	resp := &prompb.ReadResponse{Results: make([]*prompb.QueryResult, len(plans))}
+	var enc samplesEncoder
 	for i := range plans {
 		p := &plans[i]
-		result := &prompb.QueryResult{}
 		left := s.cfg.ReadMaxSamples
+		sent := 0
 		err := batches(p.series, func(batch []*readSeries) (int, error) {
 			n, err := s.fetch(ctx, p, batch, &left)
 			if err != nil {
 				return n, err
 			}
 			for _, rs := range batch {
-				if len(rs.ts) == 0 {
-					continue
+				if len(rs.ts) > 0 {
+					enc.addSeries(rs.labels, rs.ts, rs.values)
+					sent++
 				}
-				result.Timeseries = append(result.Timeseries, &prompb.TimeSeries{
-					Labels: toLabels(rs), Samples: toSamples(rs.ts, rs.values),
-				})
-				rs.ts, rs.values = nil, nil // The protobuf copy is all that is needed now.
+				rs.ts, rs.values = nil, nil // The encoded copy is all that is needed now.
 			}
 			return n, nil
 		})
 		if err != nil {
 			return fmt.Errorf("query %d: %w", i, err)
 		}
-		s.m.readSeries.Add(float64(len(result.Timeseries)))
-		resp.Results[i] = result
-	}
-	body, err := encodeReadResponse(resp)
-	if err != nil {
-		return err
+		enc.endQuery()
+		s.m.readSeries.Add(float64(sent))
 	}
 	h := w.Header()
 	h.Set("Content-Type", contentTypeSamples)
 	h.Set("Content-Encoding", "snappy")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Content-Length", strconv.Itoa(enc.len()))
 	w.WriteHeader(http.StatusOK)
-	if _, err := w.Write(body); err != nil {
-		s.logger.Debug("remote read client went away", "bytes", len(body), "err", err)
+	if err := enc.writeTo(w); err != nil {
+		s.logger.Debug("remote read client went away", "bytes", enc.len(), "err", err)
 	}
 	return nil
 }
