@@ -180,7 +180,7 @@ func valueConditions(m *labels.Matcher) []valueCondition {
 		return []valueCondition{{" != ?", m.Value}}
 	case labels.MatchRegexp:
 		if set := m.SetMatches(); len(set) > 0 {
-			return []valueCondition{{" IN ?", stringSet(set)}}
+			return []valueCondition{{" IN ?", inSet(set)}}
 		}
 		if p := m.Prefix(); p != "" {
 			if hi, ok := prefixEnd(p); ok {
@@ -190,14 +190,14 @@ func valueConditions(m *labels.Matcher) []valueCondition {
 		}
 	case labels.MatchNotRegexp:
 		if set := m.SetMatches(); len(set) > 0 {
-			return []valueCondition{{" NOT IN ?", stringSet(set)}}
+			return []valueCondition{{" NOT IN ?", inSet(set)}}
 		}
 	}
 	return nil
 }
 
-// stringSet renders as a parenthesised list, the right-hand side of IN.
-func stringSet(values []string) clickhouse.GroupSet {
+// inSet renders as a parenthesised list, the right-hand side of IN.
+func inSet[T any](values []T) clickhouse.GroupSet {
 	g := clickhouse.GroupSet{Value: make([]any, len(values))}
 	for i, v := range values {
 		g.Value[i] = v

@@ -197,7 +197,7 @@ func routedBuckets(ctx context.Context, s *Server, sg rollup.Segment, batch []*r
 	buckets := make(map[uint64][]rollup.BucketAggregate, len(batch))
 	var rows int
 	if sg.Tier.IsRaw() {
-		n, err := fetchSamples(ctx, s.conn, s.cfg.Database, batch, from, to, math.MaxInt/4)
+		n, err := fetchSamples(ctx, s.conn, s.cfg.Database, batch, from, to, math.MaxInt)
 		if err != nil {
 			return n, err
 		}
@@ -247,18 +247,4 @@ func routedBuckets(ctx context.Context, s *Server, sg rollup.Segment, batch []*r
 		}
 	}
 	return rows, nil
-}
-
-// batchKeys returns the distinct targets and the fingerprints of batch.
-func batchKeys(batch []*readSeries) (targets, fps []uint64) {
-	seen := make(map[uint64]bool)
-	fps = make([]uint64, len(batch))
-	for i, rs := range batch {
-		fps[i] = rs.fingerprint
-		if !seen[rs.target] {
-			seen[rs.target] = true
-			targets = append(targets, rs.target)
-		}
-	}
-	return targets, fps
 }

@@ -7,7 +7,6 @@ import (
 	"math"
 	"slices"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/prometheus/model/labels"
 
@@ -85,23 +84,16 @@ func fetchSamples(ctx context.Context, conn driver.Conn, db string, batch []*rea
 		return 0, nil
 	}
 	byFP := make(map[uint64]*readSeries, len(batch))
-	fps := clickhouse.GroupSet{Value: make([]any, 0, len(batch))}
-	targets := clickhouse.GroupSet{}
-	seenTarget := make(map[uint64]bool)
 	for _, s := range batch {
 		s.ts, s.values = s.ts[:0], s.values[:0]
 		byFP[s.fingerprint] = s
-		fps.Value = append(fps.Value, s.fingerprint)
-		if !seenTarget[s.target] {
-			seenTarget[s.target] = true
-			targets.Value = append(targets.Value, s.target)
-		}
 	}
+	targets, fps := batchKeys(batch)
 	// target leads the table's sorting key, so naming the targets lets ClickHouse skip to
 	// their granules; the ts bounds prune day partitions and granules within a series.
 	query := "SELECT fingerprint, ts, value FROM " + db + "." + schema.TableSamples +
 		" WHERE target IN ? AND fingerprint IN ? AND ts >= ? AND ts <= ?"
-	rows, err := conn.Query(ctx, query, targets, fps, mint, maxt)
+	rows, err := conn.Query(ctx, query, inSet(targets), inSet(fps), mint, maxt)
 	if err != nil {
 		return 0, fmt.Errorf("query samples of %d series: %w", len(batch), err)
 	}
@@ -127,7 +119,7 @@ func fetchSamples(ctx context.Context, conn driver.Conn, db string, batch []*rea
 		}
 		cur.ts = append(cur.ts, ts)
 		cur.values = append(cur.values, value)
-		if rowCount++; rowCount > 2*budget {
+		if rowCount++; rowCount-budget > budget { // rowCount > 2*budget, without overflow for math.MaxInt
 			return 0, errSampleBudget
 		}
 	}
@@ -143,6 +135,20 @@ func fetchSamples(ctx context.Context, conn driver.Conn, db string, batch []*rea
 		return n, errSampleBudget
 	}
 	return n, nil
+}
+
+// batchKeys returns the distinct targets and the fingerprints of batch.
+func batchKeys(batch []*readSeries) (targets, fps []uint64) {
+	seen := make(map[uint64]bool)
+	fps = make([]uint64, len(batch))
+	for i, rs := range batch {
+		fps[i] = rs.fingerprint
+		if !seen[rs.target] {
+			seen[rs.target] = true
+			targets = append(targets, rs.target)
+		}
+	}
+	return targets, fps
 }
 
 // errSampleBudget tells fetchSamples's caller that the query's sample limit was passed;

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -420,12 +419,8 @@ func (m *Materializer) compute(ctx context.Context, start int64, targets []uint6
 
 // readRaw reads the raw samples of the targets within the unit, by fingerprint.
 func (m *Materializer) readRaw(ctx context.Context, start int64, targets []uint64) (map[uint64]*rawSeries, error) {
-	set := clickhouse.GroupSet{Value: make([]any, len(targets))}
-	for i, t := range targets {
-		set.Value[i] = t
-	}
 	rows, err := m.conn.Query(ctx, "SELECT target, fingerprint, ts, value FROM "+m.cfg.Database+"."+schema.TableSamples+
-		" WHERE target IN ? AND ts >= ? AND ts < ?", set, start, start+m.width)
+		" WHERE target IN ? AND ts >= ? AND ts < ?", uint64Set(targets), start, start+m.width)
 	if err != nil {
 		return nil, fmt.Errorf("query raw samples of %d targets: %w", len(targets), err)
 	}

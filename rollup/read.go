@@ -24,20 +24,12 @@ func ReadBuckets(ctx context.Context, conn driver.Conn, db string, res int64, ta
 	if len(fingerprints) == 0 || from > to {
 		return out, 0, nil
 	}
-	tset := clickhouse.GroupSet{Value: make([]any, len(targets))}
-	for i, t := range targets {
-		tset.Value[i] = t
-	}
-	fset := clickhouse.GroupSet{Value: make([]any, len(fingerprints))}
-	for i, fp := range fingerprints {
-		fset.Value[i] = fp
-	}
 	// res, target and fingerprint lead the sorting key and res and bucket the partition
 	// key, so ClickHouse reads only the granules of these series in this window.
 	rows, err := conn.Query(ctx, "SELECT fingerprint, bucket, cnt, sum_hi, sum_lo, min_v, max_v, first_ts, first_v,"+
 		" last_ts, last_v, corr_hi, corr_lo, resets, version FROM "+db+"."+schema.TableRollups+
 		" WHERE res = ? AND target IN ? AND fingerprint IN ? AND bucket >= ? AND bucket <= ?",
-		res, tset, fset, from, to)
+		res, uint64Set(targets), uint64Set(fingerprints), from, to)
 	if err != nil {
 		return nil, 0, fmt.Errorf("query %d ms rollups of %d series: %w", res, len(fingerprints), err)
 	}
@@ -84,4 +76,13 @@ func ReadBuckets(ctx context.Context, conn driver.Conn, db string, res int64, ta
 		out[fp] = buckets
 	}
 	return out, n, nil
+}
+
+// uint64Set renders as a parenthesised list, the right-hand side of IN.
+func uint64Set(values []uint64) clickhouse.GroupSet {
+	g := clickhouse.GroupSet{Value: make([]any, len(values))}
+	for i, v := range values {
+		g.Value[i] = v
+	}
+	return g
 }
