@@ -13,7 +13,6 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -785,13 +784,11 @@ func setupBenchRead(b *testing.B) *benchReadEnv {
 		b.Fatalf("write OpenMetrics: %v", err)
 	}
 	tsdbDir := filepath.Join(work, "prometheus-tsdb")
-	cmd := exec.CommandContext(ctx, tools["promtool"], "tsdb", "create-blocks-from", "openmetrics",
-		fmt.Sprintf("--max-block-duration=%dh", int(benchBlockRange.Hours())), omPath, tsdbDir)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("create TSDB blocks with promtool: %v\n%s", err, out)
-	} else {
-		logf("promtool wrote the blocks:\n%s", bytes.TrimSpace(out))
+	out, err := createBlocks(ctx, tools["promtool"], omPath, tsdbDir)
+	if err != nil {
+		b.Fatal(err)
 	}
+	logf("promtool wrote the blocks:\n%s", bytes.TrimSpace(out))
 	if err := os.Remove(omPath); err != nil {
 		b.Fatalf("remove OpenMetrics file: %v", err)
 	}

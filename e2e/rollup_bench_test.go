@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -221,7 +220,7 @@ func setupRollupBench(b *testing.B) *rollupBenchEnv {
 	if err := env.checkStored(ctx, conn); err != nil {
 		b.Fatal(err)
 	}
-	tiers, err := rollupBenchStatus(routed.url)
+	tiers, err := readTierStatus(routed.url)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -249,11 +248,11 @@ func rollupBenchEnd(now time.Time) int64 {
 // runRollupBenchQuery is one sub-benchmark: the expression through both sides b.N times.
 func runRollupBenchQuery(b *testing.B, env *rollupBenchEnv, q rollupBenchQuery) {
 	ctx := context.Background()
-	segsBefore := map[*rollupBenchSide]map[string]float64{}
+	segsBefore := map[*rollupBenchSide]segmentCounts{}
 	samplesBefore := map[*rollupBenchSide]float64{}
 	for _, s := range []*rollupBenchSide{env.raw, env.routed} {
 		var err error
-		if segsBefore[s], err = rollupBenchSegments(s.pyr.url); err != nil {
+		if segsBefore[s], err = readSegments(s.pyr.url); err != nil {
 			b.Fatal(err)
 		}
 		if samplesBefore[s], err = sumMetric(s.pyr.url+"/metrics", "pyramid_read_samples_total", nil); err != nil {
@@ -312,20 +311,13 @@ func runRollupBenchQuery(b *testing.B, env *rollupBenchEnv, q rollupBenchQuery) 
 	// Routing must have happened on one side and only on that one; otherwise the benchmark
 	// measured something else than it claims.
 	for _, s := range []*rollupBenchSide{env.raw, env.routed} {
-		after, err := rollupBenchSegments(s.pyr.url)
+		after, err := readSegments(s.pyr.url)
 		if err != nil {
 			b.Fatal(err)
 		}
-		grew := map[string]float64{} // by tier
-		var detail []string          // by tier, kind and approximate
-		for key, n := range after {
-			if d := n - segsBefore[s][key]; d > 0 {
-				grew[strings.SplitN(key, "/", 2)[0]] += d
-				detail = append(detail, fmt.Sprintf("%s %v", key, d))
-			}
-		}
-		sort.Strings(detail)
-		b.Logf("segments the %s pyramid read, by tier/kind/approximate: %s", s.name, strings.Join(detail, ", "))
+		served := after.minus(segsBefore[s])
+		grew := served.tiers()
+		b.Logf("segments the %s pyramid read, by tier/kind: %s", s.name, served.describe())
 		switch {
 		case s == env.routed && grew["1h"] == 0:
 			b.Fatalf("the routed pyramid answered %s without the 1h tier: segments by tier %v", q.expr, grew)
@@ -556,30 +548,13 @@ generate:
 	return nil
 }
 
-func rollupBenchStatus(baseURL string) ([]rollup.TierStatus, error) {
-	body, err := httpGet(baseURL + "/api/v1/status/tiers")
-	if err != nil {
-		return nil, fmt.Errorf("read tier status: %w", err)
-	}
-	var status struct {
-		Tiers []rollup.TierStatus `json:"tiers"`
-	}
-	if err := json.Unmarshal(body, &status); err != nil {
-		return nil, fmt.Errorf("decode tier status %s: %w", benchTruncate(body, 300), err)
-	}
-	if len(status.Tiers) == 0 {
-		return nil, fmt.Errorf("tier status lists no tiers: %s", benchTruncate(body, 300))
-	}
-	return status.Tiers, nil
-}
-
 // waitRollups waits until every rollup tier's newest bucket is the data's last and no unit
 // waits to be computed (again): a unit computed while its hour's samples were still
 // arriving is marked again and recomputed, and the newest bucket alone does not show that.
 func (env *rollupBenchEnv) waitRollups(ctx context.Context, b *testing.B, pyr *pyramidServer, conn driver.Conn) error {
 	lastLog := time.Now()
 	err := poll(2*time.Hour, func() error {
-		err := env.rollupsDone(ctx, pyr, conn)
+		err := rollupsComplete(ctx, pyr, conn, rollupBenchDB, env.data.end)
 		if err != nil && time.Since(lastLog) > 30*time.Second {
 			env.logf(b, "  waiting for rollups: %v", err)
 			lastLog = time.Now()
@@ -590,66 +565,6 @@ func (env *rollupBenchEnv) waitRollups(ctx context.Context, b *testing.B, pyr *p
 		return fmt.Errorf("wait for the rollups of %d hours: %w", env.data.hours(), err)
 	}
 	return nil
-}
-
-// rollupsDone returns nil once the rollups are complete, and otherwise what is missing.
-func (env *rollupBenchEnv) rollupsDone(ctx context.Context, pyr *pyramidServer, conn driver.Conn) error {
-	if err := pyr.checkAlive(); err != nil {
-		return stopWaiting(err)
-	}
-	tiers, err := rollupBenchStatus(pyr.url)
-	if err != nil {
-		return err
-	}
-	var behind []string
-	var parts []string
-	rollups := 0
-	for _, t := range tiers {
-		if t.ResolutionMs == 0 {
-			continue
-		}
-		rollups++
-		newest := "nothing"
-		if t.Newest != nil {
-			newest = time.UnixMilli(*t.Newest).UTC().Format(time.RFC3339)
-		}
-		parts = append(parts, fmt.Sprintf("%s up to %s", t.Name, newest))
-		if t.Newest == nil || *t.Newest < env.data.end-t.ResolutionMs {
-			behind = append(behind, t.Name)
-		}
-	}
-	if rollups == 0 {
-		return stopWaiting(fmt.Errorf("tier status lists no rollup tier: %+v", tiers))
-	}
-	var pending uint64
-	if len(behind) == 0 {
-		if pending, err = rollupBenchPending(ctx, conn); err != nil {
-			return stopWaiting(err)
-		}
-	}
-	switch {
-	case len(behind) > 0:
-		return fmt.Errorf("tiers %s have not reached the data's last bucket: %s", strings.Join(behind, ", "), strings.Join(parts, ", "))
-	case pending > 0:
-		return fmt.Errorf("%d units wait to be computed (again): %s", pending, strings.Join(parts, ", "))
-	}
-	return nil
-}
-
-// rollupBenchPending counts the work units that received samples after (or while) their
-// rollups were last computed, the way the materializer finds them (rollup/README.md).
-func rollupBenchPending(ctx context.Context, conn driver.Conn) (uint64, error) {
-	q := fmt.Sprintf(`SELECT count() FROM
-(SELECT width, unit, target, max(marked) AS m FROM %[1]s.rollup_dirty GROUP BY width, unit, target) AS d
-ANY LEFT JOIN
-(SELECT width, unit, target, max(version) AS v FROM %[1]s.rollup_done GROUP BY width, unit, target) AS r
-USING (width, unit, target)
-WHERE m >= v`, rollupBenchDB)
-	var n uint64
-	if err := conn.QueryRow(ctx, q).Scan(&n); err != nil {
-		return 0, fmt.Errorf("count pending rollup units: %w", err)
-	}
-	return n, nil
 }
 
 // rollupBenchOptimize merges every partition of the tables with OPTIMIZE ... FINAL,
@@ -789,41 +704,13 @@ func rollupBenchPeakRSS(pid int) string {
 	return "no VmHWM in /proc/" + strconv.Itoa(pid) + "/status"
 }
 
-// rollupBenchSegments reads pyramid_read_segments_total by "tier/kind/approximate".
-func rollupBenchSegments(baseURL string) (map[string]float64, error) {
-	samples, err := scrapeMetric(baseURL+"/metrics", "pyramid_read_segments_total")
-	if err != nil {
-		return nil, fmt.Errorf("read pyramid's segment counts: %w", err)
-	}
-	// A counter vector shows no samples before its first use: absent means none yet.
-	out := map[string]float64{}
-	for _, s := range samples {
-		out[s.labels["tier"]+"/"+s.labels["kind"]+"/"+s.labels["approximate"]] += s.value
-	}
-	return out, nil
-}
-
 // rollupBenchPrometheus runs a Prometheus 2.42 with an empty TSDB whose only data is the
-// pyramid at pyramidURL. It is startQueryPrometheus with two flags more: a raw query over
-// 30 days may take longer than the default 2m query timeout, and the remote read as long.
+// pyramid at pyramidURL. A raw query over 30 days may take longer than the default 2m query
+// timeout, and the remote read as long.
 func rollupBenchPrometheus(tb testing.TB, bin, work, name, pyramidURL string) *prometheusServer {
 	tb.Helper()
 	cfg := fmt.Sprintf("scrape_configs: []\nremote_read:\n  - url: %q\n    read_recent: true\n    remote_timeout: 30m\n", pyramidURL+"/api/v1/read")
-	cfgPath := filepath.Join(work, name+".yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		tb.Fatalf("write %s config: %v", name, err)
-	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(tb)))
-	p := startProcess(tb, name, filepath.Join(work, name+".log"), nil, bin,
-		"--config.file="+cfgPath,
-		"--storage.tsdb.path="+filepath.Join(work, name+"-tsdb"),
-		"--web.listen-address="+addr,
-		"--query.timeout=30m",
-		"--log.level=info",
-	)
-	s := &prometheusServer{process: p, url: "http://" + addr, cfgPath: cfgPath}
-	waitReady(tb, p, s.url+"/-/ready")
-	return s
+	return startQueryPrometheus(tb, bin, work, name, filepath.Join(work, name+"-tsdb"), cfg, "--query.timeout=30m")
 }
 
 // rollupBenchAnswer is a matrix answer: each series' points by its canonical label string.

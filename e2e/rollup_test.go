@@ -1,17 +1,13 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -84,10 +80,8 @@ func TestRollupReadMatchesPrometheus(t *testing.T) {
 		t.Fatalf("write OpenMetrics: %v", err)
 	}
 	tsdbA := filepath.Join(work, "prometheus-a-tsdb")
-	cmd := exec.CommandContext(ctx, tools["promtool"], "tsdb", "create-blocks-from", "openmetrics",
-		fmt.Sprintf("--max-block-duration=%dh", int(benchBlockRange.Hours())), omPath, tsdbA)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("create TSDB blocks with promtool: %v\n%s", err, out)
+	if _, err := createBlocks(ctx, tools["promtool"], omPath, tsdbA); err != nil {
+		t.Fatal(err)
 	}
 	promA := startQueryPrometheus(t, tools["prometheus"], work, "prometheus-a", tsdbA, "scrape_configs: []\n")
 	logf("Prometheus A ready on %s with promtool's blocks", promA.url)
@@ -136,7 +130,7 @@ func TestRollupReadMatchesPrometheus(t *testing.T) {
 	}
 	logf("A and B both count %d samples", data.samples())
 
-	segmentsBefore, err := scrapeSegments(pyr.url)
+	segmentsBefore, err := readSegments(pyr.url)
 	if err != nil {
 		t.Fatalf("read pyramid's metrics: %v", err)
 	}
@@ -151,7 +145,7 @@ func TestRollupReadMatchesPrometheus(t *testing.T) {
 			t.Errorf("query %s (%s) on A: %v", q.expr, q.mode.name, err)
 			continue
 		}
-		before, err := scrapeSegments(pyr.url)
+		before, err := readSegments(pyr.url)
 		if err != nil {
 			t.Fatalf("read pyramid's metrics: %v", err)
 		}
@@ -160,7 +154,7 @@ func TestRollupReadMatchesPrometheus(t *testing.T) {
 			t.Errorf("query %s (%s) on B: %v", q.expr, q.mode.name, err)
 			continue
 		}
-		after, err := scrapeSegments(pyr.url)
+		after, err := readSegments(pyr.url)
 		if err != nil {
 			t.Fatalf("read pyramid's metrics: %v", err)
 		}
@@ -193,20 +187,16 @@ func TestRollupReadMatchesPrometheus(t *testing.T) {
 
 	// The routing must have reached both rollup tiers; without it every answer above would
 	// be raw's and the comparison would prove nothing about rollups.
-	segmentsAfter, err := scrapeSegments(pyr.url)
+	segmentsAfter, err := readSegments(pyr.url)
 	if err != nil {
 		t.Fatalf("read pyramid's metrics: %v", err)
 	}
-	if !segmentsAfter.present {
+	if len(segmentsAfter) == 0 {
 		t.Errorf("pyramid's /metrics has no pyramid_read_segments_total: its remote reads are not routed")
 	}
+	byTier := segmentsAfter.minus(segmentsBefore).tiers()
 	for _, tier := range []string{"1h", "5m"} {
-		want := map[string]string{"tier": tier}
-		n, err := sumMetric(pyr.url+"/metrics", "pyramid_read_segments_total", want)
-		if err != nil {
-			t.Fatalf("read pyramid's metrics: %v", err)
-		}
-		if d := segmentsAfter.minus(segmentsBefore); n == 0 || d.tier(tier) == 0 {
+		if byTier[tier] == 0 {
 			t.Errorf("pyramid served no segment of the queries from the %s tier", tier)
 		}
 	}
@@ -422,10 +412,8 @@ func (d *accuracyData) remoteWrite(ctx context.Context, url string) error {
 	return nil
 }
 
-// waitAccuracyRollups waits until pyramid's tier status shows the 5m and 1h tiers holding
-// the last bucket of the data, and until no work unit is pending: the status alone cannot
-// tell, as a unit computed while its hour's samples were still arriving is computed again
-// later, and the materializer may reach the newest unit first.
+// waitAccuracyRollups waits until pyramid has computed every rollup of the data
+// (rollupsComplete).
 func waitAccuracyRollups(t *testing.T, ctx context.Context, pyr *pyramidServer, chAddr string, d *accuracyData) {
 	t.Helper()
 	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{chAddr}, Auth: clickhouse.Auth{Database: "default"}, DialTimeout: 10 * time.Second})
@@ -433,58 +421,9 @@ func waitAccuracyRollups(t *testing.T, ctx context.Context, pyr *pyramidServer, 
 		t.Fatalf("open ClickHouse %s: %v", chAddr, err)
 	}
 	defer conn.Close()
-	last := d.end - 1
-	// A unit is pending while its newest mark is at or after its last computation's
-	// version, as the materializer decides (rollup/materialize.go); a unit never computed
-	// has version 0 after the join.
-	pendingQuery := fmt.Sprintf(`SELECT count() FROM
-(SELECT width, unit, target, max(marked) AS m FROM %[1]s.rollup_dirty GROUP BY width, unit, target)
-ANY LEFT JOIN
-(SELECT width, unit, target, max(version) AS v FROM %[1]s.rollup_done GROUP BY width, unit, target)
-USING (width, unit, target)
-WHERE m >= v`, accuracyDB)
-	var status string
 	waitFor(t, "pyramid to compute every 5m and 1h rollup of the data", 2*time.Minute, func() error {
-		if err := pyr.checkAlive(); err != nil {
-			return stopWaiting(err)
-		}
-		body, err := httpGet(pyr.url + "/api/v1/status/tiers")
-		if err != nil {
-			return err
-		}
-		status = string(bytes.TrimSpace(body))
-		var st struct {
-			Tiers []struct {
-				Name         string `json:"name"`
-				ResolutionMs int64  `json:"resolution_ms"`
-				Rows         uint64 `json:"rows"`
-				Newest       *int64 `json:"newest_ms"`
-			} `json:"tiers"`
-		}
-		if err := json.Unmarshal(body, &st); err != nil {
-			return stopWaiting(fmt.Errorf("decode tier status %s: %w", status, err))
-		}
-		covered := map[string]bool{}
-		for _, tier := range st.Tiers {
-			if tier.ResolutionMs > 0 && tier.Newest != nil && *tier.Newest >= last/tier.ResolutionMs*tier.ResolutionMs {
-				covered[tier.Name] = true
-			}
-		}
-		for _, name := range []string{"5m", "1h"} {
-			if !covered[name] {
-				return fmt.Errorf("tier %s does not hold the bucket of %s yet: %s", name, time.UnixMilli(last).UTC().Format(time.RFC3339), status)
-			}
-		}
-		var pending uint64
-		if err := conn.QueryRow(ctx, pendingQuery).Scan(&pending); err != nil {
-			return fmt.Errorf("count pending rollup units: %w", err)
-		}
-		if pending > 0 {
-			return fmt.Errorf("%d rollup units still pending", pending)
-		}
-		return nil
+		return rollupsComplete(ctx, pyr, conn, accuracyDB, d.end)
 	})
-	t.Logf("tier status: %s", status)
 }
 
 // accuracyKind is how one query's points are compared.
@@ -605,76 +544,18 @@ func (s *accuracySeries) resetWithin(from, to int64) bool {
 // checkServed checks that the segments a query was served from include the tier and
 // aggregate the routing rules name for it, and for raw queries that no rollup tier served
 // any of it.
-func (q accuracyQuery) checkServed(served accuracySegments) error {
-	if !served.present {
-		return errors.New("pyramid exports no pyramid_read_segments_total, so its reads are not routed")
-	}
-	if served.counts[q.tier+"/"+q.aggr] == 0 {
+func (q accuracyQuery) checkServed(served segmentCounts) error {
+	if served[q.tier+"/"+q.aggr] == 0 {
 		return fmt.Errorf("want a segment from tier %s as %s, pyramid served it from %s", q.tier, q.aggr, served.describe())
 	}
 	if q.tier == "raw" {
-		for k, n := range served.counts {
+		for k, n := range served {
 			if n > 0 && !strings.HasPrefix(k, "raw/") {
 				return fmt.Errorf("want raw only, pyramid served it from %s", served.describe())
 			}
 		}
 	}
 	return nil
-}
-
-// accuracySegments is pyramid_read_segments_total by tier and kind ("1h/max"), summed over
-// its other labels.
-type accuracySegments struct {
-	present bool
-	counts  map[string]float64
-}
-
-func scrapeSegments(pyramidURL string) (accuracySegments, error) {
-	samples, err := scrapeMetric(pyramidURL+"/metrics", "pyramid_read_segments_total")
-	if err != nil {
-		return accuracySegments{}, err
-	}
-	s := accuracySegments{present: len(samples) > 0, counts: map[string]float64{}}
-	for _, m := range samples {
-		s.counts[m.labels["tier"]+"/"+m.labels["kind"]] += m.value
-	}
-	return s, nil
-}
-
-// minus returns the segments counted since before.
-func (s accuracySegments) minus(before accuracySegments) accuracySegments {
-	d := accuracySegments{present: s.present, counts: map[string]float64{}}
-	for k, n := range s.counts {
-		if n -= before.counts[k]; n != 0 {
-			d.counts[k] = n
-		}
-	}
-	return d
-}
-
-func (s accuracySegments) tier(name string) float64 {
-	n := 0.0
-	for k, v := range s.counts {
-		if strings.HasPrefix(k, name+"/") {
-			n += v
-		}
-	}
-	return n
-}
-
-func (s accuracySegments) describe() string {
-	if !s.present {
-		return "(no metric)"
-	}
-	if len(s.counts) == 0 {
-		return "nothing"
-	}
-	keys := make([]string, 0, len(s.counts))
-	for k := range s.counts {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return strings.Join(keys, ",")
 }
 
 // accuracyTolerance is how far one point of B may be from A's: exact means the same value

@@ -456,8 +456,8 @@ func grepMetrics(baseURL string, prefixes ...string) string {
 
 // startQueryPrometheus runs Prometheus 2.42 on tsdbDir with the given config (no scrape
 // jobs: it only answers queries, from that TSDB or through remote read) and a retention long
-// enough to keep old data, and returns once it is ready.
-func startQueryPrometheus(tb testing.TB, bin, work, name, tsdbDir, cfg string) *prometheusServer {
+// enough to keep old data, and returns once it is ready. args add flags.
+func startQueryPrometheus(tb testing.TB, bin, work, name, tsdbDir, cfg string, args ...string) *prometheusServer {
 	tb.Helper()
 	cfgPath := filepath.Join(work, name+".yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
@@ -467,13 +467,13 @@ func startQueryPrometheus(tb testing.TB, bin, work, name, tsdbDir, cfg string) *
 		tb.Fatalf("create %s TSDB directory: %v", name, err)
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(tb)))
-	p := startProcess(tb, name, filepath.Join(work, name+".log"), nil, bin,
-		"--config.file="+cfgPath,
-		"--storage.tsdb.path="+tsdbDir,
+	p := startProcess(tb, name, filepath.Join(work, name+".log"), nil, bin, append([]string{
+		"--config.file=" + cfgPath,
+		"--storage.tsdb.path=" + tsdbDir,
 		"--storage.tsdb.retention.time=10y",
-		"--web.listen-address="+addr,
+		"--web.listen-address=" + addr,
 		"--log.level=info",
-	)
+	}, args...)...)
 	s := &prometheusServer{process: p, url: "http://" + addr, cfgPath: cfgPath}
 	waitReady(tb, p, s.url+"/-/ready")
 	return s
