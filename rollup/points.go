@@ -143,13 +143,15 @@ func Points(kind Kind, buckets []BucketAggregate) ([]Point, error) {
 // offset), about one resolution before its last, so the spacing stays even. Without it, a
 // range holding only that bucket of a series (its first hours, or the first after a scrape
 // outage) would hold one point, and rate() needs two; raw has a rate there. In a range where
-// the series begins, rate() extrapolates from the first point towards the range start by
-// half the mean spacing of the points, which is half a bucket here and half a scrape on raw,
-// unless the counter's first value is near zero (rate() extrapolates no further than the
-// counter's zero). So for a counter that enters with a large value, the first ranges' rate
-// is high by up to res/2 over the time the series covers in the range: +50% when it covers
-// one bucket, +12.5% at four. (Without the opening point it would be as far low, and
-// missing at one bucket.)
+// the series begins, rate() extrapolates from the first point towards the range start: by
+// half the mean spacing of the points when the gap is longer than 1.1 of them, which is
+// half a bucket here and half a scrape on raw, and otherwise by the whole gap, up to 1.1
+// buckets here. It extrapolates no further than the counter's zero, so a counter starting
+// near zero is unaffected; one that enters with a large value has its first ranges' rate
+// high by that over the time the series covers: for rate[4h] over 1h buckets +50% one hour
+// in, +25% two hours in, +33% three hours in, nothing once it fills the range
+// (TestCounterOpeningPointRate). Without the opening point there would be no rate one hour
+// in, and the others low by up to half a bucket.
 //
 // Approximation error of rate(x[r]) over the points against rate over raw, for r of at
 // least two buckets (the router's rule): the points in the range span it minus up to one

@@ -171,6 +171,51 @@ func TestCounterOpeningPoints(t *testing.T) {
 	}
 }
 
+// TestCounterOpeningPointRate backs the error the Counter documents for a series' first
+// ranges. A counter enters at 1e6 and counts 100/s from then on; rate(x[4h]) over 1h
+// rollup points, evaluated m minutes after the series began, against rate over raw: where
+// the range starts more than 1.1 buckets before the series, Prometheus extrapolates half a
+// bucket there (raw: half a scrape), +0.5h/covered; where it starts less than that before
+// it, the whole gap, +(4h-covered)/covered; once the series fills the range, nothing.
+func TestCounterOpeningPointRate(t *testing.T) {
+	const scrape = 15 * sec
+	start := 100*hour + 7*sec
+	var ts []int64
+	var vs []float64
+	for k := range int64(5 * 240) {
+		ts = append(ts, start+k*scrape)
+		vs = append(vs, 1e6+float64(k)*100*15)
+	}
+	var c Counter
+	var pts []Point
+	for _, b := range Downsample(ts, vs, hour) {
+		pts = c.Bucket(pts, b)
+	}
+	raw := make([]Point, len(ts))
+	for i := range ts {
+		raw[i] = Point{ts[i], vs[i]}
+	}
+	for _, tc := range []struct {
+		minutes  int64
+		min, max float64 // the relative error, rollup over raw
+	}{
+		{60, 0.45, 0.50},   // 0.5h over 1h
+		{120, 0.22, 0.25},  // 0.5h over 2h
+		{180, 0.30, 0.334}, // the whole 1h gap over 3h
+		{240, -1e-9, 1e-9}, // the series fills the range
+	} {
+		at := 100*hour + tc.minutes*min1
+		want, ok1 := promRate(raw, at, 4*hour)
+		got, ok2 := promRate(pts, at, 4*hour)
+		if !ok1 || !ok2 {
+			t.Fatalf("%d min in: raw ok %v, rollup ok %v", tc.minutes, ok1, ok2)
+		}
+		if e := got/want - 1; e < tc.min || e > tc.max {
+			t.Errorf("%d min in: rate over points %v, over raw %v: error %+.2f%%, want %+.1f%% to %+.1f%%", tc.minutes, got, want, 100*e, 100*tc.min, 100*tc.max)
+		}
+	}
+}
+
 // TestCounterPointsIncrease: for random integer counters, the difference between any two
 // counter points equals Prometheus's raw increase between those two samples (last - first
 // plus the value before every drop), and the points never drop.
