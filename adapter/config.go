@@ -64,6 +64,9 @@ type Config struct {
 	// range each tier holds. Longer saves a few small queries; shorter lets reads use
 	// rollups that were just computed sooner.
 	ReadTierRefresh time.Duration
+	// Now is the clock that raw retention is counted from when routing reads; nil is
+	// time.Now. Tests move it to put data beyond raw retention.
+	Now func() time.Time
 }
 
 // Validate reports the first setting that cannot work.

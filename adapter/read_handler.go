@@ -23,6 +23,9 @@ const (
 	readBatchSamples = 1 << 20
 )
 
+// headerTiers names, in a remote-read response, the tiers that answered each query.
+const headerTiers = "X-Pyramid-Tiers"
+
 // readPlan is one query of a request, its series already selected.
 type readPlan struct {
 	mint, maxt int64
@@ -42,6 +45,7 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
 	case err == nil:
 		s.m.requests.WithLabelValues("read", "200").Inc()
 	case !streaming:
+		w.Header().Del(headerTiers)
 		s.respond(w, r, "read", err)
 	default:
 		// The status line went out with the first frame. Ending the stream cleanly would
@@ -106,10 +110,15 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request) (streaming bool, e
 		if len(series) == 0 {
 			continue
 		}
-		if plans[i].segments, err = s.route(r.Context(), q, mint, maxt); err != nil {
+		if err := s.route(r.Context(), q, &plans[i]); err != nil {
 			return false, fmt.Errorf("query %d: route: %w", i, s.readError(err))
 		}
-		s.countSegments(plans[i].segments)
+	}
+	// Remote read has no field for it, so a header tells, query by query, which tiers
+	// answered (see tiersHeader).
+	for i := range plans {
+		s.countSegments(&plans[i])
+		w.Header().Add(headerTiers, s.tiersHeader(&plans[i]))
 	}
 
 	if respType == prompb.ReadRequest_STREAMED_XOR_CHUNKS {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,51 +18,44 @@ import (
 // Config.ReadTierRefresh: reads only need to know roughly where raw data ends and how far
 // the rollup job has come, and rollup.Status costs a handful of queries.
 type tierExtents struct {
-	mu      sync.Mutex
-	at      time.Time
-	extents []rollup.Extent
+	mu     sync.Mutex
+	at     time.Time
+	status []rollup.TierStatus
 }
 
-// extents returns what each of cfg.Tiers holds. The raw tier counts as holding data only
-// from the start of its retention even while older samples wait to be dropped, so that a
-// query sees the same data whether or not the drop has happened yet.
+// extents returns what each of cfg.Tiers holds (rollup.ExtentsOf), raw retention counted
+// from now, which moves on between refreshes.
 func (s *Server) extents(ctx context.Context) ([]rollup.Extent, error) {
 	s.tierExtents.mu.Lock()
 	defer s.tierExtents.mu.Unlock()
 	now := time.Now()
-	if s.tierExtents.extents != nil && now.Sub(s.tierExtents.at) < s.cfg.ReadTierRefresh {
-		return s.tierExtents.extents, nil
+	if s.cfg.Now != nil {
+		now = s.cfg.Now()
 	}
-	status, err := rollup.Status(ctx, s.conn, s.cfg.Database, s.cfg.Tiers)
-	if err != nil {
-		return nil, err
-	}
-	ext := make([]rollup.Extent, len(status))
-	for i, st := range status {
-		if st.Oldest == nil || st.Newest == nil {
-			continue
+	if s.tierExtents.status == nil || now.Sub(s.tierExtents.at) >= s.cfg.ReadTierRefresh || now.Before(s.tierExtents.at) {
+		status, err := rollup.Status(ctx, s.conn, s.cfg.Database, s.cfg.Tiers)
+		if err != nil {
+			return nil, err
 		}
-		e := rollup.Extent{HasData: true, Oldest: *st.Oldest, Newest: *st.Newest}
-		if t := s.cfg.Tiers[i]; t.IsRaw() && !t.Forever() {
-			e.Oldest = max(e.Oldest, now.Add(-t.Retention).UnixMilli())
-		}
-		ext[i] = e
+		s.tierExtents.status, s.tierExtents.at = status, now
 	}
-	s.tierExtents.extents, s.tierExtents.at = ext, now
-	return ext, nil
+	return rollup.ExtentsOf(s.tierExtents.status, s.cfg.Tiers, now.UnixMilli()), nil
 }
 
-// route decides which tiers answer query q over [mint, maxt]. It returns nil when raw
-// samples answer the whole window as they are, which is then read exactly as without
-// rollups: when routing is off, when there are no rollup tiers, and when the rules pick raw
-// (instant queries, functions no aggregate answers, and windows rollups do not cover).
-func (s *Server) route(ctx context.Context, q *prompb.Query, mint, maxt int64) ([]rollup.Segment, error) {
+// route decides which tiers answer query q and records it in p (see readPlan.segments):
+// nil segments when raw samples answer the whole window as they are, which is then read
+// exactly as without rollups. That is so when routing is off, when there are no rollup
+// tiers, and when the rules pick raw (instant queries, functions no aggregate answers,
+// steps finer than every tier, and windows rollups do not cover); the window is then
+// narrowed to raw's part of it, so that samples past raw retention that wait to be dropped
+// are not read. A window no tier holds data for selects no series.
+func (s *Server) route(ctx context.Context, q *prompb.Query, p *readPlan) error {
 	if !s.cfg.ReadRollups || len(s.cfg.Tiers) < 2 {
-		return nil, nil
+		return nil
 	}
 	ext, err := s.extents(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	h := rollup.Hints{LookbackMs: s.cfg.ReadLookback.Milliseconds()}
 	if q.Hints != nil {
@@ -69,33 +63,68 @@ func (s *Server) route(ctx context.Context, q *prompb.Query, mint, maxt int64) (
 	}
 	// A client may send a negative step or range; nothing sensible reads them but raw.
 	if h.StepMs < 0 || h.RangeMs < 0 {
-		return nil, nil
+		return nil
 	}
-	segs, err := rollup.Route(s.cfg.Tiers, ext, mint, maxt, h)
+	segs, err := rollup.Route(s.cfg.Tiers, ext, p.mint, p.maxt, h)
 	if err != nil {
 		// Route refuses only extents it cannot order (a tier whose newest bucket is
 		// before its oldest). Raw samples still answer correctly wherever they exist, so
 		// the read goes on without rollups rather than failing.
 		s.logger.Warn("remote read falls back to raw samples", "err", err)
-		return nil, nil
+		return nil
 	}
-	for _, sg := range segs {
-		if sg.Kind != rollup.KindRaw || sg.Res != 0 {
-			return segs, nil
-		}
+	switch {
+	case len(segs) == 0:
+		p.series = nil
+	case len(segs) == 1 && segs[0].Kind == rollup.KindRaw && segs[0].Res == 0:
+		p.mint, p.maxt = segs[0].From, segs[0].To
+	default:
+		p.segments = segs
 	}
-	return nil, nil
+	return nil
 }
 
 // countSegments records which tiers answered a query.
-func (s *Server) countSegments(segs []rollup.Segment) {
-	if segs == nil {
+func (s *Server) countSegments(p *readPlan) {
+	if len(p.series) == 0 {
+		return
+	}
+	if p.segments == nil {
 		s.m.readSegments.WithLabelValues(s.rawTierName(), rollup.KindRaw.String(), "false").Inc()
 		return
 	}
-	for _, sg := range segs {
+	for _, sg := range p.segments {
 		s.m.readSegments.WithLabelValues(sg.Tier.Name, sg.Kind.String(), strconv.FormatBool(sg.Approximate)).Inc()
 	}
+}
+
+// tiersHeader is the X-Pyramid-Tiers value of a query: what answered it, in time order,
+// one token per segment. "raw" is raw samples as stored; "5m/avg" points of that kind from
+// the 5m tier (or from raw at 5m, "raw/avg", where the rollups lag); a trailing "~" marks
+// an approximation (raw expired where no aggregate answers the function, or a tier coarser
+// than the query asks for); "none" is a query that selected nothing.
+func (s *Server) tiersHeader(p *readPlan) string {
+	if len(p.series) == 0 {
+		return "none"
+	}
+	if p.segments == nil {
+		return s.rawTierName()
+	}
+	var b strings.Builder
+	for i, sg := range p.segments {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(sg.Tier.Name)
+		if sg.Kind != rollup.KindRaw || sg.Res != 0 {
+			b.WriteByte('/')
+			b.WriteString(sg.Kind.String())
+		}
+		if sg.Approximate {
+			b.WriteByte('~')
+		}
+	}
+	return b.String()
 }
 
 // rawTierName is the raw tier's name as configured, "raw" by default.

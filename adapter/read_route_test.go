@@ -6,10 +6,14 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
@@ -109,8 +113,9 @@ func sumOf(vs []float64) float64 {
 func meanOf(vs []float64) float64 { return sumOf(vs) / float64(len(vs)) }
 
 // newRoutedServer starts a server routing reads over the default tiers, stores d through
-// its write path and computes the rollups.
-func newRoutedServer(t *testing.T, d routeData) *testServer {
+// its write path and computes the rollups. Reads count raw retention from now(), which a
+// test may move forward to put data beyond it.
+func newRoutedServer(t *testing.T, d routeData, now func() time.Time) *testServer {
 	t.Helper()
 	tiers, err := rollup.ParseTiers("raw:30d,5m:365d,1h:0")
 	if err != nil {
@@ -120,38 +125,25 @@ func newRoutedServer(t *testing.T, d routeData) *testServer {
 		c.Tiers, c.ReadRollups, c.RollupUnitWidth = tiers, true, rollup.UnitWidth(tiers)
 		// Every read relearns the tiers' extents, so that the raw deletion below is seen.
 		c.ReadTierRefresh = time.Nanosecond
+		c.Now = now
 	})
 	d.write(t, s)
-	m, err := rollup.NewMaterializer(rollup.MaterializerConfig{
-		Database: s.db, Tiers: tiers, Interval: time.Second, MaxUnits: 1000, TargetsPerRead: 64, Now: time.Now,
-	}, s.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The materializer versions by the second, and a unit marked in the second of its
-	// computation is computed again in the next cycle.
-	for i := 0; ; i++ {
-		n, err := m.Cycle(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
-		if i == 5 {
-			t.Fatal("the materializer still finds work after 5 cycles")
-		}
-		time.Sleep(1100 * time.Millisecond)
-	}
+	materializeAll(t, s, tiers)
 	return s
 }
 
-// routedRead reads both series' samples for [mint, maxt] with these hints.
+// routedRead reads the named series' samples for [mint, maxt] with these hints.
 func routedRead(t *testing.T, s *testServer, name string, mint, maxt int64, h prompb.ReadHints) []prompb.Sample {
 	t.Helper()
 	h.StartMs, h.EndMs = mint, maxt
+	return routedReadHints(t, s, name, mint, maxt, &h)
+}
+
+// routedReadHints is routedRead with the hints as sent, nil for none.
+func routedReadHints(t *testing.T, s *testServer, name string, mint, maxt int64, h *prompb.ReadHints) []prompb.Sample {
+	t.Helper()
 	status, resp, msg := s.readHTTP(t, &prompb.ReadRequest{Queries: []*prompb.Query{{
-		StartTimestampMs: mint, EndTimestampMs: maxt, Hints: &h,
+		StartTimestampMs: mint, EndTimestampMs: maxt, Hints: h,
 		Matchers: []*prompb.LabelMatcher{{Type: prompb.LabelMatcher_EQ, Name: "__name__", Value: name}},
 	}}})
 	if status != 200 {
@@ -204,7 +196,8 @@ func head5(s []prompb.Sample) []prompb.Sample { return s[:min(5, len(s))] }
 // every answer against an aggregation computed here from the samples written.
 func TestReadRoutesToRollups(t *testing.T) {
 	d := newRouteData()
-	s := newRoutedServer(t, d)
+	var clockShift atomic.Int64
+	s := newRoutedServer(t, d, func() time.Time { return time.Now().Add(time.Duration(clockShift.Load())) })
 	// A range query of max_over_time(x[1h]) with a 1h step starting at start+1h asks for
 	// [start, end]: Prometheus subtracts the range from the first evaluation.
 	cases := []struct {
@@ -314,10 +307,12 @@ func TestReadRoutesToRollups(t *testing.T) {
 	})
 
 	t.Run("seams where raw has expired", func(t *testing.T) {
-		// Raw samples of the first three hours go, as retention would drop them; the
-		// rollups stay. The oldest raw sample is then cut+7s, and a seam between the 5m
-		// tier and raw moves up to the next 5m boundary, cut+5m, served by the rollup.
+		// The reads' clock moves 30 days and a bit on, so that raw retention (30 days)
+		// begins 100 s after cut, three hours into the data. The raw samples before cut
+		// go, as retention drops them; the rollups stay. A seam between the 5m tier and
+		// raw then moves up to the next 5m boundary, cut+5m, served by the rollup.
 		cut := d.start + 3*hourMs
+		clockShift.Store(int64(time.UnixMilli(cut + 100_000).Add(30 * 24 * time.Hour).Sub(time.Now())))
 		if err := s.conn.Exec(context.Background(), "ALTER TABLE "+s.db+".samples DELETE WHERE ts < ?", cut); err != nil {
 			t.Fatal(err)
 		}
@@ -342,17 +337,32 @@ func TestReadRoutesToRollups(t *testing.T) {
 			t.Errorf("deriv: segments went from %v to %v, want one more 5m/avg and raw/raw", before, after)
 		}
 
-		// An instant selector is answered by 5m means, so raw after the seam is
-		// aggregated to 5m too: one spacing throughout, and the same points as before the
-		// deletion.
+		// An instant selector (and a read without hints) is answered by 5m means where
+		// raw has expired, and by raw samples as they are after the seam: it sees one
+		// point per evaluation, so the spacing need not be even.
+		for _, h := range []*prompb.ReadHints{{}, nil} {
+			before = segments(t, s)
+			got = routedReadHints(t, s, "route_gauge", d.start, d.end, h)
+			if diff := diffSamples(got, want); diff != "" {
+				t.Errorf("instant selector, hints %v: %s", h, diff)
+			}
+			after = segments(t, s)
+			if after["5m/avg"] != before["5m/avg"]+1 || after["raw/raw"] != before["raw/raw"]+1 {
+				t.Errorf("instant selector, hints %v: segments went from %v to %v, want one more 5m/avg and raw/raw", h, before, after)
+			}
+		}
+
+		// A range query's plain selector at a step as coarse as 5m is answered by 5m
+		// means, so raw after the seam is aggregated to 5m too: one spacing throughout,
+		// and the same points as before the deletion.
 		before = segments(t, s)
-		got = routedRead(t, s, "route_gauge", d.start, d.end, prompb.ReadHints{})
+		got = routedRead(t, s, "route_gauge", d.start, d.end, prompb.ReadHints{StepMs: 5 * minuteMs})
 		if diff := diffSamples(got, d.bucketPoints(d.gauge, 5*minuteMs, d.start, d.end, meanOf)); diff != "" {
-			t.Errorf("instant selector: %s", diff)
+			t.Errorf("plain selector at step 5m: %s", diff)
 		}
 		after = segments(t, s)
 		if after["5m/avg"] != before["5m/avg"]+1 || after["raw/avg"] != before["raw/avg"]+1 {
-			t.Errorf("instant selector: segments went from %v to %v, want one more 5m/avg and raw/avg", before, after)
+			t.Errorf("plain selector at step 5m: segments went from %v to %v, want one more 5m/avg and raw/avg", before, after)
 		}
 	})
 }
@@ -367,4 +377,222 @@ func waitMutations(t *testing.T, s *testServer) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatal("mutations still running after 10 s")
+}
+
+// TestReadEdgesOfHistory is issue 9's table against the real ClickHouse: 30 series of 480
+// samples at 15 s (two hours, three days ago), every rollup computed, and remote reads of
+// {job="probe"} over windows around the data, with no hints and with a raw selector's hints
+// at steps finer than every tier. Each must return every series' 480 samples bit for bit,
+// in both response types, and say in X-Pyramid-Tiers that raw samples answered. A query
+// whose hints prefer a tier (max_over_time[1h] at a 1h step over seven days) gets 1h maxima.
+func TestReadEdgesOfHistory(t *testing.T) {
+	const nSeries, nSamples = 30, 480
+	first := (time.Now().UnixMilli()/hourMs-72)*hourMs + 7*minuteMs + 30_000 // hh:07:30, three days ago
+	last := first + (nSamples-1)*routeStepMs
+	tiers, err := rollup.ParseTiers("raw:30d,5m:365d,1h:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestServer(t, func(c *adapter.Config) {
+		c.Tiers, c.ReadRollups, c.RollupUnitWidth = tiers, true, rollup.UnitWidth(tiers)
+		c.ReadTierRefresh = time.Nanosecond
+	})
+	want := map[string][]readSample{}
+	var written []prompb.TimeSeries
+	for i := range nSeries {
+		ts := series("probe_value", []string{"instance", fmt.Sprintf("host-%02d", i), "job", "probe"})
+		var samples []readSample
+		for k := range int64(nSamples) {
+			v := float64(i*1000) + math.Sin(float64(k)/17)
+			if k == nSamples-1 && i%2 == 0 {
+				v = math.Float64frombits(staleBits) // half the series end with a stale marker
+			}
+			ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: first + k*routeStepMs, Value: v})
+			samples = append(samples, readSample{first + k*routeStepMs, math.Float64bits(v)})
+		}
+		written = append(written, ts)
+		l := labels.FromStrings("__name__", "probe_value", "instance", fmt.Sprintf("host-%02d", i), "job", "probe")
+		want[l.String()] = samples
+	}
+	s.write(t, written...)
+	materializeAll(t, s, tiers)
+
+	probe := []*prompb.LabelMatcher{{Type: prompb.LabelMatcher_EQ, Name: "job", Value: "probe"}}
+	lb := int64(5 * minuteMs)
+	windows := []struct {
+		name       string
+		mint, maxt int64
+	}{
+		{"first to last sample", first, last},
+		{"from 1ms before", first - 1, last},
+		{"from 5m before", first - 5*minuteMs, last},
+		{"from 1h before", first - hourMs, last},
+		{"from 1h before to 1ms before the last", first - hourMs, last - 1},
+		{"from 5m before to 1h after", first - 5*minuteMs, last + hourMs},
+		{"seven days up to now", time.Now().UnixMilli() - 7*24*hourMs, time.Now().UnixMilli()},
+	}
+	hints := []struct {
+		name string
+		h    func(mint, maxt int64) *prompb.ReadHints
+	}{
+		{"no hints", func(int64, int64) *prompb.ReadHints { return nil }},
+		{"instant", func(mint, maxt int64) *prompb.ReadHints { return &prompb.ReadHints{StartMs: mint, EndMs: maxt} }},
+		{"step 15s", func(mint, maxt int64) *prompb.ReadHints {
+			return &prompb.ReadHints{StartMs: mint, EndMs: maxt, StepMs: 15_000}
+		}},
+		{"step 60s", func(mint, maxt int64) *prompb.ReadHints {
+			return &prompb.ReadHints{StartMs: mint, EndMs: maxt, StepMs: 60_000}
+		}},
+		{"step 60s, rate[5m]", func(mint, maxt int64) *prompb.ReadHints {
+			return &prompb.ReadHints{StartMs: mint, EndMs: maxt, StepMs: 60_000, Func: "rate", RangeMs: lb}
+		}},
+	}
+	c := readClient(t, s, []prompb.ReadRequest_ResponseType{prompb.ReadRequest_STREAMED_XOR_CHUNKS})
+	for _, w := range windows {
+		for _, hc := range hints {
+			q := &prompb.Query{StartTimestampMs: w.mint, EndTimestampMs: w.maxt, Matchers: probe, Hints: hc.h(w.mint, w.maxt)}
+			name := w.name + ", " + hc.name
+			// The samples the window holds, as Prometheus's TSDB would return them.
+			expect := map[string][]readSample{}
+			for k, ss := range want {
+				for _, sm := range ss {
+					if sm.t >= w.mint && sm.t <= w.maxt {
+						expect[k] = append(expect[k], sm)
+					}
+				}
+			}
+
+			raw, err := (&prompb.ReadRequest{Queries: []*prompb.Query{q}}).Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, b := s.postTo(t, "/api/v1/read", snappy.Encode(nil, raw), "X-Prometheus-Remote-Read-Version", "0.1.0")
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s: SAMPLES read: %d %s", name, resp.StatusCode, b)
+			}
+			if got := resp.Header.Values("X-Pyramid-Tiers"); len(got) != 1 || got[0] != "raw" {
+				t.Errorf("%s: X-Pyramid-Tiers %q, want [raw]", name, got)
+			}
+			dec, err := snappy.Decode(nil, []byte(b))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rr prompb.ReadResponse
+			if err := rr.Unmarshal(dec); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string][]readSample{}
+			for _, ts := range rr.Results[0].Timeseries {
+				var l labels.ScratchBuilder
+				for _, lp := range ts.Labels {
+					l.Add(lp.Name, lp.Value)
+				}
+				for _, sm := range ts.Samples {
+					got[l.Labels().String()] = append(got[l.Labels().String()], readSample{sm.Timestamp, math.Float64bits(sm.Value)})
+				}
+			}
+			if diff := diffReadSamples(got, expect); diff != "" {
+				t.Errorf("%s, SAMPLES: %s", name, diff)
+			}
+
+			ss, err := c.Read(context.Background(), q, false)
+			if err != nil {
+				t.Fatalf("%s: streamed read: %v", name, err)
+			}
+			got, _, err = collect(t, ss)
+			if err != nil {
+				t.Fatalf("%s: streamed read: %v", name, err)
+			}
+			if diff := diffReadSamples(got, expect); diff != "" {
+				t.Errorf("%s, STREAMED_XOR_CHUNKS: %s", name, diff)
+			}
+		}
+	}
+
+	// Hints that prefer the 1h tier: a week's max_over_time(probe_value[1h]) at a 1h step.
+	// The 1h tier answers the hours it holds; the rest of the window, where raw holds
+	// nothing, is raw's, aggregated the same way.
+	now := time.Now().UnixMilli()
+	mint := (now-7*24*hourMs)/hourMs*hourMs - hourMs
+	q := &prompb.Query{StartTimestampMs: mint, EndTimestampMs: now, Matchers: probe,
+		Hints: &prompb.ReadHints{StartMs: mint, EndMs: now, StepMs: hourMs, RangeMs: hourMs, Func: "max_over_time"}}
+	raw, err := (&prompb.ReadRequest{Queries: []*prompb.Query{q}}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, b := s.postTo(t, "/api/v1/read", snappy.Encode(nil, raw), "X-Prometheus-Remote-Read-Version", "0.1.0")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("max_over_time read: %d %s", resp.StatusCode, b)
+	}
+	if got, want := resp.Header.Get("X-Pyramid-Tiers"), "raw/max 1h/max raw/max"; got != want {
+		t.Errorf("max_over_time: X-Pyramid-Tiers %q, want %q", got, want)
+	}
+	dec, err := snappy.Decode(nil, []byte(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rr prompb.ReadResponse
+	if err := rr.Unmarshal(dec); err != nil {
+		t.Fatal(err)
+	}
+	if len(rr.Results[0].Timeseries) != nSeries {
+		t.Fatalf("max_over_time: %d series, want %d", len(rr.Results[0].Timeseries), nSeries)
+	}
+	for _, ts := range rr.Results[0].Timeseries {
+		// Two hours from hh:07:30: three 1h buckets, their maxima stamped at each hour's end.
+		if len(ts.Samples) != 3 {
+			t.Errorf("max_over_time of %v: %d points, want 3: %v", ts.Labels, len(ts.Samples), ts.Samples)
+			continue
+		}
+		for k, p := range ts.Samples {
+			if want := (first/hourMs+int64(k)+1)*hourMs - 1; p.Timestamp != want {
+				t.Errorf("max_over_time of %v: point %d at %d, want %d", ts.Labels, k, p.Timestamp, want)
+			}
+		}
+	}
+}
+
+// materializeAll runs the materializer until it finds no more work.
+func materializeAll(t *testing.T, s *testServer, tiers []rollup.Tier) {
+	t.Helper()
+	m, err := rollup.NewMaterializer(rollup.MaterializerConfig{
+		Database: s.db, Tiers: tiers, Interval: time.Second, MaxUnits: 1000, TargetsPerRead: 64, Now: time.Now,
+	}, s.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The materializer versions by the second, and a unit marked in the second of its
+	// computation is computed again in the next cycle.
+	for i := 0; ; i++ {
+		n, err := m.Cycle(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		if i == 5 {
+			t.Fatal("the materializer still finds work after 5 cycles")
+		}
+		time.Sleep(1100 * time.Millisecond)
+	}
+}
+
+// diffReadSamples describes the first difference between two reads, by series.
+func diffReadSamples(got, want map[string][]readSample) string {
+	if len(got) != len(want) {
+		return fmt.Sprintf("%d series, want %d", len(got), len(want))
+	}
+	for k, w := range want {
+		g := got[k]
+		if len(g) != len(w) {
+			return fmt.Sprintf("series %s: %d samples, want %d", k, len(g), len(w))
+		}
+		for i := range w {
+			if g[i] != w[i] {
+				return fmt.Sprintf("series %s: sample %d is %v, want %v", k, i, g[i], w[i])
+			}
+		}
+	}
+	return ""
 }

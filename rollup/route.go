@@ -69,13 +69,53 @@ type Hints struct {
 }
 
 // Extent is the time range a tier holds data for, as far as the caller knows (from the
-// tables' partitions or min/max timestamps). For the raw tier only Oldest matters: raw is
-// the freshest data, so it is taken to reach to the present. For a rollup tier Oldest and
-// Newest are timestamps within (or the starts of) the oldest and newest buckets, whose
-// whole buckets count as covered; past Newest the rollup job has not yet caught up.
+// tables' partitions or min/max timestamps; see ExtentsOf).
+//
+// For a rollup tier, Oldest and Newest are timestamps within (or the starts of) the oldest
+// and newest buckets, whose whole buckets count as covered; past Newest the rollup job has
+// not yet caught up.
+//
+// For the raw tier, Oldest is its oldest stored sample and ExpiredBefore the start of raw
+// retention; Newest is not used, as raw is the freshest data and reaches to the present.
+// Raw answers from max(ExpiredBefore, the start of Oldest's UTC day) on (see rawFrom).
 type Extent struct {
 	HasData        bool
 	Oldest, Newest int64
+	// ExpiredBefore (raw only) is now minus the raw retention, or math.MinInt64 when raw
+	// is kept forever. Raw samples before it count as expired even while they wait to be
+	// dropped, so that a query sees the same data whether or not the drop has happened yet.
+	ExpiredBefore int64
+}
+
+// rawFrom is where the raw tier holds every sample there is: from the start of its
+// retention, and not before the UTC day of its oldest stored sample. Rollups are computed
+// from raw samples, so from that day on they hold nothing raw does not, and before it they
+// hold only what raw has lost: days dropped under an earlier, shorter retention. Retention
+// drops whole days, and bucket widths divide a day, so no rollup bucket straddles the day's
+// start. A window that starts before the first sample ever stored is raw's to answer (with
+// nothing before that sample), not the rollup bucket's that holds the sample.
+func rawFrom(e Extent) int64 {
+	return max(e.ExpiredBefore, BucketStart(e.Oldest, day.Milliseconds()))
+}
+
+// ExtentsOf turns the tiers' status (Status) at time now (ms) into the extents Route takes:
+// a tier without rows holds nothing, and raw samples older than raw retention count as
+// expired.
+func ExtentsOf(status []TierStatus, tiers []Tier, now int64) []Extent {
+	ext := make([]Extent, len(status))
+	for i, st := range status {
+		if st.Oldest == nil || st.Newest == nil {
+			continue
+		}
+		ext[i] = Extent{HasData: true, Oldest: *st.Oldest, Newest: *st.Newest}
+		if i < len(tiers) && tiers[i].IsRaw() {
+			ext[i].ExpiredBefore = math.MinInt64
+			if !tiers[i].Forever() {
+				ext[i].ExpiredBefore = now - tiers[i].Retention.Milliseconds()
+			}
+		}
+	}
+	return ext
 }
 
 // Segment is a part of the query window served by one tier and kind. The reader turns
@@ -301,7 +341,7 @@ func Route(tiers []Tier, extents []Extent, mint, maxt int64, h Hints) ([]Segment
 		if !t.IsRaw() && e.Newest < e.Oldest {
 			return nil, fmt.Errorf("route query: tier %s holds data up to %d, before its oldest %d", t.Name, e.Newest, e.Oldest)
 		}
-		c := candidate{tier: i, res: t.ResolutionMs(), lo: e.Oldest, hi: math.MaxInt64}
+		c := candidate{tier: i, res: t.ResolutionMs(), lo: rawFrom(e), hi: math.MaxInt64}
 		if !t.IsRaw() {
 			c.lo = BucketStart(e.Oldest, c.res)
 			c.hi = BucketStart(e.Newest, c.res) + c.res - 1
@@ -311,7 +351,7 @@ func Route(tiers []Tier, extents []Extent, mint, maxt int64, h Hints) ([]Segment
 	rule := ruleFor(h.Func, h.RangeMs)
 	prefs := preferences(all, rule, h)
 	segs := alignSeams(cover(mint, maxt, prefs))
-	if q := queryRes(segs, rule); q > 0 {
+	if q := queryRes(segs, rule, h); q > 0 {
 		// A second pass with the finer tiers at the query's resolution, which moves their
 		// seams onto its boundaries.
 		for i := range prefs {
@@ -334,10 +374,13 @@ func Route(tiers []Tier, extents []Extent, mint, maxt int64, h Hints) ([]Segment
 }
 
 // queryRes is the query's resolution: the coarsest rollup serving it as intended, or 0 if
-// none does (raw alone, or a function without an aggregate).
-func queryRes(segs []seg, r funcRule) int64 {
+// none does (raw alone, or a function without an aggregate), or if the query is an instant
+// one of a selector without a range (or has no hints at all). Such a query sees one point
+// per evaluation, so mixed spacings do not matter to it, and raw samples stay exact where
+// raw holds them while rollups answer only where raw has expired.
+func queryRes(segs []seg, r funcRule, h Hints) int64 {
 	var q int64
-	if r.kind == KindRaw {
+	if r.kind == KindRaw || h.StepMs == 0 && h.RangeMs == 0 {
 		return 0
 	}
 	for _, s := range segs {

@@ -2,6 +2,7 @@ package rollup
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -37,13 +38,14 @@ func TestRoute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Now is midnight; raw goes back 30 days and a bit (its oldest sample is not on a
-	// boundary), the 5m tier lags 5 minutes (newest bucket [now-10m, now-5m)), the 1h tier
-	// an hour (newest bucket [now-2h, now-1h)) and goes back five years.
+	// Now is a little after midnight; raw retention began 30 days ago (not on a boundary),
+	// and raw still holds a day older than that, waiting to be dropped. The 5m tier lags
+	// 5 minutes (newest bucket [now-10m, now-5m)), the 1h tier an hour (newest bucket
+	// [now-2h, now-1h)) and goes back five years.
 	const now = 20000 * day1
 	rawOldest := now - 30*day1 + 12_345
 	standard := []Extent{
-		{HasData: true, Oldest: rawOldest},
+		{HasData: true, Oldest: now - 31*day1 + 999, ExpiredBefore: rawOldest},
 		{HasData: true, Oldest: now - 365*day1, Newest: now - 10*min1},
 		{HasData: true, Oldest: now - 5*365*day1, Newest: now - 2*hour},
 	}
@@ -215,6 +217,14 @@ func TestRoute(t *testing.T) {
 			},
 		},
 		{
+			name:    "instant query, no function, across raw's start: 5m averages where raw has expired, raw samples as they are after",
+			extents: standard, mint: now - 30*day1 - hour, maxt: now - 29*day1, h: Hints{LookbackMs: DefaultLookbackMs},
+			want: []seg1{
+				{"5m", now - 30*day1 - hour, now - 30*day1 + 5*min1 - 1, KindAvg, min5, false},
+				{"raw", now - 30*day1 + 5*min1, now - 29*day1, KindRaw, 0, false},
+			},
+		},
+		{
 			name:    "instant query, no function, a year ago: 5m averages, the finest",
 			extents: standard, mint: now - 300*day1 - 5*min1 + 1, maxt: now - 300*day1, h: Hints{LookbackMs: DefaultLookbackMs},
 			want: []seg1{{"5m", now - 300*day1 - 5*min1 + 1, now - 300*day1, KindAvg, min5, false}},
@@ -292,6 +302,99 @@ func TestRoute(t *testing.T) {
 	}
 }
 
+// TestRouteEdgesOfHistory is the case of a young deployment, the one issue 9 found: two
+// hours of data three days ago, every bucket computed, and windows around the data. A
+// window starting before the first sample ever stored is raw's (the rollup buckets holding
+// the first samples hold nothing raw does not), so raw samples answer exactly unless the
+// hints prefer a rollup tier.
+func TestRouteEdgesOfHistory(t *testing.T) {
+	tiers, err := ParseTiers(DefaultTiers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const now = 20000*day1 + 13*hour
+	first := now - 3*day1 - 3*hour + 7*min1 + 30*sec // 10:07:30, three days ago
+	last := first + 2*hour - 15*sec
+	ext := []Extent{
+		{HasData: true, Oldest: first, Newest: last, ExpiredBefore: now - 30*day1},
+		{HasData: true, Oldest: first, Newest: last},
+		{HasData: true, Oldest: first, Newest: last},
+	}
+	dayStart := BucketStart(first, day1)
+	lookback := Hints{LookbackMs: DefaultLookbackMs}
+	for _, tc := range []struct {
+		name       string
+		mint, maxt int64
+		h          Hints
+		want       []seg1
+	}{
+		{"first to last sample, no hints", first, last, lookback,
+			[]seg1{{"raw", first, last, KindRaw, 0, false}}},
+		{"from 1ms before, no hints", first - 1, last, lookback,
+			[]seg1{{"raw", first - 1, last, KindRaw, 0, false}}},
+		{"from 5m before, no hints", first - 5*min1, last, lookback,
+			[]seg1{{"raw", first - 5*min1, last, KindRaw, 0, false}}},
+		{"from 1h before to 1h after, no hints at all", first - hour, last + hour, Hints{},
+			[]seg1{{"raw", first - hour, last + hour, KindRaw, 0, false}}},
+		{"from 1h before, step 15s", first - hour, last, Hints{StepMs: 15 * sec, LookbackMs: DefaultLookbackMs},
+			[]seg1{{"raw", first - hour, last, KindRaw, 0, false}}},
+		{"from 5m before to 1ms before the last, step 60s", first - 5*min1, last - 1, Hints{StepMs: min1, LookbackMs: DefaultLookbackMs},
+			[]seg1{{"raw", first - 5*min1, last - 1, KindRaw, 0, false}}},
+		{"step 60s, rate[5m]", first - hour, last + hour, Hints{StepMs: min1, RangeMs: min5, Func: "rate", LookbackMs: DefaultLookbackMs},
+			[]seg1{{"raw", first - hour, last + hour, KindRaw, 0, false}}},
+		{"seven days before, no hints: raw from the day of the first sample", now - 10*day1, now, lookback,
+			[]seg1{{"raw", dayStart, now, KindRaw, 0, false}}},
+		{"seven days at step 1h, max_over_time[1h]: the 1h tier where it holds data, raw as 1h maxima around it",
+			now - 10*day1, now, Hints{StepMs: hour, RangeMs: hour, Func: "max_over_time", LookbackMs: DefaultLookbackMs},
+			[]seg1{
+				{"raw", dayStart, BucketStart(first, hour) - 1, KindMax, hour, false},
+				{"1h", BucketStart(first, hour), BucketStart(last, hour) + hour - 1, KindMax, hour, false},
+				{"raw", BucketStart(last, hour) + hour, now, KindMax, hour, false},
+			}},
+		{"window before all data", now - 10*day1, dayStart - 1, lookback, nil},
+	} {
+		segs, err := Route(tiers, ext, tc.mint, tc.maxt, tc.h)
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if got := simplify(segs); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s:\n got %v\nwant %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestExtentsOf turns tier status into extents: empty tiers hold nothing, raw retention is
+// counted from now, and raw kept forever never expires.
+func TestExtentsOf(t *testing.T) {
+	p := func(v int64) *int64 { return &v }
+	const now = 100 * day1
+	status := []TierStatus{{Oldest: p(10 * day1), Newest: p(now - 1)}, {Oldest: p(20 * day1), Newest: p(now - hour)}, {}}
+	for _, tc := range []struct {
+		ladder string
+		want   []Extent
+	}{
+		{DefaultTiers, []Extent{
+			{HasData: true, Oldest: 10 * day1, Newest: now - 1, ExpiredBefore: now - 30*day1},
+			{HasData: true, Oldest: 20 * day1, Newest: now - hour},
+			{},
+		}},
+		{"raw:0,5m:0,1h:0", []Extent{
+			{HasData: true, Oldest: 10 * day1, Newest: now - 1, ExpiredBefore: math.MinInt64},
+			{HasData: true, Oldest: 20 * day1, Newest: now - hour},
+			{},
+		}},
+	} {
+		tiers, err := ParseTiers(tc.ladder)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ExtentsOf(status, tiers, now); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", tc.ladder, got, tc.want)
+		}
+	}
+}
+
 func TestRouteErrors(t *testing.T) {
 	tiers, _ := ParseTiers(DefaultTiers)
 	three := make([]Extent, 3)
@@ -316,34 +419,67 @@ func TestRouteErrors(t *testing.T) {
 }
 
 // TestRouteInvariants checks, on random tier ladders, extents, windows and hints, what every
-// routing must satisfy: segments in order, inside the window, contiguous except where no
-// usable tier holds data, seams on bucket boundaries of both sides, rollup segments inside
-// what their tier holds, and the raw-as-buckets and raw-through-the-counter kinds only where
-// they belong.
+// routing must satisfy:
+//
+//   - segments are in order, inside the window, and tile it wherever a usable tier holds
+//     data, with no segment where none does (the union of the segments is the window's
+//     part that the usable tiers hold);
+//   - seams lie on bucket boundaries of both sides;
+//   - every segment lies inside what its tier holds, raw's from rawFrom on;
+//   - where raw holds the data, a rollup answers only as a tier the hints allow, preferred
+//     over raw (a range query with a fine enough tier for the function), and never as an
+//     approximation; past the seam's rounding, the rest is raw;
+//   - raw samples are read as they are wherever raw holds them, unless the hints allow a
+//     rollup tier (or an instant query's range reaches into expired raw data, where its
+//     raw part is aggregated to the rollups' resolution);
+//   - raw-as-buckets and raw-through-the-counter kinds only where they belong.
+//
+// The extents cover young deployments (rollups beginning in the bucket of raw's first
+// sample, windows starting long before it) as well as old ones whose raw data expired.
 func TestRouteInvariants(t *testing.T) {
-	ladders := []string{DefaultTiers, "raw:7d,1m:30d,5m:1y,1h:5y,1d:0", "raw:2d,10s:2d,1m:2d", "raw:0"}
+	ladders := []string{DefaultTiers, "raw:7d,1m:30d,5m:1y,1h:5y,1d:0", "raw:2d,10s:2d,1m:2d", "raw:0", "raw:0,5m:0,1h:0"}
 	funcs := []string{"", "rate", "irate", "increase", "max_over_time", "min_over_time", "sum_over_time",
 		"avg_over_time", "last_over_time", "count_over_time", "deriv", "changes", "sum", "timestamp", "present_over_time"}
-	ress := []int64{0, 10 * sec, min1, min5, 10 * min1, hour, 4 * hour, day1}
+	ress := []int64{0, 10 * sec, 15 * sec, min1, min5, 10 * min1, hour, 4 * hour, day1}
 	rng := rand.New(rand.NewPCG(11, 12))
-	for n := range 20000 {
+	for n := range 30000 {
 		tiers, err := ParseTiers(ladders[rng.IntN(len(ladders))])
 		if err != nil {
 			t.Fatal(err)
 		}
 		now := 20000*day1 + rng.Int64N(day1)
 		extents := make([]Extent, len(tiers))
-		for i, tier := range tiers {
+		young := rng.IntN(2) == 0
+		// Raw: a young deployment's first sample some hours or days ago, or an old one's
+		// reaching back beyond its retention (samples waiting to be dropped).
+		rawFirst := now - rng.Int64N(3*day1)
+		if !young {
+			rawFirst = now - rng.Int64N(3*365*day1)
+		}
+		expired := int64(math.MinInt64)
+		if !tiers[0].Forever() {
+			expired = now - tiers[0].Retention.Milliseconds()
+		}
+		if rng.IntN(8) > 0 {
+			extents[0] = Extent{HasData: true, Oldest: rawFirst, Newest: now - rng.Int64N(hour), ExpiredBefore: expired}
+		}
+		for i, tier := range tiers[1:] {
 			if rng.IntN(6) == 0 {
 				continue
 			}
-			span := tier.Retention.Milliseconds()
-			if span == 0 {
-				span = 10 * 365 * day1
-			}
-			span = span/2 + rng.Int64N(span)
 			lag := rng.Int64N(3*tier.ResolutionMs() + hour)
-			extents[i] = Extent{HasData: true, Oldest: now - span, Newest: now - lag}
+			oldest := rawFirst
+			if !young {
+				span := tier.Retention.Milliseconds()
+				if span == 0 {
+					span = 10 * 365 * day1
+				}
+				oldest = now - span/2 - rng.Int64N(span)
+			}
+			if oldest > now-lag {
+				continue // nothing computed yet
+			}
+			extents[i+1] = Extent{HasData: true, Oldest: oldest, Newest: now - lag}
 		}
 		h := Hints{StepMs: ress[rng.IntN(len(ress))], Func: funcs[rng.IntN(len(funcs))]}
 		if h.Func != "" && h.Func != "sum" && h.Func != "timestamp" || rng.IntN(4) == 0 {
@@ -352,12 +488,21 @@ func TestRouteInvariants(t *testing.T) {
 		if rng.IntN(2) == 0 {
 			h.LookbackMs = DefaultLookbackMs
 		}
-		width := []int64{min1, hour, day1, 40 * day1, 2 * 365 * day1}[rng.IntN(5)]
-		maxt := now - rng.Int64N(3*365*day1)
-		if rng.IntN(3) == 0 {
-			maxt = now
+		if rng.IntN(8) == 0 {
+			h = Hints{} // no hints at all
 		}
-		mint := maxt - rng.Int64N(width)
+		// Windows of all widths around the places where routing changes: raw's first
+		// sample, the start of raw retention, the rollups' edges, and now.
+		anchors := []int64{rawFirst, now}
+		if expired != math.MinInt64 {
+			anchors = append(anchors, expired)
+		}
+		for _, e := range extents[1:] {
+			anchors = append(anchors, e.Oldest, e.Newest)
+		}
+		width := []int64{min1, hour, day1, 7 * day1, 40 * day1, 2 * 365 * day1}[rng.IntN(6)]
+		mint := anchors[rng.IntN(len(anchors))] - rng.Int64N(width)
+		maxt := mint + rng.Int64N(2*width)
 		segs, err := Route(tiers, extents, mint, maxt, h)
 		if err != nil {
 			t.Fatalf("case %d: %v", n, err)
@@ -366,27 +511,40 @@ func TestRouteInvariants(t *testing.T) {
 			t.Fatalf("case %d: tiers %s, extents %+v, window [%d, %d], hints %+v:\n%s\nsegments %v",
 				n, FormatTiers(tiers), extents, mint, maxt, h, fmt.Sprintf(format, args...), simplify(segs))
 		}
-		// Where the candidates hold data, by the router's own preference list.
+
+		// What each tier holds, written out here rather than taken from Route's helpers.
 		rule := ruleFor(h.Func, h.RangeMs)
-		var all []candidate
-		for i, tier := range tiers {
-			if e := extents[i]; e.HasData {
-				c := candidate{tier: i, res: tier.ResolutionMs(), lo: e.Oldest, hi: 1<<63 - 1}
-				if !tier.IsRaw() {
-					c.lo, c.hi = BucketStart(e.Oldest, c.res), BucketStart(e.Newest, c.res)+c.res-1
-				}
-				all = append(all, c)
+		type holding struct{ lo, hi int64 }
+		holds := make([]*holding, len(tiers))
+		var rawLo int64 = math.MaxInt64
+		if e := extents[0]; e.HasData {
+			rawLo = max(e.ExpiredBefore, BucketStart(e.Oldest, day1))
+			holds[0] = &holding{rawLo, math.MaxInt64}
+		}
+		anyFine := false
+		for i, tier := range tiers[1:] {
+			res := tier.ResolutionMs()
+			anyFine = anyFine || rule.kind != KindRaw && fine(res, rule, h)
+			if e := extents[i+1]; e.HasData && (rule.kind != KindRaw || rule.fallback != KindRaw) {
+				holds[i+1] = &holding{BucketStart(e.Oldest, res), BucketStart(e.Newest, res) + res - 1}
 			}
 		}
-		prefs := preferences(all, rule, h)
 		held := func(a, b int64) bool {
-			for _, c := range prefs {
-				if c.lo <= b && a <= c.hi {
+			for _, hd := range holds {
+				if hd != nil && hd.lo <= b && a <= hd.hi {
 					return true
 				}
 			}
 			return false
 		}
+		coarsest := tiers[len(tiers)-1].ResolutionMs()
+		// A seam at raw's start moves up to the next boundary of the coarser side.
+		rawExactFrom := rawLo
+		if coarsest > 0 && rawLo != math.MaxInt64 && BucketStart(rawLo, coarsest) != rawLo {
+			rawExactFrom = BucketStart(rawLo, coarsest) + coarsest
+		}
+		rollupsAllowed := anyFine && (h.StepMs > 0 || h.RangeMs > 0 && mint < rawExactFrom)
+
 		prev := mint - 1
 		counterSeen := false
 		for i, s := range segs {
@@ -405,13 +563,16 @@ func TestRouteInvariants(t *testing.T) {
 					fail("seam %d before segment %d is not on a boundary of %d ms", s.From, i, r)
 				}
 			}
+			ti := tierIndex(tiers, s.Tier.Name)
+			if hd := holds[ti]; hd == nil || s.From < hd.lo || s.To > hd.hi {
+				fail("segment %d [%d, %d] reaches beyond what tier %s holds (%+v)", i, s.From, s.To, s.Tier.Name, hd)
+			}
 			if res := s.Tier.ResolutionMs(); res > 0 {
-				e := extents[tierIndex(tiers, s.Tier.Name)]
-				if BucketStart(s.From, res) < BucketStart(e.Oldest, res) && s.From != mint || s.To > BucketStart(e.Newest, res)+res-1 && s.To != maxt {
-					fail("segment %d [%d, %d] reaches beyond what tier %s holds", i, s.From, s.To, s.Tier.Name)
-				}
 				if s.Res < res || s.Res%res != 0 || s.Kind == KindRaw {
 					fail("rollup segment %d has res %d and kind %s", i, s.Res, s.Kind)
+				}
+				if s.To >= rawExactFrom && (s.Approximate || h.StepMs == 0 || !fine(res, rule, h)) {
+					fail("rollup segment %d [%d, %d] answers where raw holds the data (from %d), though the hints do not prefer it", i, s.From, s.To, rawExactFrom)
 				}
 			}
 			if s.Tier.IsRaw() {
@@ -423,6 +584,9 @@ func TestRouteInvariants(t *testing.T) {
 				case s.Kind != KindRaw && s.Kind != KindCounter && s.Res == 0:
 					fail("raw segment of kind %s without res", s.Kind)
 				}
+			}
+			if !rollupsAllowed && s.To >= rawExactFrom && !(s.Tier.IsRaw() && s.Res == 0) {
+				fail("segment %d [%d, %d] is not raw samples as stored, though no rollup tier is allowed where raw holds the data (from %d)", i, s.From, s.To, rawExactFrom)
 			}
 			counterSeen = counterSeen || s.Kind == KindCounter
 			prev = s.To
