@@ -46,7 +46,9 @@ const (
 // and every point is compared: max_over_time and min_over_time bit for bit, sum_over_time
 // within float rounding, avg_over_time within float rounding (regular scrapes put as many
 // samples in every bucket), rate and increase within 1% (ranges of at least four buckets),
-// and count_over_time, which no rollup answers, bit for bit. Both answers must also have the
+// and count_over_time, which no rollup answers, bit for bit. Windows that begin days before
+// the data (a week of a two-day history, and instant ranges reaching before the first
+// sample) must be answered bit for bit at steps finer than every tier. Both answers must also have the
 // same series and the same timestamps. pyramid's pyramid_read_segments_total shows, query by
 // query, that the tier and aggregate the rules name really served it.
 //
@@ -505,6 +507,18 @@ func accuracyQueries(d *accuracyData) []accuracyQuery {
 	add(fine, accuracyRate, 20*m, 5*m, "5m", "counter", `increase(`+c+`[20m])`)
 	add(fine, accuracyRate, h, 5*m, "5m", "counter", `rate(`+c+`[1h])`)
 	add(fine, accuracyExact, 5*m, 0, "raw", "raw", `count_over_time(`+g+`[5m])`)
+	// Windows reaching before the data, as a young deployment's dashboards ask for them:
+	// a week up to an hour past the data's end. At steps finer than every tier raw answers,
+	// bit for bit; at a 1h step the 1h tier answers the hours it holds. Instant queries
+	// whose range begins before the first sample read raw.
+	week := rangeOver("week 1m", d.end-7*24*h, d.end+h, time.Minute)
+	add(week, accuracyExact, 0, 0, "raw", "raw", `{job="`+accuracyJob+`"}`)
+	add(week, accuracyExact, 5*m, 0, "raw", "raw", `rate(`+c+`[5m])`)
+	add(rangeOver("day 15s", d.start-24*h, d.start+6*h, 15*time.Second), accuracyExact, 0, 0, "raw", "raw", g)
+	add(rangeOver("week 1h", d.end-7*24*h, d.end+h, time.Hour), accuracyExact, h, h, "1h", "max", `max_over_time(`+g+`[1h])`)
+	add(instantAt("start+1m", d.start+m), accuracyExact, 0, 0, "raw", "raw", g)
+	add(instantAt("start+2h", d.start+2*h), accuracyExact, 24*h, 0, "raw", "raw", `max_over_time(`+g+`[1d])`)
+	add(instantAt("start+2h", d.start+2*h), accuracyExact, 24*h, 0, "raw", "raw", `count_over_time(`+g+`[1d])`)
 	return qs
 }
 
