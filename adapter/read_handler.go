@@ -183,7 +183,7 @@ func (s *Server) fetch(ctx context.Context, p *readPlan, batch []*readSeries, le
 	var n, rows int
 	var err error
 	if p.segments == nil {
-		n, err = fetchSamples(ctx, s.conn, s.cfg.Database, batch, p.mint, p.maxt, *left)
+		n, err = s.fetchSamples(ctx, batch, p.mint, p.maxt, *left)
 		rows = n
 	} else {
 		n, rows, err = fetchRouted(ctx, s, p, batch, *left)

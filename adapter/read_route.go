@@ -189,7 +189,7 @@ func fetchRouted(ctx context.Context, s *Server, p *readPlan, batch []*readSerie
 // routedRaw appends a raw segment's samples, through each series' Counter when the segment
 // continues counter segments, and returns how many it read.
 func routedRaw(ctx context.Context, s *Server, sg rollup.Segment, batch []*readSeries, out []seriesPoints, p *readPlan, budget int) (int, error) {
-	n, err := fetchSamples(ctx, s.conn, s.cfg.Database, batch, sg.From, sg.To, budget)
+	n, err := s.fetchSamples(ctx, batch, sg.From, sg.To, budget)
 	if err != nil {
 		return n, err
 	}
@@ -226,7 +226,7 @@ func routedBuckets(ctx context.Context, s *Server, sg rollup.Segment, batch []*r
 	buckets := make(map[uint64][]rollup.BucketAggregate, len(batch))
 	var rows int
 	if sg.Tier.IsRaw() {
-		n, err := fetchSamples(ctx, s.conn, s.cfg.Database, batch, from, to, math.MaxInt)
+		n, err := s.fetchSamples(ctx, batch, from, to, math.MaxInt)
 		if err != nil {
 			return n, err
 		}

@@ -596,3 +596,88 @@ func diffReadSamples(got, want map[string][]readSample) string {
 	}
 	return ""
 }
+
+// TestConflictingWritesAnswerLikeMerges writes a sample, then another value at the same
+// timestamp (and a second series the other way round, and a third whose retry repeats the
+// same value), and reads them before and after ClickHouse merges the table: raw reads,
+// rollups and the pyramid_read_sample_conflicts_total count all follow the rule the merges
+// apply, the last write kept, so that no answer changes by itself.
+func TestConflictingWritesAnswerLikeMerges(t *testing.T) {
+	tiers, err := rollup.ParseTiers("raw:30d,5m:365d,1h:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestServer(t, func(c *adapter.Config) {
+		c.Tiers, c.ReadRollups, c.RollupUnitWidth = tiers, true, rollup.UnitWidth(tiers)
+		c.ReadTierRefresh = time.Nanosecond
+	})
+	base := (time.Now().UnixMilli()/hourMs - 3) * hourMs
+	at := base + 10*minuteMs + 7_000
+	mk := func(job string, v float64) prompb.TimeSeries {
+		return series("synth_up", []string{"job", job},
+			prompb.Sample{Timestamp: at - routeStepMs, Value: 1},
+			prompb.Sample{Timestamp: at, Value: v},
+			prompb.Sample{Timestamp: at + routeStepMs, Value: 1})
+	}
+	// Separate requests, so that the writes are separate inserts, in this order.
+	s.write(t, mk("a", 1), mk("b", 0), mk("c", 1))
+	s.write(t, mk("a", 0), mk("b", 1), mk("c", 1))
+	want := map[string]float64{"a": 0, "b": 1, "c": 1}
+	materializeAll(t, s, tiers)
+
+	check := func(when string, wantConflicts float64) {
+		t.Helper()
+		before := counterValue(t, s, "pyramid_read_sample_conflicts_total")
+		for job, v := range want {
+			q := &prompb.Query{StartTimestampMs: base, EndTimestampMs: base + hourMs,
+				Matchers: []*prompb.LabelMatcher{{Type: prompb.LabelMatcher_EQ, Name: "job", Value: job}}}
+			_, resp, msg := s.readHTTP(t, &prompb.ReadRequest{Queries: []*prompb.Query{q}})
+			if resp == nil {
+				t.Fatalf("%s: read job %s: %s", when, job, msg)
+			}
+			got := resp.Results[0].Timeseries[0].Samples
+			if len(got) != 3 || got[1].Timestamp != at || got[1].Value != v {
+				t.Errorf("%s: job %s reads %v, want %v at %d", when, job, got, v, at)
+			}
+			// The 1h tier's minimum of the hour holding the conflict follows the same rule.
+			q.Hints = &prompb.ReadHints{StartMs: base, EndMs: base + hourMs, StepMs: hourMs, RangeMs: hourMs, Func: "min_over_time"}
+			_, resp, msg = s.readHTTP(t, &prompb.ReadRequest{Queries: []*prompb.Query{q}})
+			if resp == nil {
+				t.Fatalf("%s: read min_over_time of job %s: %s", when, job, msg)
+			}
+			if got := resp.Results[0].Timeseries[0].Samples; len(got) != 1 || got[0].Value != min(v, 1) {
+				t.Errorf("%s: job %s has the 1h minimum %v, want %v", when, job, got, min(v, 1))
+			}
+		}
+		if got := counterValue(t, s, "pyramid_read_sample_conflicts_total") - before; got != wantConflicts {
+			t.Errorf("%s: %v conflicts counted, want %v", when, got, wantConflicts)
+		}
+	}
+	check("before merging", 2)
+	if err := s.conn.Exec(context.Background(), "OPTIMIZE TABLE "+s.db+".samples FINAL"); err != nil {
+		t.Fatal(err)
+	}
+	check("after OPTIMIZE FINAL", 0)
+	if got := counterValue(t, s, "pyramid_read_sample_conflicts_total"); got != 2 {
+		t.Errorf("%v conflicts counted in all, want 2", got)
+	}
+}
+
+// counterValue is a counter's value in s's registry, 0 if it has none yet.
+func counterValue(t *testing.T, s *testServer, name string) float64 {
+	t.Helper()
+	mfs, err := s.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			v := 0.0
+			for _, m := range mf.GetMetric() {
+				v += m.GetCounter().GetValue()
+			}
+			return v
+		}
+	}
+	return 0
+}

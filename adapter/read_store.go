@@ -79,14 +79,19 @@ func selectSeries(ctx context.Context, conn driver.Conn, db string, sel *selecto
 // slower than reading the same samples as rows (BenchmarkRemoteRead, 1,000 series x 1 day).
 // Sorting and removing duplicates (a retried write that the table has not merged yet)
 // happen here.
-func fetchSamples(ctx context.Context, conn driver.Conn, db string, batch []*readSeries, mint, maxt int64, budget int) (int, error) {
+//
+// Samples that disagree at one timestamp (a later write with another value) are resolved
+// as the table's merges will resolve them, the last write kept (rollup.ReadWinners), so
+// that the answer does not change when ClickHouse merges; each such timestamp is counted.
+func (s *Server) fetchSamples(ctx context.Context, batch []*readSeries, mint, maxt int64, budget int) (int, error) {
+	conn, db := s.conn, s.cfg.Database
 	if len(batch) == 0 {
 		return 0, nil
 	}
 	byFP := make(map[uint64]*readSeries, len(batch))
-	for _, s := range batch {
-		s.ts, s.values = s.ts[:0], s.values[:0]
-		byFP[s.fingerprint] = s
+	for _, rs := range batch {
+		rs.ts, rs.values = rs.ts[:0], rs.values[:0]
+		byFP[rs.fingerprint] = rs
 	}
 	targets, fps := batchKeys(batch)
 	// target leads the table's sorting key, so naming the targets lets ClickHouse skip to
@@ -127,9 +132,27 @@ func fetchSamples(ctx context.Context, conn driver.Conn, db string, batch []*rea
 		return 0, fmt.Errorf("read samples of %d series after %d rows: %w", len(batch), rowCount, err)
 	}
 	n := 0
-	for _, s := range batch {
-		s.ts, s.values = rollup.SortDedup(s.ts, s.values)
-		n += len(s.ts)
+	var conflicts map[uint64][]int64
+	for _, rs := range batch {
+		var c []int64
+		if rs.ts, rs.values, c = rollup.SortDedup(rs.ts, rs.values); c != nil {
+			if conflicts == nil {
+				conflicts = map[uint64][]int64{}
+			}
+			conflicts[rs.fingerprint] = c
+			s.m.readConflicts.Add(float64(len(c)))
+		}
+		n += len(rs.ts)
+	}
+	if conflicts != nil {
+		winners, err := rollup.ReadWinners(ctx, conn, db, targets, conflicts)
+		if err != nil {
+			return 0, err
+		}
+		for fp, w := range winners {
+			rs := byFP[fp]
+			rollup.ApplyWinners(rs.ts, rs.values, w)
+		}
 	}
 	if n > budget {
 		return n, errSampleBudget

@@ -573,21 +573,25 @@ func sameFloat(a, b float64) bool {
 }
 func TestSortDedup(t *testing.T) {
 	for _, tc := range []struct {
-		name       string
-		ts         []int64
-		values     []float64
-		wantTs     []int64
-		wantValues []float64
+		name          string
+		ts            []int64
+		values        []float64
+		wantTs        []int64
+		wantValues    []float64
+		wantConflicts []int64
 	}{
-		{"empty", nil, nil, nil, nil},
-		{"sorted", []int64{1, 2, 3}, []float64{1, 2, 3}, []int64{1, 2, 3}, []float64{1, 2, 3}},
-		{"two parts", []int64{4, 5, 1, 2}, []float64{4, 5, 1, 2}, []int64{1, 2, 4, 5}, []float64{1, 2, 4, 5}},
-		{"retried write", []int64{1, 2, 1, 2}, []float64{1, 2, 1, 2}, []int64{1, 2}, []float64{1, 2}},
-		{"first of equal timestamps wins", []int64{3, 1, 3}, []float64{30, 10, 31}, []int64{1, 3}, []float64{10, 30}},
+		{"empty", nil, nil, nil, nil, nil},
+		{"sorted", []int64{1, 2, 3}, []float64{1, 2, 3}, []int64{1, 2, 3}, []float64{1, 2, 3}, nil},
+		{"two parts", []int64{4, 5, 1, 2}, []float64{4, 5, 1, 2}, []int64{1, 2, 4, 5}, []float64{1, 2, 4, 5}, nil},
+		{"retried write", []int64{1, 2, 1, 2}, []float64{1, 2, 1, 2}, []int64{1, 2}, []float64{1, 2}, nil},
+		{"conflict: the first value until resolved", []int64{3, 1, 3}, []float64{30, 10, 31}, []int64{1, 3}, []float64{10, 30}, []int64{3}},
+		{"conflicts listed once, in order", []int64{5, 2, 5, 2, 5, 2}, []float64{1, 1, 2, 2, 1, 1}, []int64{2, 5}, []float64{1, 1}, []int64{2, 5}},
+		{"NaN payloads differ", []int64{1, 1}, []float64{math.NaN(), math.Float64frombits(0x7ff0000000000002)}, []int64{1}, []float64{math.NaN()}, []int64{1}},
+		{"same bits retried thrice", []int64{1, 1, 1}, []float64{-0.5, -0.5, -0.5}, []int64{1}, []float64{-0.5}, nil},
 	} {
-		ts, values := SortDedup(slices.Clone(tc.ts), slices.Clone(tc.values))
-		if !slices.Equal(ts, tc.wantTs) || !slices.Equal(values, tc.wantValues) {
-			t.Errorf("%s: %v %v, want %v %v", tc.name, ts, values, tc.wantTs, tc.wantValues)
+		ts, values, conflicts := SortDedup(slices.Clone(tc.ts), slices.Clone(tc.values))
+		if !slices.Equal(ts, tc.wantTs) || !slices.EqualFunc(values, tc.wantValues, sameFloat) || !slices.Equal(conflicts, tc.wantConflicts) {
+			t.Errorf("%s: %v %v %v, want %v %v %v", tc.name, ts, values, conflicts, tc.wantTs, tc.wantValues, tc.wantConflicts)
 		}
 	}
 }

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -188,6 +190,7 @@ type Materializer struct {
 	rawRetention time.Duration
 	units        prometheus.Counter
 	rows         prometheus.Counter
+	conflicts    prometheus.Counter
 	cycles       *prometheus.CounterVec
 	// seeded is set once the marks of this unit width are known to exist (see seed).
 	seeded bool
@@ -205,11 +208,15 @@ func NewMaterializer(cfg MaterializerConfig, conn driver.Conn, logger *slog.Logg
 		rows: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pyramid_rollup_rows_written_total", Help: "Rollup rows written, all tiers.",
 		}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pyramid_rollup_sample_conflicts_total",
+			Help: "Timestamps at which stored raw samples of one series disagree (a later write with another value), as found by rollup computations; the last write is kept.",
+		}),
 		cycles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pyramid_rollup_cycles_total", Help: "Materializer cycles by result.",
 		}, []string{"result"}),
 	}
-	reg.MustRegister(m.units, m.rows, m.cycles)
+	reg.MustRegister(m.units, m.rows, m.conflicts, m.cycles)
 	return m, nil
 }
 
@@ -365,10 +372,25 @@ func (m *Materializer) compute(ctx context.Context, start int64, targets []uint6
 		return err
 	}
 	fps := make([]uint64, 0, len(series))
-	for fp := range series {
+	conflicts := map[uint64][]int64{}
+	for fp, s := range series {
 		fps = append(fps, fp)
+		var c []int64
+		if s.ts, s.values, c = SortDedup(s.ts, s.values); c != nil {
+			conflicts[fp] = c
+			m.conflicts.Add(float64(len(c)))
+		}
 	}
 	slices.Sort(fps)
+	if len(conflicts) > 0 {
+		winners, err := ReadWinners(ctx, m.conn, m.cfg.Database, targets, conflicts)
+		if err != nil {
+			return err
+		}
+		for fp, w := range winners {
+			ApplyWinners(series[fp].ts, series[fp].values, w)
+		}
+	}
 
 	batch, err := m.conn.PrepareBatch(ctx, "INSERT INTO "+m.cfg.Database+"."+schema.TableRollups+
 		" (res, target, fingerprint, bucket, cnt, sum_hi, sum_lo, min_v, max_v, first_ts, first_v, last_ts, last_v, corr_hi, corr_lo, resets, version)")
@@ -379,7 +401,6 @@ func (m *Materializer) compute(ctx context.Context, start int64, targets []uint6
 	rows := 0
 	for _, fp := range fps {
 		s := series[fp]
-		s.ts, s.values = SortDedup(s.ts, s.values)
 		for _, tier := range m.cfg.Tiers {
 			if tier.IsRaw() {
 				continue
@@ -453,24 +474,96 @@ func (m *Materializer) readRaw(ctx context.Context, start int64, targets []uint6
 	return out, nil
 }
 
-// SortDedup orders samples by timestamp and keeps the first of each run of equal
-// timestamps: what a retried write left behind before the table merged it away. It
-// reorders ts and values in place and returns them shortened; the caller must not use the
-// slices it passed in afterwards. Rows of a series arrive as a few runs already in order
-// (one per data part), so the common case is a check that finds them sorted.
-func SortDedup(ts []int64, values []float64) ([]int64, []float64) {
+// SortDedup orders samples by timestamp and keeps one of each run of equal timestamps:
+// what a retried write left behind before the table merged it away. It reorders ts and
+// values in place and returns them shortened; the caller must not use the slices it passed
+// in afterwards. Rows of a series arrive as a few runs already in order (one per data
+// part), so the common case is a check that finds them sorted.
+//
+// Equal timestamps with different value bits are a conflict: two writes disagree. The
+// table's merges keep the last write (ReplacingMergeTree without a version), and every
+// reader must answer as the merges will, so that an answer never changes by itself.
+// SortDedup cannot know which row was written last; it returns the conflicting timestamps
+// in order (nil when there are none, the common case) and keeps the first value meanwhile,
+// and the caller replaces those values with ReadWinners'.
+func SortDedup(ts []int64, values []float64) ([]int64, []float64, []int64) {
 	if !slices.IsSorted(ts) {
 		sort.Stable(samplesByTime{ts, values})
 	}
+	var conflicts []int64
 	out := 0
 	for i := range ts {
 		if i > 0 && ts[i] == ts[out-1] {
+			if math.Float64bits(values[i]) != math.Float64bits(values[out-1]) &&
+				(len(conflicts) == 0 || conflicts[len(conflicts)-1] != ts[i]) {
+				conflicts = append(conflicts, ts[i])
+			}
 			continue
 		}
 		ts[out], values[out] = ts[i], values[i]
 		out++
 	}
-	return ts[:out], values[:out]
+	return ts[:out], values[:out], conflicts
+}
+
+// ReadWinners returns, for the conflicting timestamps of each series (fingerprint →
+// timestamps, as SortDedup returns them), the value the samples table keeps: it reads them
+// with FINAL, which applies the merges' own rule at read time. targets are the series'
+// targets, which lead the table's key.
+func ReadWinners(ctx context.Context, conn driver.Conn, db string, targets []uint64, conflicts map[uint64][]int64) (map[uint64]map[int64]float64, error) {
+	out := make(map[uint64]map[int64]float64, len(conflicts))
+	if len(conflicts) == 0 {
+		return out, nil
+	}
+	fps := make([]uint64, 0, len(conflicts))
+	var stamps []int64
+	for fp, ts := range conflicts {
+		fps = append(fps, fp)
+		stamps = append(stamps, ts...)
+	}
+	slices.Sort(stamps)
+	stamps = slices.Compact(stamps)
+	tsSet := clickhouse.GroupSet{Value: make([]any, len(stamps))}
+	for i, t := range stamps {
+		tsSet.Value[i] = t
+	}
+	rows, err := conn.Query(ctx, "SELECT fingerprint, ts, value FROM "+db+"."+schema.TableSamples+
+		" FINAL WHERE target IN ? AND fingerprint IN ? AND ts IN ?", uint64Set(targets), uint64Set(fps), tsSet)
+	if err != nil {
+		return nil, fmt.Errorf("query the kept values of %d conflicting timestamps of %d series: %w", len(stamps), len(fps), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			fp uint64
+			ts int64
+			v  float64
+		)
+		if err := rows.Scan(&fp, &ts, &v); err != nil {
+			return nil, fmt.Errorf("scan a kept value: %w", err)
+		}
+		if _, ok := slices.BinarySearch(conflicts[fp], ts); !ok {
+			continue // another series' conflicting timestamp
+		}
+		if out[fp] == nil {
+			out[fp] = map[int64]float64{}
+		}
+		out[fp][ts] = v
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the kept values of %d series: %w", len(fps), err)
+	}
+	return out, nil
+}
+
+// ApplyWinners replaces the values at the timestamps in winners (ReadWinners' values of
+// one series) in a series SortDedup returned.
+func ApplyWinners(ts []int64, values []float64, winners map[int64]float64) {
+	for t, v := range winners {
+		if i, ok := slices.BinarySearch(ts, t); ok {
+			values[i] = v
+		}
+	}
 }
 
 // samplesByTime sorts two parallel slices by the first.
