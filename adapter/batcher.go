@@ -3,8 +3,11 @@ package adapter
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
+
+	"github.com/pyramid-metrics/pyramid/schema"
 )
 
 // batcher implements group commit: concurrent write requests append their rows to one
@@ -49,6 +52,16 @@ func newBatcher(cfg Config, m *metrics, insert func(ctx context.Context, b *Batc
 	return bt
 }
 
+// Day partitions of the samples table. ClickHouse writes a part per partition an insert
+// touches, so an insert spanning many days is slow, and on ClickHouse 23+ one touching more
+// than max_partitions_per_insert_block (100 by default) fails. A request whose rows span
+// more than sharedMaxDays days is therefore inserted on its own, never in a batch shared
+// with other senders' rows, and in inserts of at most insertMaxDays days each.
+const (
+	sharedMaxDays = 2
+	insertMaxDays = 50
+)
+
 // write adds b's rows to the pending batch and waits for that batch's insert. b is copied;
 // the caller may reuse it after return. When ctx ends first, write returns ctx's error and
 // the rows are still inserted (a retry then writes them again, which the tables absorb).
@@ -57,18 +70,14 @@ func (bt *batcher) write(ctx context.Context, b *Batch) error {
 	if n == 0 {
 		return nil
 	}
+	if b.daySpan() > sharedMaxDays {
+		return bt.writeAlone(ctx, b)
+	}
 	bt.mu.Lock()
-	if bt.closed {
+	if err := bt.admitLocked(n); err != nil {
 		bt.mu.Unlock()
-		return ErrShuttingDown
+		return err
 	}
-	if bt.inFlight+n > bt.cfg.MaxRowsInFlight {
-		inFlight := bt.inFlight
-		bt.mu.Unlock()
-		return fmt.Errorf("%w: %d rows in flight, %d more would pass the cap of %d", ErrOverloaded, inFlight, n, bt.cfg.MaxRowsInFlight)
-	}
-	bt.inFlight += n
-	bt.m.rowsInFlight.Set(float64(bt.inFlight))
 	p := bt.cur
 	if p == nil {
 		p = &pendingBatch{done: make(chan struct{})}
@@ -88,6 +97,89 @@ func (bt *batcher) write(ctx context.Context, b *Batch) error {
 		return fmt.Errorf("wait for insert of %d rows: %w", n, ctx.Err())
 	}
 }
+
+// admitLocked takes n more rows in flight, or says why not. bt.mu must be held.
+func (bt *batcher) admitLocked(n int) error {
+	if bt.closed {
+		return ErrShuttingDown
+	}
+	if bt.inFlight+n > bt.cfg.MaxRowsInFlight {
+		return fmt.Errorf("%w: %d rows in flight, %d more would pass the cap of %d", ErrOverloaded, bt.inFlight, n, bt.cfg.MaxRowsInFlight)
+	}
+	bt.inFlight += n
+	bt.m.rowsInFlight.Set(float64(bt.inFlight))
+	return nil
+}
+
+// writeAlone inserts b in batches of its own, split by days (see sharedMaxDays), and waits
+// for all of them; the first error is the request's.
+func (bt *batcher) writeAlone(ctx context.Context, b *Batch) error {
+	parts := b.splitDays(insertMaxDays)
+	bt.mu.Lock()
+	if err := bt.admitLocked(b.rows()); err != nil {
+		bt.mu.Unlock()
+		return err
+	}
+	pending := make([]*pendingBatch, len(parts))
+	for i, part := range parts {
+		pending[i] = &pendingBatch{b: *part, done: make(chan struct{})}
+		bt.ready = append(bt.ready, pending[i])
+	}
+	bt.cond.Broadcast()
+	bt.mu.Unlock()
+
+	var first error
+	for _, p := range pending {
+		select {
+		case <-p.done:
+			if first == nil && p.err != nil {
+				first = p.err
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("wait for insert of %d rows: %w", b.rows(), ctx.Err())
+		}
+	}
+	return first
+}
+
+// daySpan is how many days b's samples span, from the first to the last.
+func (b *Batch) daySpan() int64 {
+	if len(b.Timestamps) == 0 {
+		return 0
+	}
+	lo, hi := b.Timestamps[0], b.Timestamps[0]
+	for _, t := range b.Timestamps {
+		lo, hi = min(lo, t), max(hi, t)
+	}
+	return dayOf(hi) - dayOf(lo) + 1
+}
+
+// splitDays splits b into batches whose samples each span at most maxDays days, in day
+// order; the series rows go with the first.
+func (b *Batch) splitDays(maxDays int64) []*Batch {
+	if b.daySpan() <= maxDays {
+		return []*Batch{b}
+	}
+	first := dayOf(slices.Min(b.Timestamps))
+	var parts []*Batch
+	for i, t := range b.Timestamps {
+		k := int((dayOf(t) - first) / maxDays)
+		for len(parts) <= k {
+			parts = append(parts, &Batch{})
+		}
+		p := parts[k]
+		p.Targets = append(p.Targets, b.Targets[i])
+		p.Fingerprints = append(p.Fingerprints, b.Fingerprints[i])
+		p.Timestamps = append(p.Timestamps, t)
+		p.Values = append(p.Values, b.Values[i])
+	}
+	parts = slices.DeleteFunc(parts, func(p *Batch) bool { return len(p.Timestamps) == 0 })
+	parts[0].Series = b.Series
+	return parts
+}
+
+// dayOf is the day partition of a timestamp, as the table's intDiv(ts, day) computes it.
+func dayOf(ts int64) int64 { return ts / schema.DayMillis }
 
 // flushIfPending ships p when its wait is over, unless it was shipped for being full.
 func (bt *batcher) flushIfPending(p *pendingBatch) {

@@ -101,7 +101,7 @@ func BenchmarkDecodeValidate(b *testing.B) {
 // successful insert would.
 func validateInto(b *testing.B, cache *seriesCache, r *wireRequest) {
 	var batch Batch
-	v := validator{cache: cache}
+	v := validator{cache: cache, accept: anyTime()}
 	if verr := v.toBatch(r, &batch); verr != nil {
 		b.Fatal(verr)
 	}

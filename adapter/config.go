@@ -32,6 +32,9 @@ type Config struct {
 	InsertTimeout time.Duration
 	// RetryAfter is sent with every 503.
 	RetryAfter time.Duration
+	// MaxFuture is how far ahead of the clock a sample's timestamp may lie; samples
+	// further ahead, and samples older than raw retention (Tiers[0]), are refused with 400.
+	MaxFuture time.Duration
 	// SeriesCacheSize bounds the series pyramid remembers having catalogued.
 	SeriesCacheSize int
 
@@ -92,6 +95,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("insert timeout %s must be positive", c.InsertTimeout)
 	case c.RetryAfter < time.Second:
 		return fmt.Errorf("retry-after %s must be at least 1s (the header counts whole seconds)", c.RetryAfter)
+	case c.MaxFuture <= 0:
+		return fmt.Errorf("max future %s must be positive (clocks differ a little)", c.MaxFuture)
 	case c.SeriesCacheSize <= 0:
 		return fmt.Errorf("series cache size %d must be positive", c.SeriesCacheSize)
 	case c.RollupUnitWidth < 0:

@@ -52,7 +52,7 @@ func FuzzDecodeWriteRequest(f *testing.F) {
 		}
 		// Validation must not panic either, and keeps only well-formed rows.
 		var b Batch
-		v := validator{cache: newSeriesCache(16)}
+		v := validator{cache: newSeriesCache(16), accept: anyTime()}
 		v.toBatch(req, &b)
 		if len(b.Timestamps) != len(b.Values) || len(b.Fingerprints) != len(b.Values) || len(b.Targets) != len(b.Values) {
 			t.Fatalf("batch columns of unequal length")

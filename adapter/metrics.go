@@ -30,6 +30,8 @@ type metrics struct {
 const (
 	reasonInvalidLabels   = "invalid_labels"
 	reasonNativeHistogram = "native_histogram"
+	reasonTooOld          = "too_old"
+	reasonTooNew          = "too_new"
 	reasonStore           = "store_unavailable"
 )
 
@@ -105,6 +107,9 @@ func newMetrics(reg prometheus.Registerer, cacheLen, decoding, reading func() in
 	// Pre-create the label values so that rates work from the first scrape.
 	for _, r := range []string{reasonInvalidLabels, reasonNativeHistogram, reasonStore} {
 		m.seriesRejected.WithLabelValues(r)
+		m.samplesRejected.WithLabelValues(r)
+	}
+	for _, r := range []string{reasonTooOld, reasonTooNew} {
 		m.samplesRejected.WithLabelValues(r)
 	}
 	return m

@@ -3,9 +3,11 @@ package adapter
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/cespare/xxhash/v2"
@@ -119,8 +121,24 @@ func hashes(body []byte, ls []wireLabel, buf []byte) (fp, target uint64, _ []byt
 // validator turns decoded write requests into Batches.
 type validator struct {
 	cache *seriesCache
-	buf   []byte
+	// accept is the window of sample timestamps that can be kept (see Server.acceptWindow).
+	accept timeWindow
+	buf    []byte
 }
+
+// timeWindow is a closed range of sample timestamps, in ms.
+type timeWindow struct {
+	from, to int64
+}
+
+// anyTime accepts every timestamp.
+func anyTime() timeWindow { return timeWindow{math.MinInt64, math.MaxInt64} }
+
+// What a sample the window refuses is, for the 400 that names it.
+const (
+	problemTooOld = "older than raw retention"
+	problemTooNew = "too far in the future"
+)
 
 // toBatch validates every series of req and appends the valid ones to b. Series that break
 // the label rules are left out and described in the returned *ValidationError (nil when
@@ -150,14 +168,29 @@ func (v *validator) toBatch(req *wireRequest, b *Batch) *ValidationError {
 		}
 		var fp, target uint64
 		fp, target, v.buf = hashes(req.buf, ls, v.buf)
-		minTs, maxTs := samples[0].Timestamp, samples[0].Timestamp
+		minTs, maxTs := int64(math.MaxInt64), int64(math.MinInt64)
+		var old, future int
 		for _, smp := range samples {
+			switch {
+			case smp.Timestamp < v.accept.from:
+				old++
+				continue
+			case smp.Timestamp > v.accept.to:
+				future++
+				continue
+			}
 			b.Targets = append(b.Targets, target)
 			b.Fingerprints = append(b.Fingerprints, fp)
 			b.Timestamps = append(b.Timestamps, smp.Timestamp)
 			b.Values = append(b.Values, smp.Value)
 			minTs = min(minTs, smp.Timestamp)
 			maxTs = max(maxTs, smp.Timestamp)
+		}
+		if old+future > 0 {
+			verr = v.addOutOfWindow(verr, req.buf, ls, old, future)
+			if old+future == len(samples) {
+				continue
+			}
 		}
 		if v.cache.covers(fp, minTs, maxTs) {
 			continue
@@ -174,6 +207,31 @@ func (v *validator) toBatch(req *wireRequest, b *Batch) *ValidationError {
 		b.Series = append(b.Series, newSeriesRow(req.buf, ls, fp, target, minTs, maxTs))
 	}
 	return verr
+}
+
+// addOutOfWindow records the samples of one series whose timestamps lie outside v.accept.
+// The series' other samples are stored.
+func (v *validator) addOutOfWindow(verr *ValidationError, body []byte, ls []wireLabel, old, future int) *ValidationError {
+	if verr == nil {
+		verr = &ValidationError{}
+	}
+	var parts []string
+	if old > 0 {
+		parts = append(parts, fmt.Sprintf("%d samples %s (before %s)", old, problemTooOld, formatMs(v.accept.from)))
+	}
+	if future > 0 {
+		parts = append(parts, fmt.Sprintf("%d samples %s (after %s)", future, problemTooNew, formatMs(v.accept.to)))
+	}
+	verr.add("series "+formatLabels(body, ls)+": "+strings.Join(parts, ", "), old+future)
+	verr.TooOld += old
+	verr.TooNew += future
+	verr.WindowSeries++
+	return verr
+}
+
+// formatMs renders a timestamp in ms as RFC 3339 in UTC, as Prometheus prints times.
+func formatMs(ms int64) string {
+	return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano)
 }
 
 // newSeriesRow copies the labels out of the request body, which the row outlives.

@@ -124,7 +124,7 @@ func TestToBatch(t *testing.T) {
 		{Labels: lbls("__name__", "no_samples")},
 	}}
 	var b Batch
-	v := validator{cache: newSeriesCache(10)}
+	v := validator{cache: newSeriesCache(10), accept: anyTime()}
 	verr := v.toBatch(parseForTest(t, req), &b)
 
 	if verr == nil || verr.Rejected != 2 || verr.Histograms != 1 || verr.Samples != 2 {
@@ -173,6 +173,40 @@ func TestToBatch(t *testing.T) {
 	v.toBatch(parseForTest(t, req), &again)
 	if len(again.Series) != 0 || again.Samples() != 4 {
 		t.Errorf("after caching: %d series rows, %d samples; want 0 and 4", len(again.Series), again.Samples())
+	}
+}
+
+// TestToBatchTimeWindow keeps the samples inside the accepted window and names, per series,
+// how many lie outside it and the bound they passed; a series with none left gets no row.
+func TestToBatchTimeWindow(t *testing.T) {
+	const from, to = 10 * hourMillis, 20 * hourMillis
+	req := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		{Labels: lbls("__name__", "mixed"), Samples: []prompb.Sample{
+			{Timestamp: math.MinInt64, Value: 1}, {Timestamp: from - 1, Value: 2}, {Timestamp: from, Value: 3},
+			{Timestamp: to, Value: 4}, {Timestamp: to + 1, Value: 5}, {Timestamp: math.MaxInt64, Value: 6},
+		}},
+		{Labels: lbls("__name__", "old"), Samples: []prompb.Sample{{Timestamp: -5000, Value: 1}, {Timestamp: 0, Value: 1}}},
+		{Labels: lbls("__name__", "fine"), Samples: []prompb.Sample{{Timestamp: 15 * hourMillis, Value: 1}}},
+	}}
+	var b Batch
+	v := validator{cache: newSeriesCache(10), accept: timeWindow{from, to}}
+	verr := v.toBatch(parseForTest(t, req), &b)
+	if verr == nil || verr.Rejected != 2 || verr.WindowSeries != 2 || verr.Samples != 6 || verr.TooOld != 4 || verr.TooNew != 2 {
+		t.Fatalf("validation error = %+v, want 2 series with 4 samples too old and 2 too new", verr)
+	}
+	for _, want := range []string{
+		`series {__name__="mixed"}: 2 samples older than raw retention (before 1970-01-01T10:00:00Z), 2 samples too far in the future (after 1970-01-01T20:00:00Z)`,
+		`series {__name__="old"}: 2 samples older than raw retention (before 1970-01-01T10:00:00Z)`,
+	} {
+		if !strings.Contains(verr.Error(), want) {
+			t.Errorf("message %q lacks %q", verr.Error(), want)
+		}
+	}
+	if want := []int64{from, to, 15 * hourMillis}; !slices.Equal(b.Timestamps, want) {
+		t.Errorf("timestamps %v, want %v", b.Timestamps, want)
+	}
+	if len(b.Series) != 2 || b.Series[0].FirstSeen != from || b.Series[0].LastSeen != to || b.Series[1].MetricName != "fine" {
+		t.Errorf("series rows %+v, want mixed over [%d, %d] and fine", b.Series, from, to)
 	}
 }
 

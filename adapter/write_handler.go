@@ -94,7 +94,7 @@ func (s *Server) decode(r *http.Request, proto string, b *Batch) ([]prompb.Metri
 	if err != nil {
 		return nil, nil, err
 	}
-	v := validator{cache: s.cache}
+	v := validator{cache: s.cache, accept: s.acceptWindow(time.Now())}
 	verr := v.toBatch(req, b)
 	s.countReceived(req, verr)
 	return req.metadata, verr, nil
@@ -104,8 +104,22 @@ func (s *Server) countReceived(req *wireRequest, verr *ValidationError) {
 	s.m.seriesReceived.Add(float64(len(req.series)))
 	s.m.samplesReceived.Add(float64(len(req.samples)))
 	if verr != nil {
-		s.m.seriesRejected.WithLabelValues(reasonInvalidLabels).Add(float64(verr.Rejected - verr.Histograms))
+		s.m.seriesRejected.WithLabelValues(reasonInvalidLabels).Add(float64(verr.Rejected - verr.Histograms - verr.WindowSeries))
 		s.m.seriesRejected.WithLabelValues(reasonNativeHistogram).Add(float64(verr.Histograms))
-		s.m.samplesRejected.WithLabelValues(reasonInvalidLabels).Add(float64(verr.Samples))
+		s.m.samplesRejected.WithLabelValues(reasonInvalidLabels).Add(float64(verr.Samples - verr.TooOld - verr.TooNew))
+		s.m.samplesRejected.WithLabelValues(reasonTooOld).Add(float64(verr.TooOld))
+		s.m.samplesRejected.WithLabelValues(reasonTooNew).Add(float64(verr.TooNew))
 	}
+}
+
+// acceptWindow is the range of sample timestamps a write may store at now: not older than
+// raw retention (such samples would be dropped with their day partition within the hour,
+// after a 2xx had promised them), nor before 1970, and at most Config.MaxFuture ahead
+// (every future day is a partition that retention will not drop for years).
+func (s *Server) acceptWindow(now time.Time) timeWindow {
+	w := timeWindow{from: 0, to: now.Add(s.cfg.MaxFuture).UnixMilli()}
+	if len(s.cfg.Tiers) > 0 && !s.cfg.Tiers[0].Forever() {
+		w.from = max(w.from, now.Add(-s.cfg.Tiers[0].Retention).UnixMilli())
+	}
+	return w
 }

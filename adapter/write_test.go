@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
+	"github.com/pyramid-metrics/pyramid/rollup"
 	"github.com/pyramid-metrics/pyramid/schema/schematest"
 )
 
@@ -33,8 +34,8 @@ func testConfig(db string) adapter.Config {
 		Database: db, MaxRequestBytes: 1 << 20, MaxDecodedBytes: 4 << 20,
 		BatchRows: 10_000, BatchWait: 20 * time.Millisecond, InsertWorkers: 2, MaxConcurrentDecodes: 4,
 		MaxRowsInFlight: 100_000, InsertTimeout: 10 * time.Second, RetryAfter: 2 * time.Second,
-		SeriesCacheSize: 1000,
-		ReadMaxSeries:   10_000, ReadMaxSamples: 1_000_000, ReadMaxConcurrent: 4, ReadQueueWait: time.Second,
+		SeriesCacheSize: 1000, MaxFuture: 10 * time.Minute,
+		ReadMaxSeries: 10_000, ReadMaxSamples: 1_000_000, ReadMaxConcurrent: 4, ReadQueueWait: time.Second,
 		ReadMaxFrameBytes: 50e6, ReadLookback: 5 * time.Minute, ReadTierRefresh: time.Minute,
 	}
 }
@@ -188,7 +189,7 @@ func TestWriteStoresExactBits(t *testing.T) {
 		series("odd", []string{"v", odd}, prompb.Sample{Timestamp: 1000, Value: math.NaN()}),
 		series("odd", []string{"v", odd}, prompb.Sample{Timestamp: 2000, Value: math.Inf(1)}),
 		series("odd", []string{"v", odd}, prompb.Sample{Timestamp: 3000, Value: math.Inf(-1)}),
-		series("odd", []string{"v", odd}, prompb.Sample{Timestamp: -5000, Value: -math.SmallestNonzeroFloat64}),
+		series("odd", []string{"v", odd}, prompb.Sample{Timestamp: 500, Value: -math.SmallestNonzeroFloat64}),
 	}}
 	resp, msg := s.post(t, body(t, req))
 	if resp.StatusCode != http.StatusNoContent {
@@ -197,7 +198,7 @@ func TestWriteStoresExactBits(t *testing.T) {
 	got := s.stored(t)
 	oddLabels := fmt.Sprintf("__name__=%q,v=%q,", "odd", odd)
 	want := []storedSample{
-		{oddLabels, -5000, math.Float64bits(-math.SmallestNonzeroFloat64)},
+		{oddLabels, 500, math.Float64bits(-math.SmallestNonzeroFloat64)},
 		{oddLabels, 1000, math.Float64bits(math.NaN())},
 		{`__name__="up",job="node",`, 1000, math.Float64bits(1)},
 		{oddLabels, 2000, math.Float64bits(math.Inf(1))},
@@ -559,4 +560,98 @@ func histogramCount(t *testing.T, g prometheus.Gatherer, name string) uint64 {
 
 func gaugeValue(t *testing.T, g prometheus.Gatherer, name string) float64 {
 	return metric(t, g, name).GetGauge().GetValue()
+}
+
+// TestWriteTimestampBounds sends samples older than raw retention, too far in the future
+// and at the int64 extremes among good ones: the good ones are stored, the others refused
+// with a 400 naming each series and the bound it passed, and counted by reason. A request
+// whose samples span two months (inside a year's raw retention) is stored whole.
+func TestWriteTimestampBounds(t *testing.T) {
+	tiers, err := rollup.ParseTiers("raw:365d,1h:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestServer(t, func(c *adapter.Config) { c.Tiers, c.MaxFuture = tiers, 10*time.Minute })
+	now := time.Now().UnixMilli()
+	const dayMs = 24 * 3_600_000
+	req := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		series("bounds", []string{"job", "b"},
+			prompb.Sample{Timestamp: now - 366*dayMs, Value: 1},
+			prompb.Sample{Timestamp: now - 364*dayMs, Value: 2},
+			prompb.Sample{Timestamp: now, Value: 3},
+			prompb.Sample{Timestamp: now + 5*60_000, Value: 4},
+			prompb.Sample{Timestamp: now + 3_600_000, Value: 5},
+		),
+		series("extremes", []string{"job", "b"},
+			prompb.Sample{Timestamp: math.MinInt64, Value: 1},
+			prompb.Sample{Timestamp: math.MaxInt64, Value: 2},
+		),
+	}}
+	resp, msg := s.post(t, body(t, req))
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("status %d %q, want 400", resp.StatusCode, msg)
+	}
+	for _, want := range []string{
+		`series {__name__="bounds", job="b"}: 1 samples older than raw retention (before `,
+		`, 1 samples too far in the future (after `,
+		`series {__name__="extremes", job="b"}: 1 samples older than raw retention`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("400 body %q lacks %q", msg, want)
+		}
+	}
+	got := s.stored(t)
+	var ts []int64
+	for _, smp := range got {
+		ts = append(ts, smp.ts)
+	}
+	slices.Sort(ts)
+	if want := []int64{now - 364*dayMs, now, now + 5*60_000}; !slices.Equal(ts, want) {
+		t.Errorf("stored timestamps %v, want %v", ts, want)
+	}
+	for reason, want := range map[string]float64{"too_old": 2, "too_new": 2} {
+		if got := labelledCounter(t, s.reg, "pyramid_write_samples_rejected_total", "reason", reason); got != want {
+			t.Errorf("pyramid_write_samples_rejected_total{reason=%q} = %v, want %v", reason, got, want)
+		}
+	}
+
+	// Two months of one series in one request: inserted apart from other senders, in
+	// inserts of at most 50 days, and all stored.
+	long := series("long", []string{"job", "b"})
+	for d := int64(60); d >= 0; d-- {
+		long.Samples = append(long.Samples, prompb.Sample{Timestamp: now - d*dayMs, Value: float64(d)})
+	}
+	s.write(t, long)
+	n := 0
+	for _, smp := range s.stored(t) {
+		if strings.Contains(smp.labels, `__name__="long"`) {
+			n++
+		}
+	}
+	if n != len(long.Samples) {
+		t.Errorf("%d samples of the two months stored, want %d", n, len(long.Samples))
+	}
+}
+
+// labelledCounter is the value of the counter name{label=value} in g.
+func labelledCounter(t *testing.T, g prometheus.Gatherer, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no metric %s{%s=%q}", name, label, value)
+	return 0
 }

@@ -42,6 +42,7 @@ type config struct {
 	MaxRowsInFlight    int           `envconfig:"MAX_ROWS_IN_FLIGHT" default:"2000000" desc:"rows accepted but not yet stored before writes get 503"`
 	InsertTimeout      time.Duration `envconfig:"INSERT_TIMEOUT" default:"30s" desc:"timeout of one batch insert"`
 	RetryAfter         time.Duration `envconfig:"RETRY_AFTER" default:"2s" desc:"Retry-After sent with 503 responses"`
+	MaxFuture          time.Duration `envconfig:"MAX_FUTURE" default:"10m" desc:"how far ahead of the clock a sample may lie; later ones, and ones older than raw retention, get 400"`
 	SeriesCacheSize    int           `envconfig:"SERIES_CACHE_SIZE" default:"1000000" desc:"series remembered as catalogued (bounds memory)"`
 	ReadMaxSeries      int           `envconfig:"READ_MAX_SERIES" default:"500000" desc:"most series one remote-read query may return (429 beyond)"`
 	ReadMaxSamples     int           `envconfig:"READ_MAX_SAMPLES" default:"50000000" desc:"most samples one remote-read query may return (429 beyond)"`
@@ -71,6 +72,7 @@ func (c config) adapterConfig() adapter.Config {
 		MaxRowsInFlight:      c.MaxRowsInFlight,
 		InsertTimeout:        c.InsertTimeout,
 		RetryAfter:           c.RetryAfter,
+		MaxFuture:            c.MaxFuture,
 		SeriesCacheSize:      c.SeriesCacheSize,
 		RollupUnitWidth:      rollup.UnitWidth(c.tiers),
 		ReadMaxSeries:        c.ReadMaxSeries,
