@@ -619,7 +619,11 @@ func TestConflictingWritesAnswerLikeMerges(t *testing.T) {
 			prompb.Sample{Timestamp: at, Value: v},
 			prompb.Sample{Timestamp: at + routeStepMs, Value: 1})
 	}
-	// Separate requests, so that the writes are separate inserts, in this order.
+	// Separate requests, so that the writes are separate inserts, in this order. Merges
+	// wait until the test asks for one, so that the first reads see both writes.
+	if err := s.conn.Exec(context.Background(), "SYSTEM STOP MERGES "+s.db+".samples"); err != nil {
+		t.Fatal(err)
+	}
 	s.write(t, mk("a", 1), mk("b", 0), mk("c", 1))
 	s.write(t, mk("a", 0), mk("b", 1), mk("c", 1))
 	want := map[string]float64{"a": 0, "b": 1, "c": 1}
@@ -654,8 +658,10 @@ func TestConflictingWritesAnswerLikeMerges(t *testing.T) {
 		}
 	}
 	check("before merging", 2)
-	if err := s.conn.Exec(context.Background(), "OPTIMIZE TABLE "+s.db+".samples FINAL"); err != nil {
-		t.Fatal(err)
+	for _, q := range []string{"SYSTEM START MERGES " + s.db + ".samples", "OPTIMIZE TABLE " + s.db + ".samples FINAL"} {
+		if err := s.conn.Exec(context.Background(), q); err != nil {
+			t.Fatal(err)
+		}
 	}
 	check("after OPTIMIZE FINAL", 0)
 	if got := counterValue(t, s, "pyramid_read_sample_conflicts_total"); got != 2 {
