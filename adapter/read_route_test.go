@@ -6,12 +6,10 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
@@ -462,24 +460,12 @@ func TestReadEdgesOfHistory(t *testing.T) {
 				}
 			}
 
-			raw, err := (&prompb.ReadRequest{Queries: []*prompb.Query{q}}).Marshal()
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp, b := s.postTo(t, "/api/v1/read", snappy.Encode(nil, raw), "X-Prometheus-Remote-Read-Version", "0.1.0")
-			if resp.StatusCode != http.StatusOK {
-				t.Fatalf("%s: SAMPLES read: %d %s", name, resp.StatusCode, b)
+			resp, rr, msg := s.readHTTPResponse(t, &prompb.ReadRequest{Queries: []*prompb.Query{q}})
+			if rr == nil {
+				t.Fatalf("%s: SAMPLES read: %d %s", name, resp.StatusCode, msg)
 			}
 			if got := resp.Header.Values("X-Pyramid-Tiers"); len(got) != 1 || got[0] != "raw" {
 				t.Errorf("%s: X-Pyramid-Tiers %q, want [raw]", name, got)
-			}
-			dec, err := snappy.Decode(nil, []byte(b))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var rr prompb.ReadResponse
-			if err := rr.Unmarshal(dec); err != nil {
-				t.Fatal(err)
 			}
 			got := map[string][]readSample{}
 			for _, ts := range rr.Results[0].Timeseries {
@@ -516,24 +502,12 @@ func TestReadEdgesOfHistory(t *testing.T) {
 	mint := (now-7*24*hourMs)/hourMs*hourMs - hourMs
 	q := &prompb.Query{StartTimestampMs: mint, EndTimestampMs: now, Matchers: probe,
 		Hints: &prompb.ReadHints{StartMs: mint, EndMs: now, StepMs: hourMs, RangeMs: hourMs, Func: "max_over_time"}}
-	raw, err := (&prompb.ReadRequest{Queries: []*prompb.Query{q}}).Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, b := s.postTo(t, "/api/v1/read", snappy.Encode(nil, raw), "X-Prometheus-Remote-Read-Version", "0.1.0")
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("max_over_time read: %d %s", resp.StatusCode, b)
+	resp, rr, msg := s.readHTTPResponse(t, &prompb.ReadRequest{Queries: []*prompb.Query{q}})
+	if rr == nil {
+		t.Fatalf("max_over_time read: %d %s", resp.StatusCode, msg)
 	}
 	if got, want := resp.Header.Get("X-Pyramid-Tiers"), "raw/max 1h/max raw/max"; got != want {
 		t.Errorf("max_over_time: X-Pyramid-Tiers %q, want %q", got, want)
-	}
-	dec, err := snappy.Decode(nil, []byte(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rr prompb.ReadResponse
-	if err := rr.Unmarshal(dec); err != nil {
-		t.Fatal(err)
 	}
 	if len(rr.Results[0].Timeseries) != nSeries {
 		t.Fatalf("max_over_time: %d series, want %d", len(rr.Results[0].Timeseries), nSeries)

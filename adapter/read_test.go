@@ -33,13 +33,20 @@ import (
 // so SAMPLES) and returns the status, the decoded response on 200 and the body otherwise.
 func (s *testServer) readHTTP(t testing.TB, req *prompb.ReadRequest, kv ...string) (int, *prompb.ReadResponse, string) {
 	t.Helper()
+	resp, rr, msg := s.readHTTPResponse(t, req, kv...)
+	return resp.StatusCode, rr, msg
+}
+
+// readHTTPResponse is readHTTP returning the whole HTTP response, for its headers.
+func (s *testServer) readHTTPResponse(t testing.TB, req *prompb.ReadRequest, kv ...string) (*http.Response, *prompb.ReadResponse, string) {
+	t.Helper()
 	raw, err := req.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp, b := s.postTo(t, "/api/v1/read", snappy.Encode(nil, raw), append([]string{"X-Prometheus-Remote-Read-Version", "0.1.0"}, kv...)...)
 	if resp.StatusCode != http.StatusOK {
-		return resp.StatusCode, nil, b
+		return resp, nil, b
 	}
 	if ct := resp.Header.Get("Content-Type"); ct != "application/x-protobuf" || resp.Header.Get("Content-Encoding") != "snappy" {
 		t.Fatalf("SAMPLES response with Content-Type %q, Content-Encoding %q", ct, resp.Header.Get("Content-Encoding"))
@@ -52,7 +59,7 @@ func (s *testServer) readHTTP(t testing.TB, req *prompb.ReadRequest, kv ...strin
 	if err := rr.Unmarshal(dec); err != nil {
 		t.Fatalf("unmarshal response: %v", err)
 	}
-	return resp.StatusCode, &rr, ""
+	return resp, &rr, ""
 }
 
 // write stores series through the write path and fails t unless they are all stored.
