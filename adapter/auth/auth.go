@@ -70,8 +70,8 @@ type Guard struct {
 	// tlsOn is whether the listener serves TLS, decided once at start.
 	tlsOn bool
 
-	// bcryptMu runs one bcrypt comparison at a time, as exporter-toolkit does: each takes
-	// a CPU for tens of milliseconds, and wrong passwords must not take all of them.
+	// bcryptMu runs one bcrypt comparison at a time, as exporter-toolkit does: bcrypt is
+	// slow by design, and a stream of wrong passwords must not take every CPU.
 	bcryptMu sync.Mutex
 	verified *verifiedCache
 }
@@ -90,7 +90,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Guard, er
 		}, []string{"reason"}),
 		loaded: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pyramid_web_config_last_reload_successful",
-			Help: "1 if the web config file as it is now parsed, 0 if requests get 500 until it is fixed.",
+			Help: "1 if the web config file parses as it is now; 0 if it does not, and requests get 500 until it is fixed.",
 		}),
 	}
 	for _, r := range []string{reasonMissing, reasonWrong, reasonForbidden} {
