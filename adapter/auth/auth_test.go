@@ -91,9 +91,10 @@ pyramid:
     push: {sha256: %s, permissions: [write]}
     pull: {sha256: %s, permissions: [read]}
     both: {sha256: %s}
+    none: {sha256: %s, permissions: []}
   unauthenticated_paths: [/-/healthy]
 `, authtest.Bcrypt(t, "admin-pw"), authtest.Bcrypt(t, "writer-pw"), authtest.Bcrypt(t, "reader-pw"), authtest.Bcrypt(t, "nobody-pw"),
-		authtest.SHA256("push-token"), authtest.SHA256("pull-token"), authtest.SHA256("both-token")))
+		authtest.SHA256("push-token"), authtest.SHA256("pull-token"), authtest.SHA256("both-token"), authtest.SHA256("none-token")))
 	g := newGuard(t, path)
 	next := &reached{n: map[string]int{}}
 	srv := httptest.NewServer(g.Handler(next))
@@ -144,6 +145,9 @@ pyramid:
 		{"read token cannot write", write, bearer("pull-token"), 403},
 		{"token without permissions writes", write, bearer("both-token"), 200},
 		{"token without permissions reads", read, bearer("both-token"), 200},
+		{"token with empty permissions cannot write", write, bearer("none-token"), 403},
+		{"token with empty permissions cannot read", read, bearer("none-token"), 403},
+		{"token with empty permissions scrapes metrics", metric, bearer("none-token"), 200},
 		{"scheme is case-insensitive", write, header("bearer push-token"), 200},
 		{"wrong token", write, bearer("push-token2"), 401},
 		{"empty token", write, header("Bearer "), 401},
