@@ -55,6 +55,7 @@ type config struct {
 	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"how long shutdown waits for requests and inserts"`
 	RetentionInterval  time.Duration `envconfig:"RETENTION_INTERVAL" default:"1h" desc:"how often expired rollup partitions, and on servers without TTL raw ones, are dropped"`
 	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	WebConfigFile      string        `envconfig:"WEB_CONFIG_FILE" flag:"web.config.file" default:"" desc:"web config file (Prometheus's --web.config.file format) for TLS, basic auth, bearer tokens and permissions; empty serves plain HTTP to anyone"`
 
 	// tiers is Tiers parsed, set by loadConfig, which refuses a ladder that does not parse.
 	tiers []rollup.Tier
@@ -131,7 +132,8 @@ func loadConfig(args []string, out io.Writer) (config, []string, error) {
 }
 
 // bindFlags defines a flag for each field of c, named after its envconfig tag
-// (CLICKHOUSE_ADDR -> -clickhouse-addr) and defaulting to the value already in c.
+// (CLICKHOUSE_ADDR -> -clickhouse-addr) unless a flag tag names it, and defaulting to the
+// value already in c.
 func bindFlags(fs *flag.FlagSet, c *config) {
 	v := reflect.ValueOf(c).Elem()
 	t := v.Type()
@@ -142,6 +144,9 @@ func bindFlags(fs *flag.FlagSet, c *config) {
 		}
 		env := f.Tag.Get("envconfig")
 		name := strings.ToLower(strings.ReplaceAll(env, "_", "-"))
+		if n := f.Tag.Get("flag"); n != "" {
+			name = n // The name Prometheus and its exporters give the same setting.
+		}
 		usage := fmt.Sprintf("%s [%s_%s]", f.Tag.Get("desc"), envPrefix, env)
 		ptr := v.Field(i).Addr().Interface()
 		switch p := ptr.(type) {

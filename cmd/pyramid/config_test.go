@@ -30,6 +30,8 @@ func TestLoadConfigPrecedence(t *testing.T) {
 			}, nil},
 		{"flags win", map[string]string{"PYRAMID_LISTEN_ADDR": ":1"}, []string{"-listen-addr", ":2", "-max-rows-in-flight", "7", "migrate"},
 			func(c config) bool { return c.ListenAddr == ":2" && c.MaxRowsInFlight == 7 }, []string{"migrate"}},
+		{"web config by Prometheus's flag name", map[string]string{"PYRAMID_WEB_CONFIG_FILE": "/env.yml"}, []string{"--web.config.file=/flag.yml"},
+			func(c config) bool { return c.WebConfigFile == "/flag.yml" }, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {
@@ -76,7 +78,7 @@ func TestHelpListsEveryVariable(t *testing.T) {
 	}
 	for _, want := range []string{"PYRAMID_LISTEN_ADDR", "PYRAMID_CLICKHOUSE_ADDR", "PYRAMID_CLICKHOUSE_DATABASE", "PYRAMID_CLICKHOUSE_USER",
 		"PYRAMID_CLICKHOUSE_PASSWORD", "PYRAMID_BATCH_ROWS", "PYRAMID_BATCH_WAIT", "PYRAMID_MAX_REQUEST_BYTES", "PYRAMID_MAX_DECODED_BYTES",
-		"PYRAMID_TIERS", "PYRAMID_ROLLUP_INTERVAL", "-clickhouse-addr", "migrate"} {
+		"PYRAMID_TIERS", "PYRAMID_ROLLUP_INTERVAL", "-clickhouse-addr", "migrate", "PYRAMID_WEB_CONFIG_FILE", "-web.config.file string"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q", want)
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
+	"github.com/pyramid-metrics/pyramid/adapter/auth"
 	"github.com/pyramid-metrics/pyramid/rollup"
 	"github.com/pyramid-metrics/pyramid/schema"
 )
@@ -100,14 +101,25 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 	}
 	reg.MustRegister(rollup.NewStatusCollector(conn, cfg.ClickHouseDatabase, cfg.tiers, logger))
 	srv.Handle("/api/v1/status/tiers", rollup.StatusHandler(conn, cfg.ClickHouseDatabase, cfg.tiers, logger))
+	handler := srv.Handler()
+	var guard *auth.Guard
+	if cfg.WebConfigFile != "" {
+		if guard, err = auth.New(auth.Config{File: cfg.WebConfigFile}, logger, reg); err != nil {
+			return err
+		}
+		handler = guard.Handler(handler)
+	}
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
 	}
-	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	if guard != nil {
+		ln = guard.Listener(ln)
+	}
+	httpSrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
-	logger.Info("pyramid listening", "addr", ln.Addr().String(), "clickhouse", cfg.ClickHouseAddr, "database", cfg.ClickHouseDatabase)
+	logger.Info("pyramid listening", "addr", ln.Addr().String(), "tls", guard != nil && guard.TLS(), "clickhouse", cfg.ClickHouseAddr, "database", cfg.ClickHouseDatabase)
 
 	// ClickHouse may start after pyramid (a sidecar races its peers), so the schema is
 	// applied in the background until it works; writes get 503 until then.
