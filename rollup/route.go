@@ -296,6 +296,9 @@ type candidate struct {
 // the tiers (validated as by ValidateTiers), what each holds (extents[i] for tiers[i]) and
 // the query's hints. The segments are in time order.
 //
+// Raw holds data from rawFrom on, rollups their computed buckets; a part of the window no
+// tier holds gets no segment.
+//
 // The order of preference, per point in time, among tiers holding data there:
 //
 //  1. Functions without an aggregate (see ruleFor): raw; where raw has expired, their
@@ -315,10 +318,11 @@ type candidate struct {
 // it would stop short of the range start and lose up to a bucket's increase (15-25% at the
 // right edge of every graph, where the lagging rollups end); avg_over_time would weigh raw
 // samples as much as bucket means. The results also do not change when the rollup job
-// catches up. A query served by raw alone reads raw samples as they are.
+// catches up. A query served by raw alone reads raw samples as they are, and so do instant
+// queries of selectors without a range (see queryRes) where raw holds the data.
 //
 // Seams are moved onto bucket boundaries of the coarser side, into the tier that holds data
-// on the far side (raw's oldest sample rarely is one: the seam moves up to the next
+// on the far side (the start of raw retention rarely is one: the seam moves up to the next
 // boundary, served by the rollup, whose bucket covers the expired part).
 func Route(tiers []Tier, extents []Extent, mint, maxt int64, h Hints) ([]Segment, error) {
 	if err := ValidateTiers(tiers); err != nil {
