@@ -13,7 +13,8 @@ import (
 var (
 	// ErrDecode: the body is not valid snappy or protobuf. Retrying cannot help.
 	ErrDecode = errors.New("malformed request body")
-	// ErrTooLarge: the body exceeds a size limit before or after decompression.
+	// ErrTooLarge: the body exceeds a size limit before or after decompression, or holds
+	// more rows than may be in flight at once, so that it could never be taken.
 	ErrTooLarge = errors.New("request too large")
 	// ErrUnsupportedMediaType: a Content-Type or Content-Encoding pyramid does not speak.
 	ErrUnsupportedMediaType = errors.New("unsupported media type")

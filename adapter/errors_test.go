@@ -22,6 +22,7 @@ func TestStatusFor(t *testing.T) {
 		{"wrapped invalid series", fmt.Errorf("write: %w", &ValidationError{Rejected: 2}), http.StatusBadRequest, false},
 		{"bad snappy or protobuf", fmt.Errorf("%w: snappy", ErrDecode), http.StatusBadRequest, false},
 		{"too large", fmt.Errorf("%w: 40 MiB", ErrTooLarge), http.StatusRequestEntityTooLarge, false},
+		{"more rows than may be in flight", fmt.Errorf("%w: 3M rows in one request", ErrTooLarge), http.StatusRequestEntityTooLarge, false},
 		{"unsupported media type", fmt.Errorf("%w: gzip", ErrUnsupportedMediaType), http.StatusUnsupportedMediaType, false},
 		{"method", fmt.Errorf("%w: GET", ErrMethodNotAllowed), http.StatusMethodNotAllowed, false},
 		{"overloaded", fmt.Errorf("%w: 3M rows", ErrOverloaded), http.StatusServiceUnavailable, true},
