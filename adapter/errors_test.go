@@ -32,7 +32,7 @@ func TestStatusFor(t *testing.T) {
 		{"insert timed out", fmt.Errorf("wait: %w", context.DeadlineExceeded), http.StatusServiceUnavailable, true},
 		{"client went away", fmt.Errorf("wait: %w", context.Canceled), http.StatusServiceUnavailable, true},
 		{"bad regex in a read", fmt.Errorf("%w: a=~\"(\"", ErrInvalidQuery), http.StatusBadRequest, false},
-		{"read limit", fmt.Errorf("query 0: %w", &LimitError{Limit: "samples per query", Max: 10}), http.StatusTooManyRequests, false},
+		{"read limit", fmt.Errorf("query 0: %w", &LimitError{Limit: "samples per request", Max: 10}), http.StatusTooManyRequests, false},
 		{"read slots busy", fmt.Errorf("wait 10s: %w", ErrTooManyReads), http.StatusTooManyRequests, true},
 		{"no acceptable read response", fmt.Errorf("%w: [7]", ErrNotAcceptable), http.StatusNotAcceptable, false},
 		{"anything else", errors.New("surprise"), http.StatusInternalServerError, false},

@@ -43,8 +43,8 @@ type config struct {
 	InsertTimeout      time.Duration `envconfig:"INSERT_TIMEOUT" default:"30s" desc:"timeout of one batch insert"`
 	RetryAfter         time.Duration `envconfig:"RETRY_AFTER" default:"2s" desc:"Retry-After sent with 503 responses"`
 	SeriesCacheSize    int           `envconfig:"SERIES_CACHE_SIZE" default:"1000000" desc:"series remembered as catalogued (bounds memory)"`
-	ReadMaxSeries      int           `envconfig:"READ_MAX_SERIES" default:"500000" desc:"most series one remote-read query may return (429 beyond)"`
-	ReadMaxSamples     int           `envconfig:"READ_MAX_SAMPLES" default:"50000000" desc:"most samples one remote-read query may return (429 beyond)"`
+	ReadMaxSeries      int           `envconfig:"READ_MAX_SERIES" default:"500000" desc:"most series one remote-read request may return, summed over its queries (429 beyond)"`
+	ReadMaxSamples     int           `envconfig:"READ_MAX_SAMPLES" default:"50000000" desc:"most samples one remote-read request may return, summed over its queries (429 beyond)"`
 	ReadMaxConcurrent  int           `envconfig:"READ_MAX_CONCURRENT" default:"10" desc:"remote-read requests answered at once; more wait"`
 	ReadQueueWait      time.Duration `envconfig:"READ_QUEUE_WAIT" default:"10s" desc:"how long a remote read waits for a slot before 429"`
 	ReadMaxFrameBytes  int           `envconfig:"READ_MAX_FRAME_BYTES" default:"50000000" desc:"largest streamed remote-read frame (one whole series); match the clients' chunked_read_limit"`
