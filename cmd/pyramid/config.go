@@ -54,6 +54,7 @@ type config struct {
 	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"how long shutdown waits for requests and inserts"`
 	RetentionInterval  time.Duration `envconfig:"RETENTION_INTERVAL" default:"1h" desc:"how often expired rollup partitions, and on servers without TTL raw ones, are dropped"`
 	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	PprofAddr          string        `envconfig:"PPROF_ADDR" default:"" desc:"listen address of Go's /debug/pprof profiles, such as 127.0.0.1:6060; empty serves none"`
 
 	// tiers is Tiers parsed, set by loadConfig, which refuses a ladder that does not parse.
 	tiers []rollup.Tier
