@@ -70,6 +70,11 @@ func (bt *batcher) write(ctx context.Context, b *Batch) error {
 	if n == 0 {
 		return nil
 	}
+	if n > bt.cfg.MaxRowsInFlight {
+		// Waiting cannot make room for a request bigger than the cap itself; a 503 would
+		// have Prometheus retry it forever and hold back everything queued behind it.
+		return fmt.Errorf("%w: %d rows in one request, more than the %d that may be in flight at once; lower the sender's max_samples_per_send", ErrTooLarge, n, bt.cfg.MaxRowsInFlight)
+	}
 	if b.daySpan() > sharedMaxDays {
 		return bt.writeAlone(ctx, b)
 	}

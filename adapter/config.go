@@ -42,8 +42,9 @@ type Config struct {
 	// target's unit of this width for the rollup materializer. 0 marks nothing.
 	RollupUnitWidth int64
 
-	// ReadMaxSeries and ReadMaxSamples cap what one remote-read query may return; past
-	// either the client gets 429 naming the limit, before pyramid holds more than that.
+	// ReadMaxSeries and ReadMaxSamples cap what one remote-read request may return, summed
+	// over its queries; past either the client gets 429 naming the limit, before pyramid
+	// holds more than that.
 	ReadMaxSeries  int
 	ReadMaxSamples int
 	// ReadMaxConcurrent bounds the remote-read requests answered at once. A request past

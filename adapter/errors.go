@@ -13,7 +13,8 @@ import (
 var (
 	// ErrDecode: the body is not valid snappy or protobuf. Retrying cannot help.
 	ErrDecode = errors.New("malformed request body")
-	// ErrTooLarge: the body exceeds a size limit before or after decompression.
+	// ErrTooLarge: the body exceeds a size limit before or after decompression, or holds
+	// more rows than may be in flight at once, so that it could never be taken.
 	ErrTooLarge = errors.New("request too large")
 	// ErrUnsupportedMediaType: a Content-Type or Content-Encoding pyramid does not speak.
 	ErrUnsupportedMediaType = errors.New("unsupported media type")
@@ -38,16 +39,16 @@ var (
 	ErrTooManyReads = errors.New("too many concurrent reads")
 )
 
-// LimitError says which configured read limit a query passed. Retrying the same query
-// cannot help, so it carries no Retry-After; a narrower query can.
+// LimitError says which configured read limit a request passed. Retrying the same request
+// cannot help, so it carries no Retry-After; a narrower one can.
 type LimitError struct {
-	// Limit names what is limited ("series per query"); Max is the configured value.
+	// Limit names what is limited ("series per request"); Max is the configured value.
 	Limit string
 	Max   int
 }
 
 func (e *LimitError) Error() string {
-	return fmt.Sprintf("query exceeds the limit of %d %s", e.Max, e.Limit)
+	return fmt.Sprintf("limit of %d %s exceeded", e.Max, e.Limit)
 }
 
 // ValidationError lists the series of a request that break the remote-write label rules.

@@ -95,17 +95,43 @@ func (s *selector) matches(names, values []string) bool {
 				break
 			}
 		}
-		ok := false
-		if re := s.v2[j]; re != nil {
-			ok = re.MatchString(v) == (m.Type == labels.MatchRegexp)
-		} else {
-			ok = m.Matches(v)
-		}
-		if !ok {
+		if !s.matchesValue(j, v) {
 			return false
 		}
 	}
 	return true
+}
+
+// matchesValue reports whether matcher j accepts the label value v.
+func (s *selector) matchesValue(j int, v string) bool {
+	if re := s.v2[j]; re != nil {
+		return re.MatchString(v) == (s.matchers[j].Type == labels.MatchRegexp)
+	}
+	return s.matchers[j].Matches(v)
+}
+
+// narrows reports whether some matcher rejects the empty string. Without one, the selector
+// selects every series that lacks the labels it names, which is usually every series:
+// PromQL refuses such a selector ("vector selector must contain at least one non-empty
+// matcher"), and so does remote read here, with no matchers at all included. (Prometheus's
+// own remote-read handler passes such selectors to its TSDB, which returns every series for
+// {a=~".*"} and none for an empty list.)
+func (s *selector) narrows() bool {
+	for j := range s.matchers {
+		if !s.matchesValue(j, "") {
+			return true
+		}
+	}
+	return false
+}
+
+// String renders the matchers as a PromQL selector, {a="x", b=~"y"}.
+func (s *selector) String() string {
+	parts := make([]string, len(s.matchers))
+	for j, m := range s.matchers {
+		parts[j] = m.String()
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
 }
 
 // prefilter returns conditions on the series table, joined with AND, that every series

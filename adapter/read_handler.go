@@ -26,13 +26,24 @@ const (
 // headerTiers names, in a remote-read response, the tiers that answered each query.
 const headerTiers = "X-Pyramid-Tiers"
 
-// readPlan is one query of a request, its series already selected.
+// readPlan is one query of a request: its matchers, its window and how the tiers answer
+// it. The query's series are selected only when its turn comes (see answerQuery).
 type readPlan struct {
+	sel        *selector
 	mint, maxt int64
-	series     []*readSeries
+	// empty is set when nothing is read for the query: its window is empty, or no tier
+	// holds data in it.
+	empty bool
 	// segments is how the tiers answer the query (see Server.route); nil reads raw
 	// samples as they are.
 	segments []rollup.Segment
+}
+
+// readBudget is what is left of a request's series and sample limits. Every query of the
+// request draws on the same budget, so that many queries in one request cost no more than
+// one query may.
+type readBudget struct {
+	series, samples int
 }
 
 // handleRead serves POST /api/v1/read: remote read, answered in SAMPLES or
@@ -88,8 +99,10 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request) (streaming bool, e
 		return false, err
 	}
 
-	// Every query's series are selected before anything is sent, so that bad matchers,
-	// the series limit and an unreachable ClickHouse are all reported as a status code.
+	// Whatever can refuse the request outright is decided before anything is sent: every
+	// query's matchers, and its routing, which needs the hints and the tiers' extents but
+	// no series. Series are selected query by query as the response is built, so that
+	// one query's series are held at a time.
 	plans := make([]readPlan, len(req.Queries))
 	dialect := regexDialectOf(r.UserAgent())
 	for i, q := range req.Queries {
@@ -97,17 +110,15 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request) (streaming bool, e
 		if err != nil {
 			return false, fmt.Errorf("query %d: %w", i, err)
 		}
+		if !sel.narrows() {
+			return false, fmt.Errorf("query %d: %w: selector %s must contain at least one matcher that does not match the empty string,"+
+				" as in PromQL; without one it selects every series that lacks its labels", i, ErrInvalidQuery, sel)
+		}
 		mint, maxt := queryWindow(q)
-		plans[i] = readPlan{mint: mint, maxt: maxt}
-		if mint > maxt {
-			continue
-		}
-		series, err := selectSeries(r.Context(), s.conn, s.cfg.Database, sel, mint, maxt, s.cfg.ReadMaxSeries)
-		if err != nil {
-			return false, fmt.Errorf("query %d: %w", i, s.readError(err))
-		}
-		plans[i].series = series
-		if len(series) == 0 {
+		plans[i] = readPlan{sel: sel, mint: mint, maxt: maxt, empty: mint > maxt}
+	}
+	for i, q := range req.Queries {
+		if plans[i].empty {
 			continue
 		}
 		if err := s.route(r.Context(), q, &plans[i]); err != nil {
@@ -115,16 +126,16 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request) (streaming bool, e
 		}
 	}
 	// Remote read has no field for it, so a header tells, query by query, which tiers
-	// answered (see tiersHeader).
+	// answer (see tiersHeader).
 	for i := range plans {
-		s.countSegments(&plans[i])
 		w.Header().Add(headerTiers, s.tiersHeader(&plans[i]))
 	}
 
+	budget := readBudget{series: s.cfg.ReadMaxSeries, samples: s.cfg.ReadMaxSamples}
 	if respType == prompb.ReadRequest_STREAMED_XOR_CHUNKS {
-		return s.streamChunks(r.Context(), w, plans)
+		return s.streamChunks(r.Context(), w, plans, &budget)
 	}
-	return false, s.writeSamples(r.Context(), w, plans)
+	return false, s.writeSamples(r.Context(), w, plans, &budget)
 }
 
 // acquireReadSlot waits up to ReadQueueWait for one of ReadMaxConcurrent read slots.
@@ -177,7 +188,32 @@ func batches(series []*readSeries, fn func(batch []*readSeries) (int, error)) er
 	return nil
 }
 
-// fetch fills in the samples of batch, charging them against *left, the query's
+// answerQuery selects p's series and hands them to emit batch by batch, their samples
+// fetched; both are charged to budget. The series are let go when it returns, so that a
+// request holds the series of one query at a time.
+func (s *Server) answerQuery(ctx context.Context, p *readPlan, budget *readBudget, emit func(batch []*readSeries) error) error {
+	if p.empty {
+		return nil
+	}
+	series, err := selectSeries(ctx, s.conn, s.cfg.Database, p.sel, p.mint, p.maxt, budget.series)
+	if errors.Is(err, errSeriesBudget) {
+		return &LimitError{Limit: "series per request", Max: s.cfg.ReadMaxSeries}
+	}
+	if err != nil {
+		return s.readError(err)
+	}
+	budget.series -= len(series)
+	s.countSegments(p, len(series))
+	return batches(series, func(batch []*readSeries) (int, error) {
+		n, err := s.fetch(ctx, p, batch, &budget.samples)
+		if err != nil {
+			return n, err
+		}
+		return n, emit(batch)
+	})
+}
+
+// fetch fills in the samples of batch, charging them against *left, the request's
 // remaining sample budget. It returns how many rows it read, which sizes the next batch.
 func (s *Server) fetch(ctx context.Context, p *readPlan, batch []*readSeries, left *int) (int, error) {
 	var n, rows int
@@ -189,7 +225,7 @@ func (s *Server) fetch(ctx context.Context, p *readPlan, batch []*readSeries, le
 		n, rows, err = fetchRouted(ctx, s, p, batch, *left)
 	}
 	if errors.Is(err, errSampleBudget) {
-		return rows, &LimitError{Limit: "samples per query", Max: s.cfg.ReadMaxSamples}
+		return rows, &LimitError{Limit: "samples per request", Max: s.cfg.ReadMaxSamples}
 	}
 	if err != nil {
 		return rows, s.readError(err)
@@ -200,19 +236,14 @@ func (s *Server) fetch(ctx context.Context, p *readPlan, batch []*readSeries, le
 }
 
 // writeSamples answers with one snappy-compressed ReadResponse holding every query's
-// result, encoded and compressed as the batches arrive (samplesEncoder). Series without
-// samples in the window are left out, as Prometheus's TSDB leaves them out.
-func (s *Server) writeSamples(ctx context.Context, w http.ResponseWriter, plans []readPlan) error {
+// result, encoded and compressed as the batches arrive (samplesEncoder). Nothing is sent
+// before the last query is done, so a failure in any query still becomes a status code.
+// Series without samples in the window are left out, as Prometheus's TSDB leaves them out.
+func (s *Server) writeSamples(ctx context.Context, w http.ResponseWriter, plans []readPlan, budget *readBudget) error {
 	var enc samplesEncoder
 	for i := range plans {
-		p := &plans[i]
-		left := s.cfg.ReadMaxSamples
 		sent := 0
-		err := batches(p.series, func(batch []*readSeries) (int, error) {
-			n, err := s.fetch(ctx, p, batch, &left)
-			if err != nil {
-				return n, err
-			}
+		err := s.answerQuery(ctx, &plans[i], budget, func(batch []*readSeries) error {
 			for _, rs := range batch {
 				if len(rs.ts) > 0 {
 					enc.addSeries(rs.labels, rs.ts, rs.values)
@@ -220,7 +251,7 @@ func (s *Server) writeSamples(ctx context.Context, w http.ResponseWriter, plans 
 				}
 				rs.ts, rs.values = nil, nil // The encoded copy is all that is needed now.
 			}
-			return n, nil
+			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("query %d: %w", i, err)
@@ -242,33 +273,28 @@ func (s *Server) writeSamples(ctx context.Context, w http.ResponseWriter, plans 
 // streamChunks answers with STREAMED_XOR_CHUNKS frames: for each query in order, its
 // series in label order, one series per frame. The status line goes out with the first
 // frame, so a failure before it (such as a limit passed by the first batch) still becomes
-// a status code.
-func (s *Server) streamChunks(ctx context.Context, w http.ResponseWriter, plans []readPlan) (streaming bool, err error) {
+// a status code; a failure after it, in the same query or a later one, breaks the stream
+// (see handleRead).
+func (s *Server) streamChunks(ctx context.Context, w http.ResponseWriter, plans []readPlan, budget *readBudget) (streaming bool, err error) {
 	flusher, _ := w.(http.Flusher)
 	fw := &frameWriter{w: w, flusher: flusher}
 	for i := range plans {
-		p := &plans[i]
-		left := s.cfg.ReadMaxSamples
 		sent := 0
-		err := batches(p.series, func(batch []*readSeries) (int, error) {
-			n, err := s.fetch(ctx, p, batch, &left)
-			if err != nil {
-				return n, err
-			}
+		err := s.answerQuery(ctx, &plans[i], budget, func(batch []*readSeries) error {
 			for _, rs := range batch {
 				chunks, err := xorChunks(rs.ts, rs.values)
 				if err != nil {
-					return n, err
+					return err
 				}
 				rs.ts, rs.values = nil, nil
 				if err := fw.writeSeries(int64(i), toLabels(rs), chunks, s.cfg.ReadMaxFrameBytes); err != nil {
-					return n, err
+					return err
 				}
 				if len(chunks) > 0 {
 					sent++
 				}
 			}
-			return n, nil
+			return nil
 		})
 		if err != nil {
 			return fw.started, fmt.Errorf("query %d: %w", i, err)

@@ -48,7 +48,7 @@ func (s *Server) extents(ctx context.Context) ([]rollup.Extent, error) {
 // tiers, and when the rules pick raw (instant queries, functions no aggregate answers,
 // steps finer than every tier, and windows rollups do not cover); the window is then
 // narrowed to raw's part of it, so that samples past raw retention that wait to be dropped
-// are not read. A window no tier holds data for selects no series.
+// are not read. Nothing is read for a window no tier holds data for (p.empty).
 func (s *Server) route(ctx context.Context, q *prompb.Query, p *readPlan) error {
 	if !s.cfg.ReadRollups || len(s.cfg.Tiers) < 2 {
 		return nil
@@ -75,7 +75,7 @@ func (s *Server) route(ctx context.Context, q *prompb.Query, p *readPlan) error 
 	}
 	switch {
 	case len(segs) == 0:
-		p.series = nil
+		p.empty = true
 	case len(segs) == 1 && segs[0].Kind == rollup.KindRaw && segs[0].Res == 0:
 		p.mint, p.maxt = segs[0].From, segs[0].To
 	default:
@@ -84,9 +84,9 @@ func (s *Server) route(ctx context.Context, q *prompb.Query, p *readPlan) error 
 	return nil
 }
 
-// countSegments records which tiers answered a query.
-func (s *Server) countSegments(p *readPlan) {
-	if len(p.series) == 0 {
+// countSegments records which tiers answered a query that selected series.
+func (s *Server) countSegments(p *readPlan, series int) {
+	if series == 0 {
 		return
 	}
 	if p.segments == nil {
@@ -98,13 +98,15 @@ func (s *Server) countSegments(p *readPlan) {
 	}
 }
 
-// tiersHeader is the X-Pyramid-Tiers value of a query: what answered it, in time order,
+// tiersHeader is the X-Pyramid-Tiers value of a query: what answers it, in time order,
 // one token per segment. "raw" is raw samples as stored; "5m/avg" points of that kind from
 // the 5m tier (or from raw at 5m, "raw/avg", where the rollups lag); a trailing "~" marks
 // an approximation (raw expired where no aggregate answers the function, or a tier coarser
-// than the query asks for); "none" is a query that selected nothing.
+// than the query asks for); "none" is a query for which nothing is read, its window empty
+// or holding no tier's data. The header goes out before any query's series are selected,
+// so a query whose matchers select nothing still names the tiers that would answer it.
 func (s *Server) tiersHeader(p *readPlan) string {
-	if len(p.series) == 0 {
+	if p.empty {
 		return "none"
 	}
 	if p.segments == nil {

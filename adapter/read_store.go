@@ -27,7 +27,7 @@ type readSeries struct {
 // [mint, maxt], sorted by labels as Prometheus sorts them. The catalogue records first and
 // last sample times only to the hour (see seriesCache), so the window is widened by an hour
 // on each side; a series with no sample in the window then simply has none to return.
-// More than maxSeries matching series is a *LimitError, found without holding more than
+// More than maxSeries matching series is errSeriesBudget, found without holding more than
 // maxSeries of them: rows the prefilter lets through but the matchers reject are dropped
 // as they arrive.
 func selectSeries(ctx context.Context, conn driver.Conn, db string, sel *selector, mint, maxt int64, maxSeries int) ([]*readSeries, error) {
@@ -56,7 +56,7 @@ func selectSeries(ctx context.Context, conn driver.Conn, db string, sel *selecto
 			continue
 		}
 		if len(out) == maxSeries {
-			return nil, &LimitError{Limit: "series per query", Max: maxSeries}
+			return nil, errSeriesBudget
 		}
 		b.Reset()
 		for i := range names {
@@ -174,9 +174,13 @@ func batchKeys(batch []*readSeries) (targets, fps []uint64) {
 	return targets, fps
 }
 
-// errSampleBudget tells fetchSamples's caller that the query's sample limit was passed;
-// the caller knows the limit and turns it into a *LimitError.
-var errSampleBudget = errors.New("sample budget exhausted")
+// errSeriesBudget and errSampleBudget tell selectSeries's and fetchSamples's callers that
+// the request's series or sample limit was passed; the caller knows the limit and turns it
+// into a *LimitError.
+var (
+	errSeriesBudget = errors.New("series budget exhausted")
+	errSampleBudget = errors.New("sample budget exhausted")
+)
 
 // saturatingAdd returns a+b clamped to the int64 range; query bounds such as Prometheus's
 // "no end" (close to math.MaxInt64) must not wrap around when widened.

@@ -472,8 +472,8 @@ func TestReadLimits(t *testing.T) {
 		q     *prompb.Query
 		limit string
 	}{
-		{"series", query("many", 10_000), "30 series per query"},
-		{"samples", query("lim", 10_000), "150 samples per query"},
+		{"series", query("many", 10_000), "30 series per request"},
+		{"samples", query("lim", 10_000), "150 samples per request"},
 	} {
 		code, _, msg := s.readHTTP(t, &prompb.ReadRequest{Queries: []*prompb.Query{tc.q}})
 		if code != http.StatusTooManyRequests || !strings.Contains(msg, tc.limit) {
@@ -490,7 +490,7 @@ func TestReadLimits(t *testing.T) {
 	// Streamed: the series limit is known before the stream begins and gets a status.
 	c := readClient(t, s, nil)
 	q, _ := remote.ToQuery(0, 10_000, []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "__name__", "many")}, nil)
-	if _, err := c.Read(context.Background(), q, false); err == nil || !strings.Contains(err.Error(), "429") || !strings.Contains(err.Error(), "30 series per query") {
+	if _, err := c.Read(context.Background(), q, false); err == nil || !strings.Contains(err.Error(), "429") || !strings.Contains(err.Error(), "30 series per request") {
 		t.Errorf("series limit, streamed: error %v; want 429 naming the limit", err)
 	}
 	q, _ = remote.ToQuery(0, 10_000, []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "__name__", "wide")}, nil)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -166,7 +167,18 @@ func StatusHandler(conn driver.Conn, db string, tiers []Tier, logger *slog.Logge
 	})
 }
 
-// statusCollector exports Status on every scrape of /metrics.
+// The tier status on /metrics comes from a cache, so that a scrape never waits long for a
+// ClickHouse that stalls or is gone. A scrape starts a refresh when the cached figures are
+// older than statusMinAge, waits at most statusScrapeWait for it, and then serves the
+// figures it has, with their age. One refresh runs at a time, for at most
+// statusRefreshTimeout; scrapes during it wait for that one rather than start another.
+const (
+	statusMinAge         = 5 * time.Second
+	statusScrapeWait     = time.Second
+	statusRefreshTimeout = 10 * time.Second
+)
+
+// statusCollector exports the cached Status on /metrics (see statusMinAge).
 type statusCollector struct {
 	conn   driver.Conn
 	db     string
@@ -176,10 +188,19 @@ type statusCollector struct {
 	bytes  *prometheus.Desc
 	lag    *prometheus.Desc
 	newest *prometheus.Desc
+	age    *prometheus.Desc
+
+	mu sync.Mutex
+	// status was read at at; at is zero until the first read succeeds.
+	status []TierStatus
+	at     time.Time
+	// refreshing is closed when the running refresh ends; nil while none runs.
+	refreshing chan struct{}
 }
 
 // NewStatusCollector returns a collector of pyramid_tier_* metrics: rows and bytes per
-// tier, the newest sample or bucket, and how far each rollup tier lags behind raw.
+// tier, the newest sample or bucket, how far each rollup tier lags behind raw, and how old
+// these figures are.
 func NewStatusCollector(conn driver.Conn, db string, tiers []Tier, logger *slog.Logger) prometheus.Collector {
 	l := []string{"tier"}
 	return &statusCollector{conn: conn, db: db, tiers: tiers, logger: logger,
@@ -187,6 +208,8 @@ func NewStatusCollector(conn driver.Conn, db string, tiers []Tier, logger *slog.
 		bytes:  prometheus.NewDesc("pyramid_tier_bytes_on_disk", "Bytes on disk per tier.", l, nil),
 		lag:    prometheus.NewDesc("pyramid_tier_lag_seconds", "How far a rollup tier's newest bucket ends before raw's newest sample (-1: nothing computed yet).", l, nil),
 		newest: prometheus.NewDesc("pyramid_tier_newest_timestamp_seconds", "Newest raw sample or rollup bucket start per tier.", l, nil),
+		age: prometheus.NewDesc("pyramid_tier_status_age_seconds",
+			"How long ago the pyramid_tier_* figures were read from ClickHouse; they are served from a cache, which grows old while ClickHouse does not answer.", nil, nil),
 	}
 }
 
@@ -195,17 +218,25 @@ func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.bytes
 	ch <- c.lag
 	ch <- c.newest
+	ch <- c.age
 }
 
 func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	st, err := Status(ctx, c.conn, c.db, c.tiers)
-	if err != nil {
-		// A scrape while ClickHouse is away simply lacks these series.
-		c.logger.Debug("tier status for /metrics", "err", err)
-		return
+	if done := c.refresh(); done != nil {
+		wait := time.NewTimer(statusScrapeWait)
+		select {
+		case <-done:
+		case <-wait.C:
+		}
+		wait.Stop()
 	}
+	c.mu.Lock()
+	st, at := c.status, c.at
+	c.mu.Unlock()
+	if at.IsZero() {
+		return // Never read yet: a scrape lacks these series rather than show zeros.
+	}
+	ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, time.Since(at).Seconds())
 	for _, s := range st {
 		ch <- prometheus.MustNewConstMetric(c.rows, prometheus.GaugeValue, float64(s.Rows), s.Name)
 		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(s.BytesOnDisk), s.Name)
@@ -220,4 +251,35 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, lag, s.Name)
 		}
 	}
+}
+
+// refresh starts reading the status unless the cached figures are recent enough, and
+// returns a channel closed when the running read ends, or nil when no read is needed.
+func (c *statusCollector) refresh() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.refreshing != nil {
+		return c.refreshing
+	}
+	if !c.at.IsZero() && time.Since(c.at) < statusMinAge {
+		return nil
+	}
+	done := make(chan struct{})
+	c.refreshing = done
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), statusRefreshTimeout)
+		defer cancel()
+		st, err := Status(ctx, c.conn, c.db, c.tiers)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.refreshing = nil
+		if err != nil {
+			// The cached figures stay, and their age tells how stale they are.
+			c.logger.Debug("tier status for /metrics", "err", err)
+			return
+		}
+		c.status, c.at = st, time.Now()
+	}()
+	return done
 }

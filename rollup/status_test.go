@@ -3,6 +3,7 @@ package rollup_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -82,7 +83,12 @@ func TestStatus(t *testing.T) {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(rollup.NewStatusCollector(e.conn, e.db, e.tiers, slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if n, err := testutil.GatherAndCount(reg, "pyramid_tier_rows", "pyramid_tier_lag_seconds"); err != nil || n != 5 {
-		t.Errorf("tier metrics: %d series (%v), want 3 row counts and 2 lags", n, err)
-	}
+	// The collector reads the status in the background; the first figures come with a
+	// scrape soon.
+	waitTierFigures(t, reg, "the tier metrics", func(map[string]float64, float64) error {
+		if n, err := testutil.GatherAndCount(reg, "pyramid_tier_rows", "pyramid_tier_lag_seconds", "pyramid_tier_status_age_seconds"); err != nil || n != 6 {
+			return fmt.Errorf("%d series (%v), want 3 row counts, 2 lags and the age", n, err)
+		}
+		return nil
+	})
 }

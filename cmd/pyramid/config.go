@@ -44,8 +44,8 @@ type config struct {
 	RetryAfter         time.Duration `envconfig:"RETRY_AFTER" default:"2s" desc:"Retry-After sent with 503 responses"`
 	MaxFuture          time.Duration `envconfig:"MAX_FUTURE" default:"10m" desc:"how far ahead of the clock a sample may lie; later ones, and ones older than raw retention, get 400"`
 	SeriesCacheSize    int           `envconfig:"SERIES_CACHE_SIZE" default:"1000000" desc:"series remembered as catalogued (bounds memory)"`
-	ReadMaxSeries      int           `envconfig:"READ_MAX_SERIES" default:"500000" desc:"most series one remote-read query may return (429 beyond)"`
-	ReadMaxSamples     int           `envconfig:"READ_MAX_SAMPLES" default:"50000000" desc:"most samples one remote-read query may return (429 beyond)"`
+	ReadMaxSeries      int           `envconfig:"READ_MAX_SERIES" default:"500000" desc:"most series one remote-read request may return, summed over its queries (429 beyond)"`
+	ReadMaxSamples     int           `envconfig:"READ_MAX_SAMPLES" default:"50000000" desc:"most samples one remote-read request may return, summed over its queries (429 beyond)"`
 	ReadMaxConcurrent  int           `envconfig:"READ_MAX_CONCURRENT" default:"10" desc:"remote-read requests answered at once; more wait"`
 	ReadQueueWait      time.Duration `envconfig:"READ_QUEUE_WAIT" default:"10s" desc:"how long a remote read waits for a slot before 429"`
 	ReadMaxFrameBytes  int           `envconfig:"READ_MAX_FRAME_BYTES" default:"50000000" desc:"largest streamed remote-read frame (one whole series); match the clients' chunked_read_limit"`
@@ -56,6 +56,7 @@ type config struct {
 	RetentionInterval  time.Duration `envconfig:"RETENTION_INTERVAL" default:"1h" desc:"how often expired rollup partitions, and on servers without TTL raw ones, are dropped"`
 	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	WebConfigFile      string        `envconfig:"WEB_CONFIG_FILE" flag:"web.config.file" default:"" desc:"web config file (Prometheus's --web.config.file format) for TLS, basic auth, bearer tokens and permissions; empty serves plain HTTP to anyone"`
+	PprofAddr          string        `envconfig:"PPROF_ADDR" default:"" desc:"listen address of Go's /debug/pprof profiles, such as 127.0.0.1:6060; empty serves none"`
 
 	// tiers is Tiers parsed, set by loadConfig, which refuses a ladder that does not parse.
 	tiers []rollup.Tier

@@ -120,6 +120,13 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
 	logger.Info("pyramid listening", "addr", ln.Addr().String(), "tls", guard != nil && guard.TLS(), "clickhouse", cfg.ClickHouseAddr, "database", cfg.ClickHouseDatabase)
+	if cfg.PprofAddr != "" {
+		_, stopPprof, err := servePprof(cfg.PprofAddr, logger)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
 
 	// ClickHouse may start after pyramid (a sidecar races its peers), so the schema is
 	// applied in the background until it works; writes get 503 until then.
