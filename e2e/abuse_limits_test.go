@@ -117,7 +117,7 @@ func abuseTooManyRows(t *testing.T, pyr *pyramidServer) {
 		t.Fatalf("the ordinary sender was refused: %v", err)
 	default:
 	}
-	n, err := abuseCountSamples(ctx, pyr, `__name__=~"abuse_ordinary|abuse_huge|abuse_wide|abuse_shard"`, base, base+requests*perRequest*1000)
+	n, err := abuseCountSamples(ctx, pyr, `__name__=~"abuse_ordinary|abuse_huge|abuse_wide|abuse_shard"`, base, base+requests*perRequest*abuseStepMs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func abuseReadBudget(t *testing.T, pyr *pyramidServer) {
 			t.Fatal(err)
 		}
 	}
-	end := base + int64(abuseDenseSamples)*1000
+	end := base + int64(abuseDenseSamples)*abuseStepMs
 	sparse := abuseQuery(base, end, `__name__="abuse_sparse"`) // 100 series, 10,000 samples
 	dense := abuseQuery(base, end, `__name__="abuse_dense"`)   // 5 series, 15,000 samples
 	repeat := func(q *prompb.Query, n int) []*prompb.Query {
@@ -362,15 +362,19 @@ func abuseTierFigures(metricsURL string) (rows, age float64, err error) {
 // abuseBase is where the test's samples start: recent enough for raw retention.
 func abuseBase() int64 { return (time.Now().UnixMilli()/3_600_000 - 3) * 3_600_000 }
 
+// abuseStepMs spaces the test's samples: dense enough that every request's samples lie
+// between abuseBase and now, as pyramid refuses samples from the future.
+const abuseStepMs = 100
+
 // abuseWriteBody is a remote-write 1.0 body of series name{i="k"} for k0 <= k < k1, each
-// with samples at 1 s steps from base, request r's after those of the requests before it.
+// with samples abuseStepMs apart from base, request r's after those of the requests before it.
 func abuseWriteBody(t *testing.T, name string, base int64, r, k0, k1, samples int) []byte {
 	t.Helper()
 	var wr prompb.WriteRequest
 	for k := k0; k < k1; k++ {
 		ts := prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: name}, {Name: "i", Value: strconv.Itoa(k)}}}
 		for j := range samples {
-			ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: base + int64(r*samples+j)*1000, Value: float64(r)})
+			ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: base + int64(r*samples+j)*abuseStepMs, Value: float64(r)})
 		}
 		wr.Timeseries = append(wr.Timeseries, ts)
 	}
