@@ -36,6 +36,8 @@ type pendingBatch struct {
 	timer *time.Timer
 	done  chan struct{} // closed once err is set
 	err   error
+	// mem holds the memory budget of the batch's rows until their insert ends.
+	mem lease
 }
 
 func newBatcher(cfg Config, m *metrics, insert func(ctx context.Context, b *Batch) error) *batcher {
@@ -50,9 +52,10 @@ func newBatcher(cfg Config, m *metrics, insert func(ctx context.Context, b *Batc
 }
 
 // write adds b's rows to the pending batch and waits for that batch's insert. b is copied;
-// the caller may reuse it after return. When ctx ends first, write returns ctx's error and
-// the rows are still inserted (a retry then writes them again, which the tables absorb).
-func (bt *batcher) write(ctx context.Context, b *Batch) error {
+// the caller may reuse it after return. Once the rows are taken, the batch also takes what
+// mem holds and returns it after the insert. When ctx ends first, write returns ctx's error
+// and the rows are still inserted (a retry then writes them again, which the tables absorb).
+func (bt *batcher) write(ctx context.Context, b *Batch, mem *lease) error {
 	n := b.rows()
 	if n == 0 {
 		return nil
@@ -76,6 +79,7 @@ func (bt *batcher) write(ctx context.Context, b *Batch) error {
 		bt.cur = p
 	}
 	p.b.appendBatch(b)
+	p.mem.absorb(mem)
 	if p.b.rows() >= bt.cfg.BatchRows {
 		bt.shipLocked()
 	}
@@ -136,6 +140,7 @@ func (bt *batcher) work() {
 		bt.mu.Lock()
 		bt.inFlight -= p.b.rows()
 		bt.m.rowsInFlight.Set(float64(bt.inFlight))
+		p.mem.release()
 		bt.mu.Unlock()
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -100,10 +101,18 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 	}
 	reg.MustRegister(rollup.NewStatusCollector(conn, cfg.ClickHouseDatabase, cfg.tiers, logger))
 	srv.Handle("/api/v1/status/tiers", rollup.StatusHandler(conn, cfg.ClickHouseDatabase, cfg.tiers, logger))
+	// The request memory budget is half of the limit; the other half is for the rest of
+	// the process and the garbage the collector has not reclaimed yet, which the soft
+	// limit makes it reclaim sooner as the process nears the limit.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
+	}
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
 	}
+	// Bodies have their own deadline (PYRAMID_HTTP_BODY_TIMEOUT, which srv.Handler sets on
+	// each request); a server-wide ReadTimeout would also cancel long remote reads.
 	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
