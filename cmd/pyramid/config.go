@@ -40,6 +40,8 @@ type config struct {
 	MaxDecodes         int           `envconfig:"MAX_CONCURRENT_DECODES" default:"16" desc:"write requests decompressed and validated at once, once their body has arrived; more wait (bounds CPU)"`
 	MemoryLimit        int64         `envconfig:"MEMORY_LIMIT" default:"1073741824" desc:"memory pyramid keeps under: the Go runtime's soft limit (unless GOMEMLIMIT is set), and half of it bounds request bodies, their decoding and rows waiting for insert (503 beyond)"`
 	BodyTimeout        time.Duration `envconfig:"HTTP_BODY_TIMEOUT" default:"1m" desc:"longest a request body may take to arrive (408 beyond)"`
+	IdleTimeout        time.Duration `envconfig:"HTTP_IDLE_TIMEOUT" default:"2m" desc:"how long an idle keep-alive connection stays open"`
+	MaxConnections     int           `envconfig:"MAX_CONNECTIONS" default:"512" desc:"HTTP connections open at once; past it idle ones are closed, then new ones wait"`
 	InsertWorkers      int           `envconfig:"INSERT_WORKERS" default:"2" desc:"batch inserts running at once"`
 	MaxRowsInFlight    int           `envconfig:"MAX_ROWS_IN_FLIGHT" default:"2000000" desc:"rows accepted but not yet stored before writes get 503"`
 	InsertTimeout      time.Duration `envconfig:"INSERT_TIMEOUT" default:"30s" desc:"timeout of one batch insert"`

@@ -101,19 +101,24 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 	}
 	reg.MustRegister(rollup.NewStatusCollector(conn, cfg.ClickHouseDatabase, cfg.tiers, logger))
 	srv.Handle("/api/v1/status/tiers", rollup.StatusHandler(conn, cfg.ClickHouseDatabase, cfg.tiers, logger))
+	if err := checkConnectionLimit(cfg.MaxConnections); err != nil {
+		return err
+	}
 	// The request memory budget is half of the limit; the other half is for the rest of
 	// the process and the garbage the collector has not reclaimed yet, which the soft
 	// limit makes it reclaim sooner as the process nears the limit.
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(cfg.MemoryLimit)
 	}
-	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	tcp, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
 	}
+	ln := newConnLimiter(tcp, cfg.MaxConnections, reg)
 	// Bodies have their own deadline (PYRAMID_HTTP_BODY_TIMEOUT, which srv.Handler sets on
 	// each request); a server-wide ReadTimeout would also cancel long remote reads.
-	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout: cfg.IdleTimeout, ConnState: ln.connState}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
 	logger.Info("pyramid listening", "addr", ln.Addr().String(), "clickhouse", cfg.ClickHouseAddr, "database", cfg.ClickHouseDatabase)
