@@ -21,7 +21,7 @@ type wireRequest struct {
 	buf      []byte
 	series   []wireSeries
 	labels   []wireLabel
-	samples  []prompb.Sample
+	samples  []wireSample
 	metadata []prompb.MetricMetadata
 	// charge, when not nil, is charged for every arena before it is allocated or grown.
 	charge func(int64) error
@@ -32,6 +32,13 @@ type wireSeries struct {
 	labelStart, labelEnd   int
 	sampleStart, sampleEnd int
 	histograms             int
+}
+
+// wireSample is a sample as pyramid stores it: a third of prompb.Sample, whose fields
+// for unknown protobuf content the arena of a large request would pay for every sample.
+type wireSample struct {
+	Timestamp int64
+	Value     float64
 }
 
 // wireLabel locates a label's name and value in the request body: [nameStart, nameEnd) and
@@ -50,7 +57,7 @@ func offset(buf, v []byte) uint32 { return uint32(cap(buf) - cap(v)) }
 func (r *wireRequest) seriesLabels(s *wireSeries) []wireLabel {
 	return r.labels[s.labelStart:s.labelEnd]
 }
-func (r *wireRequest) seriesSamples(s *wireSeries) []prompb.Sample {
+func (r *wireRequest) seriesSamples(s *wireSeries) []wireSample {
 	return r.samples[s.sampleStart:s.sampleEnd]
 }
 
@@ -127,10 +134,10 @@ func parseWriteRequest(b []byte, charge func(int64) error) (*wireRequest, error)
 // makeArenas allocates the sample and label arenas with room for the given counts,
 // charging them first.
 func (r *wireRequest) makeArenas(samples, labels int) error {
-	if err := r.reserve(int64(samples)*int64(unsafe.Sizeof(prompb.Sample{})) + int64(labels)*int64(unsafe.Sizeof(wireLabel{}))); err != nil {
+	if err := r.reserve(int64(samples)*int64(unsafe.Sizeof(wireSample{})) + int64(labels)*int64(unsafe.Sizeof(wireLabel{}))); err != nil {
 		return err
 	}
-	r.samples = make([]prompb.Sample, 0, samples)
+	r.samples = make([]wireSample, 0, samples)
 	r.labels = make([]wireLabel, 0, labels)
 	return nil
 }
@@ -256,8 +263,8 @@ func eachField(b []byte, fn func(num protowire.Number, typ protowire.Type, v []b
 
 // parseSample decodes a Sample message, the same in remote write 1.0 and 2.0 (2.0's
 // start_timestamp, field 3, is skipped: pyramid does not store it).
-func parseSample(b []byte) (prompb.Sample, error) {
-	var smp prompb.Sample
+func parseSample(b []byte) (wireSample, error) {
+	var smp wireSample
 	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		switch num {
 		case fieldSampleValue:

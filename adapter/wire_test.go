@@ -14,7 +14,10 @@ func toPrompb(r *wireRequest) *prompb.WriteRequest {
 	out := &prompb.WriteRequest{Metadata: r.metadata}
 	for i := range r.series {
 		s := &r.series[i]
-		ts := prompb.TimeSeries{Samples: r.seriesSamples(s)}
+		var ts prompb.TimeSeries
+		for _, smp := range r.seriesSamples(s) {
+			ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: smp.Timestamp, Value: smp.Value})
+		}
 		for _, l := range r.seriesLabels(s) {
 			ts.Labels = append(ts.Labels, prompb.Label{Name: string(l.name(r.buf)), Value: string(l.value(r.buf))})
 		}
