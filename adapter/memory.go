@@ -2,6 +2,8 @@ package adapter
 
 import (
 	"fmt"
+	"runtime"
+	runtimemetrics "runtime/metrics"
 	"slices"
 	"sync"
 	"unsafe"
@@ -30,16 +32,35 @@ const (
 // (503) rather than waiting: requests that hold part of the budget and wait for more
 // could wait for each other. Grafana Mimir's distributor refuses requests past its
 // in-flight bytes limit the same way.
+//
+// Bytes a request returns stay counted, as garbage, until a collection has freed them:
+// otherwise requests that fail fast could allocate the budget many times over before the
+// collector catches up. When garbage alone stands in the way of a charge, the charge
+// runs a collection first.
 type memoryBudget struct {
 	limit int64
 
 	mu   sync.Mutex
 	used int64
+	// recent is what requests returned after the two latest counts of completed
+	// collections, older first: a collection frees it only if it began after the return.
+	recent [2]returned
+
+	collections prometheus.Counter
+}
+
+// returned is the bytes returned while at collections had completed.
+type returned struct {
+	at    uint64
+	bytes int64
 }
 
 func newMemoryBudget(limit int64, reg prometheus.Registerer) *memoryBudget {
-	m := &memoryBudget{limit: limit}
-	reg.MustRegister(
+	m := &memoryBudget{limit: limit, collections: prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pyramid_request_memory_collections_total",
+		Help: "Garbage collections run because memory that requests returned was not yet freed and the budget was needed.",
+	})}
+	reg.MustRegister(m.collections,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pyramid_request_memory_bytes",
 			Help: "Bytes of the request memory budget held by request bodies, their decoding and rows waiting for insert.",
@@ -58,6 +79,68 @@ func (m *memoryBudget) inUse() int64 {
 	return m.used
 }
 
+// chargeLocked takes n bytes for a holder that already has held. m.mu must be held; it
+// is released while a collection runs.
+func (m *memoryBudget) chargeLocked(held, n int64) error {
+	if held+n > m.limit {
+		return fmt.Errorf("%w: the request needs %d bytes of memory, more than the whole request memory budget of %d", ErrTooLarge, held+n, m.limit)
+	}
+	if m.used+n > m.limit {
+		return fmt.Errorf("%w: %d of %d bytes in use, %d more needed", ErrMemoryBudget, m.used, m.limit, n)
+	}
+	if m.used+m.garbageLocked()+n > m.limit {
+		// runtime.GC waits for a full collection, which frees all that was returned
+		// before the call.
+		before := m.recent
+		m.mu.Unlock()
+		runtime.GC()
+		m.mu.Lock()
+		m.collections.Inc()
+		for i := range m.recent {
+			for _, b := range before {
+				if m.recent[i].at == b.at {
+					m.recent[i].bytes -= b.bytes
+				}
+			}
+		}
+		if garbage := m.garbageLocked(); m.used+garbage+n > m.limit {
+			return fmt.Errorf("%w: %d of %d bytes in use and %d not yet freed, %d more needed", ErrMemoryBudget, m.used, m.limit, garbage, n)
+		}
+	}
+	m.used += n
+	return nil
+}
+
+// garbageLocked is what requests returned that no collection has freed yet. m.mu must
+// be held.
+func (m *memoryBudget) garbageLocked() int64 {
+	now := gcCycles()
+	var n int64
+	for _, r := range m.recent {
+		if r.at+2 > now {
+			n += r.bytes
+		}
+	}
+	return n
+}
+
+// returnLocked gives n bytes back, counted as garbage until a collection has freed them.
+// m.mu must be held.
+func (m *memoryBudget) returnLocked(n int64) {
+	m.used -= n
+	if now := gcCycles(); now != m.recent[1].at {
+		m.recent[0], m.recent[1] = m.recent[1], returned{at: now}
+	}
+	m.recent[1].bytes += n
+}
+
+// gcCycles is how many garbage collections have completed.
+func gcCycles() uint64 {
+	s := []runtimemetrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	runtimemetrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
 // lease is one request's share of a memoryBudget. The zero lease of a nil budget charges
 // nothing, for callers without a budget.
 type lease struct {
@@ -74,13 +157,9 @@ func (l *lease) grow(n int64) error {
 	m := l.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if l.held+n > m.limit {
-		return fmt.Errorf("%w: the request needs %d bytes of memory, more than the whole request memory budget of %d", ErrTooLarge, l.held+n, m.limit)
+	if err := m.chargeLocked(l.held, n); err != nil {
+		return err
 	}
-	if m.used+n > m.limit {
-		return fmt.Errorf("%w: %d of %d bytes in use, %d more needed", ErrMemoryBudget, m.used, m.limit, n)
-	}
-	m.used += n
 	l.held += n
 	return nil
 }
@@ -94,7 +173,7 @@ func (l *lease) resize(n int64) error {
 		return nil
 	}
 	l.m.mu.Lock()
-	l.m.used -= l.held - n
+	l.m.returnLocked(l.held - n)
 	l.m.mu.Unlock()
 	l.held = n
 	return nil

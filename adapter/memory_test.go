@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"runtime"
+	"runtime/debug"
 	"testing"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
@@ -62,7 +65,7 @@ func TestDecodeChargesBeforeAllocating(t *testing.T) {
 	} {
 		body := snappy.Encode(nil, tc.raw)
 		unbudgeted := allocated(func() { _, _ = decodeWriteRequest(body, 64<<20, tc.proto, nil) })
-		m := &memoryBudget{limit: budget}
+		m := newMemoryBudget(budget, prometheus.NewRegistry())
 		l := lease{m: m}
 		var err error
 		used := allocated(func() { _, err = decodeWriteRequest(body, 64<<20, tc.proto, l.add) })
@@ -142,5 +145,41 @@ func TestBatchBytes(t *testing.T) {
 	}
 	if bound < want {
 		t.Errorf("batchBound() = %d, below the batch's %d bytes", bound, want)
+	}
+}
+
+// TestMemoryBudgetCountsGarbage: bytes a request returns stay counted until a collection
+// has freed them. A charge that only garbage stands in the way of runs one collection and
+// succeeds; one that a collection has already made room for runs none; one that live
+// requests stand in the way of fails at once.
+func TestMemoryBudgetCountsGarbage(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // no collections but the budget's and ours
+	reg := prometheus.NewRegistry()
+	m := newMemoryBudget(100, reg)
+	collections := func() float64 { return testutil.ToFloat64(m.collections) }
+
+	a := lease{m: m}
+	if err := a.grow(80); err != nil {
+		t.Fatal(err)
+	}
+	a.release()
+	b := lease{m: m}
+	if err := b.grow(50); err != nil || collections() != 1 {
+		t.Fatalf("charge past returned bytes: %v after %v collections; want success after 1", err, collections())
+	}
+	b.release()
+	runtime.GC()
+	runtime.GC()
+	c := lease{m: m}
+	if err := c.grow(90); err != nil || collections() != 1 {
+		t.Fatalf("charge after two collections: %v after %v forced collections; want success and none more", err, collections())
+	}
+	d := lease{m: m}
+	if err := d.grow(20); !errors.Is(err, ErrMemoryBudget) || collections() != 1 {
+		t.Fatalf("charge past live bytes: %v after %v forced collections; want ErrMemoryBudget and none more", err, collections())
+	}
+	c.release()
+	if m.inUse() != 0 {
+		t.Errorf("%d bytes in use after every lease was released", m.inUse())
 	}
 }

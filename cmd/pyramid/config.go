@@ -38,7 +38,7 @@ type config struct {
 	BatchRows          int           `envconfig:"BATCH_ROWS" default:"100000" desc:"rows that make a batch insert go at once"`
 	BatchWait          time.Duration `envconfig:"BATCH_WAIT" default:"100ms" desc:"longest a batch waits for more rows before its insert (each request waits up to this long)"`
 	MaxDecodes         int           `envconfig:"MAX_CONCURRENT_DECODES" default:"16" desc:"write requests decompressed and validated at once, once their body has arrived; more wait (bounds CPU)"`
-	MemoryLimit        int64         `envconfig:"MEMORY_LIMIT" default:"1073741824" desc:"memory pyramid keeps under: the Go runtime's soft limit (unless GOMEMLIMIT is set), and half of it bounds request bodies, their decoding and rows waiting for insert (503 beyond)"`
+	MemoryLimit        int64         `envconfig:"MEMORY_LIMIT" default:"1073741824" desc:"memory pyramid keeps under: half of it bounds request bodies, their decoding and rows waiting for insert (503 beyond), and 90% of it is the Go runtime's soft limit unless GOMEMLIMIT is set"`
 	BodyTimeout        time.Duration `envconfig:"HTTP_BODY_TIMEOUT" default:"1m" desc:"longest a request body may take to arrive (408 beyond)"`
 	IdleTimeout        time.Duration `envconfig:"HTTP_IDLE_TIMEOUT" default:"2m" desc:"how long an idle keep-alive connection stays open"`
 	MaxConnections     int           `envconfig:"MAX_CONNECTIONS" default:"512" desc:"HTTP connections open at once; past it idle ones are closed, then new ones wait"`

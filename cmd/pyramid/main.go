@@ -104,11 +104,13 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 	if err := checkConnectionLimit(cfg.MaxConnections); err != nil {
 		return err
 	}
-	// The request memory budget is half of the limit; the other half is for the rest of
-	// the process and the garbage the collector has not reclaimed yet, which the soft
-	// limit makes it reclaim sooner as the process nears the limit.
+	// The request memory budget is half of the limit (adapterConfig); the other half is
+	// for the rest of the process and the garbage of everything else, which a soft limit
+	// makes the collector reclaim sooner as the process nears it. The soft limit is set
+	// below the limit, as Prometheus's --auto-gomemlimit.ratio=0.9 does, because the
+	// runtime passes it while a collection runs and the binary's own pages are not in it.
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(cfg.MemoryLimit)
+		debug.SetMemoryLimit(cfg.MemoryLimit / 10 * 9)
 	}
 	tcp, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
