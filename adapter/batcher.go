@@ -60,6 +60,10 @@ func (bt *batcher) write(ctx context.Context, b *Batch, mem *lease) error {
 	if n == 0 {
 		return nil
 	}
+	if n > bt.cfg.MaxRowsInFlight {
+		// Never accepted, however long the sender retries: 413, as for a body too large.
+		return fmt.Errorf("%w: %d rows in one request, more than the %d rows that may be in flight", ErrTooLarge, n, bt.cfg.MaxRowsInFlight)
+	}
 	bt.mu.Lock()
 	if bt.closed {
 		bt.mu.Unlock()

@@ -440,8 +440,9 @@ func TestGroupCommit(t *testing.T) {
 	}
 }
 
-// TestOverloadAndShutdown: past the in-flight cap a write gets 503 straight away; on
-// shutdown the rows already accepted are inserted and their request gets its 204.
+// TestOverloadAndShutdown: past the in-flight cap a write gets 503 straight away, and one
+// larger than the cap 413; on shutdown the rows already accepted are inserted and their
+// request gets its 204.
 func TestOverloadAndShutdown(t *testing.T) {
 	s := newTestServer(t, func(c *adapter.Config) { c.BatchRows = 1000; c.MaxRowsInFlight = 1000; c.BatchWait = time.Minute })
 	mk := func(name string) []byte {
@@ -467,6 +468,15 @@ func TestOverloadAndShutdown(t *testing.T) {
 	resp, msg := s.post(t, mk("second"))
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(msg, "in flight") {
 		t.Errorf("over the cap: %d %q Retry-After %q, want 503 with Retry-After", resp.StatusCode, msg, resp.Header.Get("Retry-After"))
+	}
+	// A request that alone passes the cap could never be taken, and a 503 would have the
+	// sender retry it forever.
+	var huge []prompb.TimeSeries
+	for i := range 1000 { // 1,000 samples + 1 series row
+		huge = append(huge, series("huge", nil, prompb.Sample{Timestamp: int64(i), Value: 1}))
+	}
+	if resp, msg := s.post(t, body(t, &prompb.WriteRequest{Timeseries: huge})); resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(msg, "1001 rows in one request") {
+		t.Errorf("request larger than the cap: %d %q, want 413 naming its rows", resp.StatusCode, msg)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
