@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -12,6 +13,22 @@ import (
 // fdReserve is the file descriptors kept free of client connections: ClickHouse
 // connections, the listener, log and runtime files.
 const fdReserve = 64
+
+// Limits of a request's header: the time it may take to arrive, and its size, which
+// every open connection may hold in memory (net/http answers 431 past it; remote write
+// and read send a few hundred bytes).
+const (
+	headerTimeout  = 10 * time.Second
+	maxHeaderBytes = 64 << 10
+)
+
+// newHTTPServer serves h on ln with pyramid's connection limits. Bodies have their own
+// deadline (PYRAMID_HTTP_BODY_TIMEOUT, which adapter's handler sets on each request): a
+// server-wide ReadTimeout would also cancel long remote reads.
+func newHTTPServer(h http.Handler, cfg config, ln *connLimiter) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: headerTimeout, MaxHeaderBytes: maxHeaderBytes,
+		IdleTimeout: cfg.IdleTimeout, ConnState: ln.connState}
+}
 
 // connLimiter bounds the connections the HTTP server holds open, so that clients cannot
 // take every file descriptor (Prometheus bounds its own with --web.max-connections and

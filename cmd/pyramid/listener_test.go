@@ -22,7 +22,7 @@ func limitedServer(t *testing.T, max int, h http.Handler) (*connLimiter, string,
 		t.Fatal(err)
 	}
 	ln := newConnLimiter(tcp, max, prometheus.NewRegistry())
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ConnState: ln.connState}
+	srv := newHTTPServer(h, config{IdleTimeout: time.Minute}, ln)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
@@ -156,5 +156,29 @@ func TestCheckConnectionLimit(t *testing.T) {
 	}
 	if err := checkConnectionLimit(int(fds) - fdReserve); err != nil {
 		t.Errorf("a limit leaving %d descriptors: %v", fdReserve, err)
+	}
+}
+
+// TestHeaderSizeLimit: a header past maxHeaderBytes is refused with 431 instead of being
+// held in memory, which every open connection could do.
+func TestHeaderSizeLimit(t *testing.T) {
+	_, addr, _ := limitedServer(t, 2, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	big := strings.Repeat("x", maxHeaderBytes+8<<10) // net/http allows 4 KiB over the limit
+	if _, err := fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: pyramid\r\nX-Big: %s\r\n\r\n", big); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("header of %d bytes: %s, want 431", len(big), resp.Status)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -117,10 +116,7 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
 	}
 	ln := newConnLimiter(tcp, cfg.MaxConnections, reg)
-	// Bodies have their own deadline (PYRAMID_HTTP_BODY_TIMEOUT, which srv.Handler sets on
-	// each request); a server-wide ReadTimeout would also cancel long remote reads.
-	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout: cfg.IdleTimeout, ConnState: ln.connState}
+	httpSrv := newHTTPServer(srv.Handler(), cfg, ln)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
 	logger.Info("pyramid listening", "addr", ln.Addr().String(), "clickhouse", cfg.ClickHouseAddr, "database", cfg.ClickHouseDatabase)
