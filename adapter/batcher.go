@@ -39,6 +39,8 @@ type pendingBatch struct {
 	timer *time.Timer
 	done  chan struct{} // closed once err is set
 	err   error
+	// mem holds the memory budget of the batch's rows until their insert ends.
+	mem lease
 }
 
 func newBatcher(cfg Config, m *metrics, insert func(ctx context.Context, b *Batch) error) *batcher {
@@ -63,9 +65,10 @@ const (
 )
 
 // write adds b's rows to the pending batch and waits for that batch's insert. b is copied;
-// the caller may reuse it after return. When ctx ends first, write returns ctx's error and
-// the rows are still inserted (a retry then writes them again, which the tables absorb).
-func (bt *batcher) write(ctx context.Context, b *Batch) error {
+// the caller may reuse it after return. Once the rows are taken, the batch also takes what
+// mem holds and returns it after the insert. When ctx ends first, write returns ctx's error
+// and the rows are still inserted (a retry then writes them again, which the tables absorb).
+func (bt *batcher) write(ctx context.Context, b *Batch, mem *lease) error {
 	n := b.rows()
 	if n == 0 {
 		return nil
@@ -76,7 +79,7 @@ func (bt *batcher) write(ctx context.Context, b *Batch) error {
 		return fmt.Errorf("%w: %d rows in one request, more than the %d that may be in flight at once; lower the sender's max_samples_per_send", ErrTooLarge, n, bt.cfg.MaxRowsInFlight)
 	}
 	if b.daySpan() > sharedMaxDays {
-		return bt.writeAlone(ctx, b)
+		return bt.writeAlone(ctx, b, mem)
 	}
 	bt.mu.Lock()
 	if err := bt.admitLocked(n); err != nil {
@@ -90,6 +93,7 @@ func (bt *batcher) write(ctx context.Context, b *Batch) error {
 		bt.cur = p
 	}
 	p.b.appendBatch(b)
+	p.mem.absorb(mem)
 	if p.b.rows() >= bt.cfg.BatchRows {
 		bt.shipLocked()
 	}
@@ -117,8 +121,8 @@ func (bt *batcher) admitLocked(n int) error {
 }
 
 // writeAlone inserts b in batches of its own, split by days (see sharedMaxDays), and waits
-// for all of them; the first error is the request's.
-func (bt *batcher) writeAlone(ctx context.Context, b *Batch) error {
+// for all of them; the first error is the request's. The first batch takes what mem holds.
+func (bt *batcher) writeAlone(ctx context.Context, b *Batch, mem *lease) error {
 	parts := b.splitDays(insertMaxDays)
 	bt.mu.Lock()
 	if err := bt.admitLocked(b.rows()); err != nil {
@@ -130,6 +134,7 @@ func (bt *batcher) writeAlone(ctx context.Context, b *Batch) error {
 		pending[i] = &pendingBatch{b: *part, done: make(chan struct{})}
 		bt.ready = append(bt.ready, pending[i])
 	}
+	pending[0].mem.absorb(mem)
 	bt.cond.Broadcast()
 	bt.mu.Unlock()
 
@@ -233,6 +238,7 @@ func (bt *batcher) work() {
 		bt.mu.Lock()
 		bt.inFlight -= p.b.rows()
 		bt.m.rowsInFlight.Set(float64(bt.inFlight))
+		p.mem.release()
 		bt.mu.Unlock()
 	}
 }

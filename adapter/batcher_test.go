@@ -103,7 +103,7 @@ func TestBatcherIsolatesRequestsSpanningDays(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := bt.write(context.Background(), b); err != nil {
+			if err := bt.write(context.Background(), b, &lease{}); err != nil {
 				t.Errorf("write: %v", err)
 			}
 		}()

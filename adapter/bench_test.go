@@ -63,7 +63,7 @@ func BenchmarkDecodeValidate(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(int64(len(raw)))
 		for b.Loop() {
-			if _, err := decodeWriteRequest(body, 1<<30, protoWriteV1); err != nil {
+			if _, err := decodeWriteRequest(body, 1<<30, protoWriteV1, nil); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -76,7 +76,7 @@ func BenchmarkDecodeValidate(b *testing.B) {
 		cache := newSeriesCache(1 << 20)
 		for b.Loop() {
 			b.StopTimer()
-			r, _ := decodeWriteRequest(body, 1<<30, protoWriteV1)
+			r, _ := decodeWriteRequest(body, 1<<30, protoWriteV1, nil)
 			b.StartTimer()
 			validateInto(b, cache, r)
 		}
@@ -87,7 +87,7 @@ func BenchmarkDecodeValidate(b *testing.B) {
 		b.SetBytes(int64(len(raw)))
 		cache := newSeriesCache(1 << 20)
 		for b.Loop() {
-			r, err := decodeWriteRequest(body, 1<<30, protoWriteV1)
+			r, err := decodeWriteRequest(body, 1<<30, protoWriteV1, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

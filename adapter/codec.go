@@ -1,8 +1,8 @@
 package adapter
 
 import (
+	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"strings"
@@ -45,32 +45,21 @@ func checkWriteHeaders(h http.Header) (string, error) {
 	}
 }
 
-// readBody reads at most limit bytes of r. It refuses a declared Content-Length over the
-// limit before reading anything, and any other body as soon as it passes the limit.
-func readBody(r *http.Request, limit int64) ([]byte, error) {
-	if r.ContentLength > limit {
-		return nil, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", ErrTooLarge, r.ContentLength, limit)
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("read body after %d bytes: %w", len(body), err)
-	}
-	if int64(len(body)) > limit {
-		return nil, fmt.Errorf("%w: body exceeds the limit of %d bytes", ErrTooLarge, limit)
-	}
-	return body, nil
-}
-
 // decompress undoes snappy block compression, checking the decoded length in the snappy
-// header against maxDecoded before allocating anything. The result is a new buffer; body
-// may be reused after return.
-func decompress(body []byte, maxDecoded int64) ([]byte, error) {
+// header against maxDecoded and charging it (charge may be nil) before allocating
+// anything. The result is a new buffer; body may be reused after return.
+func decompress(body []byte, maxDecoded int64, charge func(int64) error) ([]byte, error) {
 	n, err := snappy.DecodedLen(body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: snappy header: %v", ErrDecode, err)
 	}
 	if int64(n) > maxDecoded {
 		return nil, fmt.Errorf("%w: decompresses to %d bytes, over the limit of %d", ErrTooLarge, n, maxDecoded)
+	}
+	if charge != nil {
+		if err := charge(int64(n)); err != nil {
+			return nil, fmt.Errorf("decompress %d bytes: %w", n, err)
+		}
 	}
 	raw, err := snappy.Decode(make([]byte, n), body)
 	if err != nil {
@@ -80,10 +69,10 @@ func decompress(body []byte, maxDecoded int64) ([]byte, error) {
 }
 
 // decodeWriteRequest decompresses and parses a remote-write body of the given proto
-// (protoWriteV1 or protoWriteV2). The result aliases a buffer of its own; body may be
-// reused after return.
-func decodeWriteRequest(body []byte, maxDecoded int64, proto string) (*wireRequest, error) {
-	raw, err := decompress(body, maxDecoded)
+// (protoWriteV1 or protoWriteV2), charging what it allocates to charge (nil charges
+// nothing). The result aliases a buffer of its own; body may be reused after return.
+func decodeWriteRequest(body []byte, maxDecoded int64, proto string, charge func(int64) error) (*wireRequest, error) {
+	raw, err := decompress(body, maxDecoded, charge)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +80,10 @@ func decodeWriteRequest(body []byte, maxDecoded int64, proto string) (*wireReque
 	if proto == protoWriteV2 {
 		parse = parseWriteRequestV2
 	}
-	req, err := parse(raw)
+	req, err := parse(raw, charge)
+	if errors.Is(err, ErrMemoryBudget) || errors.Is(err, ErrTooLarge) {
+		return nil, fmt.Errorf("parse %s of %d bytes: %w", proto, len(raw), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: protobuf %s of %d bytes: %v", ErrDecode, proto, len(raw), err)
 	}

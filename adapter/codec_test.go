@@ -70,7 +70,7 @@ func TestReadBodyLimit(t *testing.T) {
 	} {
 		r := httptest.NewRequest(http.MethodPost, "/api/v1/write", strings.NewReader(tc.body))
 		r.ContentLength = tc.contentLength
-		got, err := readBody(r, tc.limit)
+		got, err := readBody(httptest.NewRecorder(), r, tc.limit, &lease{})
 		if !errors.Is(err, tc.wantErr) {
 			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.wantErr)
 		}
@@ -105,7 +105,7 @@ func TestDecodeWriteRequest(t *testing.T) {
 		// A 5-byte body whose header claims 1 GiB must be refused before anything is allocated.
 		{"huge declared length", []byte{0x80, 0x80, 0x80, 0x80, 0x04}, 1 << 20, ErrTooLarge},
 	} {
-		got, err := decodeWriteRequest(tc.body, tc.maxDecoded, protoWriteV1)
+		got, err := decodeWriteRequest(tc.body, tc.maxDecoded, protoWriteV1, nil)
 		if !errors.Is(err, tc.wantErr) {
 			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.wantErr)
 			continue

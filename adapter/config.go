@@ -20,10 +20,16 @@ type Config struct {
 	// BatchRows rows or BatchWait after its first row arrived, whichever is first.
 	BatchRows int
 	BatchWait time.Duration
-	// MaxConcurrentDecodes bounds the requests being read, decompressed and validated at
-	// once, and so the memory they hold (each at most MaxRequestBytes + MaxDecodedBytes).
+	// MaxConcurrentDecodes bounds the write requests being decompressed and validated at
+	// once, which is CPU work: a request takes a slot only once its body has arrived.
 	// Requests past it wait for a slot; requests waiting for their batch hold none.
 	MaxConcurrentDecodes int
+	// MemoryBudget bounds the bytes that request bodies, their decoded forms and the rows
+	// waiting for insert hold together (see memoryBudget). Past it writes get 503.
+	MemoryBudget int64
+	// BodyTimeout bounds the time a request body may take to arrive; past it the client
+	// gets 408 and its connection is closed.
+	BodyTimeout time.Duration
 	// InsertWorkers is how many batches may be inserted at once.
 	InsertWorkers int
 	// MaxRowsInFlight caps rows accepted but not yet stored; past it writes get 503.
@@ -88,6 +94,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("batch wait %s must be positive", c.BatchWait)
 	case c.MaxConcurrentDecodes <= 0:
 		return fmt.Errorf("concurrent decodes %d must be positive", c.MaxConcurrentDecodes)
+	case c.MemoryBudget <= 0:
+		return fmt.Errorf("request memory budget %d must be positive", c.MemoryBudget)
+	case c.BodyTimeout <= 0:
+		return fmt.Errorf("body timeout %s must be positive", c.BodyTimeout)
 	case c.InsertWorkers <= 0:
 		return fmt.Errorf("insert workers %d must be positive", c.InsertWorkers)
 	case c.MaxRowsInFlight < c.BatchRows:

@@ -20,10 +20,15 @@ var (
 	ErrUnsupportedMediaType = errors.New("unsupported media type")
 	// ErrMethodNotAllowed: anything but POST on a write or read endpoint.
 	ErrMethodNotAllowed = errors.New("method not allowed")
-	// ErrOverloaded: more rows in flight than the configured cap. It answers 503, not 429,
-	// because Prometheus drops a batch on 429 unless retry_on_http_429 is set, and an
-	// overloaded store must never cost data.
-	ErrOverloaded = errors.New("too many rows in flight")
+	// ErrOverloaded: more rows in flight than the configured cap, or no decode slot free.
+	// It answers 503, not 429, because Prometheus drops a batch on 429 unless
+	// retry_on_http_429 is set, and an overloaded store must never cost data.
+	ErrOverloaded = errors.New("overloaded")
+	// ErrMemoryBudget: the request memory budget is spent by other requests and rows
+	// waiting for insert. 503 like ErrOverloaded, for the same reason.
+	ErrMemoryBudget = errors.New("request memory budget exhausted")
+	// ErrBodyTimeout: the request body did not arrive within the body timeout.
+	ErrBodyTimeout = errors.New("request body not received in time")
 	// ErrStoreUnavailable: ClickHouse did not take the rows; Prometheus should retry.
 	ErrStoreUnavailable = errors.New("ClickHouse unavailable")
 	// ErrNotReady: the schema has not been applied yet (ClickHouse was down at start-up).
@@ -107,11 +112,13 @@ func statusFor(err error) (code int, retry bool) {
 		return http.StatusNotAcceptable, false
 	case errors.Is(err, ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, false
+	case errors.Is(err, ErrBodyTimeout):
+		return http.StatusRequestTimeout, false
 	case errors.Is(err, ErrUnsupportedMediaType):
 		return http.StatusUnsupportedMediaType, false
 	case errors.Is(err, ErrMethodNotAllowed):
 		return http.StatusMethodNotAllowed, false
-	case errors.Is(err, ErrOverloaded), errors.Is(err, ErrStoreUnavailable),
+	case errors.Is(err, ErrOverloaded), errors.Is(err, ErrMemoryBudget), errors.Is(err, ErrStoreUnavailable),
 		errors.Is(err, ErrNotReady), errors.Is(err, ErrShuttingDown):
 		return http.StatusServiceUnavailable, true
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):

@@ -26,6 +26,8 @@ func TestStatusFor(t *testing.T) {
 		{"unsupported media type", fmt.Errorf("%w: gzip", ErrUnsupportedMediaType), http.StatusUnsupportedMediaType, false},
 		{"method", fmt.Errorf("%w: GET", ErrMethodNotAllowed), http.StatusMethodNotAllowed, false},
 		{"overloaded", fmt.Errorf("%w: 3M rows", ErrOverloaded), http.StatusServiceUnavailable, true},
+		{"memory budget spent", fmt.Errorf("read body: %w", ErrMemoryBudget), http.StatusServiceUnavailable, true},
+		{"body too slow", fmt.Errorf("%w: 3 bytes in 1m", ErrBodyTimeout), http.StatusRequestTimeout, false},
 		{"ClickHouse down", fmt.Errorf("%w: %w", ErrStoreUnavailable, errors.New("dial tcp: refused")), http.StatusServiceUnavailable, true},
 		{"schema not ready", ErrNotReady, http.StatusServiceUnavailable, true},
 		{"shutting down", ErrShuttingDown, http.StatusServiceUnavailable, true},

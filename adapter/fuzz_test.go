@@ -32,7 +32,7 @@ func FuzzDecodeWriteRequest(f *testing.F) {
 
 	const maxDecoded = 1 << 20
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := decodeWriteRequest(body, maxDecoded, protoWriteV1)
+		req, err := decodeWriteRequest(body, maxDecoded, protoWriteV1, nil)
 		if err != nil {
 			return
 		}
@@ -43,7 +43,7 @@ func FuzzDecodeWriteRequest(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encode a decoded request: %v", err)
 		}
-		again, err := decodeWriteRequest(snappy.Encode(nil, raw), math.MaxInt64, protoWriteV1)
+		again, err := decodeWriteRequest(snappy.Encode(nil, raw), math.MaxInt64, protoWriteV1, nil)
 		if err != nil {
 			t.Fatalf("decode a re-encoded request: %v", err)
 		}

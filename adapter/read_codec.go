@@ -31,11 +31,16 @@ const samplesPerChunk = 120
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // decodeReadRequest decompresses and parses a remote-read body (see decompress for the
-// size check).
-func decodeReadRequest(body []byte, maxDecoded int64) (*prompb.ReadRequest, error) {
-	raw, err := decompress(body, maxDecoded)
+// size check), charging what that may allocate to charge (nil charges nothing).
+func decodeReadRequest(body []byte, maxDecoded int64, charge func(int64) error) (*prompb.ReadRequest, error) {
+	raw, err := decompress(body, maxDecoded, charge)
 	if err != nil {
 		return nil, err
+	}
+	if charge != nil {
+		if err := charge(int64(len(raw)) * generatedBytesPerByte); err != nil {
+			return nil, fmt.Errorf("parse ReadRequest of %d bytes: %w", len(raw), err)
+		}
 	}
 	var req prompb.ReadRequest
 	if err := req.Unmarshal(raw); err != nil {

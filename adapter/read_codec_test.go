@@ -287,7 +287,7 @@ func FuzzDecodeReadRequest(f *testing.F) {
 
 	const maxDecoded = 1 << 16
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := decodeReadRequest(body, maxDecoded)
+		req, err := decodeReadRequest(body, maxDecoded, nil)
 		if err != nil {
 			if !errors.Is(err, ErrDecode) && !errors.Is(err, ErrTooLarge) {
 				t.Fatalf("error of no known kind: %v", err)
@@ -304,7 +304,7 @@ func FuzzDecodeReadRequest(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encode a decoded request: %v", err)
 		}
-		again, err := decodeReadRequest(snappy.Encode(nil, raw), math.MaxInt64)
+		again, err := decodeReadRequest(snappy.Encode(nil, raw), math.MaxInt64, nil)
 		if err != nil {
 			t.Fatalf("decode a re-encoded request: %v", err)
 		}

@@ -80,20 +80,23 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request) (streaming bool, e
 	if !s.schemaReady.Load() {
 		return false, ErrNotReady
 	}
+	// The body is read and decoded before a read slot is taken, so that a client that
+	// sends slowly holds no slot, only the memory it has sent.
+	mem := lease{m: s.mem}
+	defer mem.release()
+	body, err := readBody(w, r, s.cfg.MaxRequestBytes, &mem)
+	if err != nil {
+		return false, err
+	}
+	req, err := decodeReadRequest(body, s.cfg.MaxDecodedBytes, mem.add)
+	if err != nil {
+		return false, err
+	}
 	release, err := s.acquireReadSlot(r.Context())
 	if err != nil {
 		return false, err
 	}
 	defer release()
-
-	body, err := readBody(r, s.cfg.MaxRequestBytes)
-	if err != nil {
-		return false, err
-	}
-	req, err := decodeReadRequest(body, s.cfg.MaxDecodedBytes)
-	if err != nil {
-		return false, err
-	}
 	respType, err := negotiateResponseType(req.AcceptedResponseTypes)
 	if err != nil {
 		return false, err

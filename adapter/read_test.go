@@ -513,47 +513,87 @@ func TestReadLimits(t *testing.T) {
 	}
 }
 
-// TestReadConcurrencyLimit holds the only read slot with a request whose body never
-// ends; the next read waits ReadQueueWait and gets 429 with Retry-After, naming the limit.
+// TestReadConcurrencyLimit: a read whose body never ends holds no read slot, so the next
+// read is answered; a read that is being answered holds the only slot (its ClickHouse
+// query is slow on purpose), and the next read waits ReadQueueWait and gets 429 with
+// Retry-After, naming the limit.
 func TestReadConcurrencyLimit(t *testing.T) {
-	s := newTestServer(t, func(c *adapter.Config) {
+	reader, slowQuery := slowReadServer(t, newTestServer(t, nil), 1_000_000, func(c *adapter.Config) {
 		c.ReadMaxConcurrent = 1
 		c.ReadQueueWait = 100 * time.Millisecond
 	})
+	q := &prompb.Query{EndTimestampMs: 1000, Matchers: []*prompb.LabelMatcher{matcher(t, `__name__="x"`)}}
+
 	pr, pw := io.Pipe()
+	trickling := postInBackground(reader.URL+"/api/v1/read", pr)
+	if _, err := pw.Write([]byte{0xff}); err != nil { // the server is now reading this body
+		t.Fatal(err)
+	}
+	waitGauge(t, reader, "pyramid_request_memory_bytes", 16<<10)
+	if code, _, msg := reader.readHTTP(t, &prompb.ReadRequest{Queries: []*prompb.Query{q}}); code != http.StatusOK {
+		t.Errorf("read while another read's body trickles in: %d %s; want 200", code, msg)
+	}
+	pw.CloseWithError(errors.New("client gives up"))
+	<-trickling
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	raw, err := (&prompb.ReadRequest{Queries: []*prompb.Query{slowQuery}}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, reader.URL+"/api/v1/read", bytes.NewReader(snappy.Encode(nil, raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	held := make(chan error, 1)
 	go func() {
-		req, err := http.NewRequest(http.MethodPost, s.URL+"/api/v1/read", pr)
-		if err != nil {
-			held <- err
-			return
-		}
-		req.Header.Set("Content-Encoding", "snappy")
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			resp.Body.Close()
 		}
 		held <- err
 	}()
-	waitGauge(t, s, "pyramid_reads_in_flight", 1)
+	waitGauge(t, reader, "pyramid_reads_in_flight", 1)
 
-	q := &prompb.Query{EndTimestampMs: 1000, Matchers: []*prompb.LabelMatcher{matcher(t, `__name__="x"`)}}
-	raw, err := (&prompb.ReadRequest{Queries: []*prompb.Query{q}}).Marshal()
+	raw, err = (&prompb.ReadRequest{Queries: []*prompb.Query{q}}).Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, msg := s.postTo(t, "/api/v1/read", snappy.Encode(nil, raw))
+	resp, msg := reader.postTo(t, "/api/v1/read", snappy.Encode(nil, raw))
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(msg, "all 1 read slots") {
 		t.Errorf("read while the slot is held: %d (Retry-After %q) %q; want 429 with Retry-After naming the limit",
 			resp.StatusCode, resp.Header.Get("Retry-After"), msg)
 	}
 
-	pw.CloseWithError(errors.New("client gives up"))
+	cancel()
 	<-held
-	waitGauge(t, s, "pyramid_reads_in_flight", 0)
-	if code, _, msg := s.readHTTP(t, &prompb.ReadRequest{Queries: []*prompb.Query{q}}); code != http.StatusOK {
+	waitGauge(t, reader, "pyramid_reads_in_flight", 0)
+	if code, _, msg := reader.readHTTP(t, &prompb.ReadRequest{Queries: []*prompb.Query{q}}); code != http.StatusOK {
 		t.Errorf("read after the slot was released: %d %s", code, msg)
 	}
+	waitGauge(t, reader, "pyramid_request_memory_bytes", 0)
+}
+
+// postInBackground posts body to url as a remote-read or -write request would be sent,
+// and reports the client's error (nil once any response arrived) on the channel.
+func postInBackground(url string, body io.Reader) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		req, err := http.NewRequest(http.MethodPost, url, body)
+		if err != nil {
+			done <- err
+			return
+		}
+		req.Header.Set("Content-Encoding", "snappy")
+		req.Header.Set("Content-Type", "application/x-protobuf")
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	return done
 }
 
 // waitGauge polls the server's registry until the gauge has the value.
@@ -579,39 +619,11 @@ func waitGauge(t *testing.T, s *testServer, name string, want float64) {
 func TestReadCancelStopsClickHouseQuery(t *testing.T) {
 	s := newTestServer(t, nil)
 	const n = 1_000_000
-	b := adapter.Batch{
-		Targets: make([]uint64, n), Fingerprints: make([]uint64, n), Timestamps: make([]int64, n), Values: make([]float64, n),
-		Series: []adapter.SeriesRow{{Fingerprint: 42, Target: 7, MetricName: "slow", Names: []string{"__name__"}, Values: []string{"slow"},
-			FirstSeen: 0, LastSeen: (n - 1) * 100}},
-	}
-	for i := range n {
-		b.Targets[i], b.Fingerprints[i], b.Timestamps[i], b.Values[i] = 7, 42, int64(i)*100, float64(i)
-	}
+	reader, q := slowReadServer(t, s, n, nil)
 	ctx := context.Background()
-	if err := adapter.InsertSeries(ctx, s.conn, s.db, b.Series); err != nil {
-		t.Fatal(err)
-	}
-	if err := adapter.InsertSamples(ctx, s.conn, s.db, &b); err != nil {
-		t.Fatal(err)
-	}
-
-	slow, err := clickhouse.Open(&clickhouse.Options{
-		Addr: []string{schematest.Addr(t)},
-		Settings: clickhouse.Settings{
-			"max_block_size": 1, "max_threads": 1, "log_queries": 1,
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = slow.Close() })
-	cfg := testConfig(s.db)
-	cfg.ReadMaxSamples = 2 * n
-	reader := startServer(t, slow, cfg, true)
 
 	reqCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	q := &prompb.Query{EndTimestampMs: n * 100, Matchers: []*prompb.LabelMatcher{matcher(t, `__name__="slow"`)}}
 	raw, err := (&prompb.ReadRequest{Queries: []*prompb.Query{q}}).Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -663,4 +675,43 @@ func TestReadCancelStopsClickHouseQuery(t *testing.T) {
 	if ended == 0 || maxRead >= n {
 		t.Errorf("query log: %d entries for the ended query, which read up to %d of %d rows; want it stopped early", ended, maxRead, n)
 	}
+}
+
+// slowReadServer stores one series of n samples in s's database and starts a second
+// server on the same tables whose ClickHouse connection reads in blocks of one row on one
+// thread, so that reading the series takes seconds. It returns that server and the query
+// that reads the series.
+func slowReadServer(t *testing.T, s *testServer, n int64, tweak func(*adapter.Config)) (*testServer, *prompb.Query) {
+	t.Helper()
+	b := adapter.Batch{
+		Targets: make([]uint64, n), Fingerprints: make([]uint64, n), Timestamps: make([]int64, n), Values: make([]float64, n),
+		Series: []adapter.SeriesRow{{Fingerprint: 42, Target: 7, MetricName: "slow", Names: []string{"__name__"}, Values: []string{"slow"},
+			FirstSeen: 0, LastSeen: (n - 1) * 100}},
+	}
+	for i := range n {
+		b.Targets[i], b.Fingerprints[i], b.Timestamps[i], b.Values[i] = 7, 42, i*100, float64(i)
+	}
+	ctx := context.Background()
+	if err := adapter.InsertSeries(ctx, s.conn, s.db, b.Series); err != nil {
+		t.Fatal(err)
+	}
+	if err := adapter.InsertSamples(ctx, s.conn, s.db, &b); err != nil {
+		t.Fatal(err)
+	}
+	slow, err := clickhouse.Open(&clickhouse.Options{
+		Addr: []string{schematest.Addr(t)},
+		Settings: clickhouse.Settings{
+			"max_block_size": 1, "max_threads": 1, "log_queries": 1,
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = slow.Close() })
+	cfg := testConfig(s.db)
+	cfg.ReadMaxSamples = 2 * int(n)
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	return startServer(t, slow, cfg, true), &prompb.Query{EndTimestampMs: n * 100, Matchers: []*prompb.LabelMatcher{matcher(t, `__name__="slow"`)}}
 }

@@ -34,6 +34,8 @@ type Server struct {
 	batcher  *batcher
 	// decodeSlots holds a token per request being decoded (Config.MaxConcurrentDecodes).
 	decodeSlots chan struct{}
+	// mem is the request memory budget (Config.MemoryBudget).
+	mem *memoryBudget
 	// marker marks the rollup work of stored samples.
 	marker *rollup.Marker
 	// readSlots holds a token per remote read being answered (Config.ReadMaxConcurrent).
@@ -55,6 +57,7 @@ func New(cfg Config, conn driver.Conn, logger *slog.Logger, reg prometheus.Regis
 		metadata: newMetadataCache(maxMetadataFamilies), decodeSlots: make(chan struct{}, cfg.MaxConcurrentDecodes),
 		readSlots: make(chan struct{}, cfg.ReadMaxConcurrent), marker: rollup.NewMarker(cfg.RollupUnitWidth)}
 	s.m = newMetrics(reg, s.cache.len, func() int { return len(s.decodeSlots) }, func() int { return len(s.readSlots) })
+	s.mem = newMemoryBudget(cfg.MemoryBudget, reg)
 	s.batcher = newBatcher(cfg, s.m, s.insert)
 
 	r := mux.NewRouter()
@@ -74,7 +77,7 @@ func New(cfg Config, conn driver.Conn, logger *slog.Logger, reg prometheus.Regis
 func (s *Server) Handle(path string, h http.Handler) { s.router.Handle(path, h) }
 
 // Handler returns the routes.
-func (s *Server) Handler() http.Handler { return s.router }
+func (s *Server) Handler() http.Handler { return withBodyDeadline(s.router, s.cfg.BodyTimeout) }
 
 // SchemaReady lets writes and reads through; call it once schema.Migrate has succeeded.
 func (s *Server) SchemaReady() { s.schemaReady.Store(true) }

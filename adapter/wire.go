@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unsafe"
 
 	"github.com/prometheus/prometheus/prompb"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -20,8 +21,10 @@ type wireRequest struct {
 	buf      []byte
 	series   []wireSeries
 	labels   []wireLabel
-	samples  []prompb.Sample
+	samples  []wireSample
 	metadata []prompb.MetricMetadata
+	// charge, when not nil, is charged for every arena before it is allocated or grown.
+	charge func(int64) error
 }
 
 // wireSeries locates one TimeSeries' labels and samples in the request's arenas.
@@ -29,6 +32,13 @@ type wireSeries struct {
 	labelStart, labelEnd   int
 	sampleStart, sampleEnd int
 	histograms             int
+}
+
+// wireSample is a sample as pyramid stores it: a third of prompb.Sample, whose fields
+// for unknown protobuf content the arena of a large request would pay for every sample.
+type wireSample struct {
+	Timestamp int64
+	Value     float64
 }
 
 // wireLabel locates a label's name and value in the request body: [nameStart, nameEnd) and
@@ -47,7 +57,7 @@ func offset(buf, v []byte) uint32 { return uint32(cap(buf) - cap(v)) }
 func (r *wireRequest) seriesLabels(s *wireSeries) []wireLabel {
 	return r.labels[s.labelStart:s.labelEnd]
 }
-func (r *wireRequest) seriesSamples(s *wireSeries) []prompb.Sample {
+func (r *wireRequest) seriesSamples(s *wireSeries) []wireSample {
 	return r.samples[s.sampleStart:s.sampleEnd]
 }
 
@@ -78,17 +88,18 @@ var (
 // Unmarshal accepts (a differential fuzz test holds it to that) except protobuf groups, which
 // no remote-write sender emits, and bytes the protobuf reference decoder calls malformed. Unknown fields are skipped, exemplars checked and dropped,
 // histograms checked and counted so that validation can refuse them.
-func parseWriteRequest(b []byte) (*wireRequest, error) {
+func parseWriteRequest(b []byte, charge func(int64) error) (*wireRequest, error) {
 	if int64(len(b)) > math.MaxUint32 {
 		return nil, fmt.Errorf("body of %d bytes is too large to parse", len(b))
 	}
 	b = b[:len(b):len(b)] // offset relies on every subslice ending at the body's end
-	r := &wireRequest{buf: b}
+	r := &wireRequest{buf: b, charge: charge}
 	// A sample costs at least 11 bytes on the wire and a label of a real series 20 to 40;
 	// sizing the arenas from the body avoids most regrowth without trusting any length
 	// prefix in it.
-	r.samples = make([]prompb.Sample, 0, len(b)/64)
-	r.labels = make([]wireLabel, 0, len(b)/32)
+	if err := r.makeArenas(len(b)/64, len(b)/32); err != nil {
+		return nil, err
+	}
 	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		switch num {
 		case fieldWriteTimeseries:
@@ -100,11 +111,17 @@ func parseWriteRequest(b []byte) (*wireRequest, error) {
 			if typ != protowire.BytesType {
 				return fmt.Errorf("metadata: %w %d", errWireType, typ)
 			}
+			// The strings of a metadata entry are copies of at most its bytes.
+			if err := r.reserve(int64(len(v))); err != nil {
+				return err
+			}
 			var md prompb.MetricMetadata
 			if err := md.Unmarshal(v); err != nil {
 				return fmt.Errorf("metadata %d: %w", len(r.metadata), err)
 			}
-			r.metadata = append(r.metadata, md)
+			var err error
+			r.metadata, err = appendCharged(r.metadata, md, r.charge)
+			return err
 		}
 		return nil
 	})
@@ -112,6 +129,37 @@ func parseWriteRequest(b []byte) (*wireRequest, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// makeArenas allocates the sample and label arenas with room for the given counts,
+// charging them first.
+func (r *wireRequest) makeArenas(samples, labels int) error {
+	if err := r.reserve(int64(samples)*int64(unsafe.Sizeof(wireSample{})) + int64(labels)*int64(unsafe.Sizeof(wireLabel{}))); err != nil {
+		return err
+	}
+	r.samples = make([]wireSample, 0, samples)
+	r.labels = make([]wireLabel, 0, labels)
+	return nil
+}
+
+// unmarshalCharged runs the generated unmarshal of a message that is checked and then
+// dropped, charging what it may allocate for as long as it runs.
+func (r *wireRequest) unmarshalCharged(v []byte, unmarshal func([]byte) error) error {
+	n := int64(len(v)) * generatedBytesPerByte
+	if err := r.reserve(n); err != nil {
+		return err
+	}
+	err := unmarshal(v)
+	_ = r.reserve(-n)
+	return err
+}
+
+// reserve charges n bytes about to be allocated for r; a negative n returns bytes.
+func (r *wireRequest) reserve(n int64) error {
+	if r.charge == nil {
+		return nil
+	}
+	return r.charge(n)
 }
 
 func (r *wireRequest) parseSeries(b []byte) error {
@@ -141,7 +189,8 @@ func (r *wireRequest) parseSeries(b []byte) error {
 			if err != nil {
 				return fmt.Errorf("series %d label: %w", len(r.series), err)
 			}
-			r.labels = append(r.labels, l)
+			r.labels, err = appendCharged(r.labels, l, r.charge)
+			return err
 		case fieldSeriesSamples:
 			if typ != protowire.BytesType {
 				return fmt.Errorf("sample: %w %d", errWireType, typ)
@@ -150,7 +199,8 @@ func (r *wireRequest) parseSeries(b []byte) error {
 			if err != nil {
 				return fmt.Errorf("series %d sample: %w", len(r.series), err)
 			}
-			r.samples = append(r.samples, smp)
+			r.samples, err = appendCharged(r.samples, smp, r.charge)
+			return err
 		case fieldSeriesExemplar, fieldSeriesHistogram:
 			// Neither is stored, but both are checked like the generated code checks them,
 			// so that a malformed one fails the request here too. Both are rare.
@@ -159,10 +209,10 @@ func (r *wireRequest) parseSeries(b []byte) error {
 			}
 			if num == fieldSeriesExemplar {
 				var e prompb.Exemplar
-				return e.Unmarshal(v)
+				return r.unmarshalCharged(v, e.Unmarshal)
 			}
 			var h prompb.Histogram
-			if err := h.Unmarshal(v); err != nil {
+			if err := r.unmarshalCharged(v, h.Unmarshal); err != nil {
 				return err
 			}
 			s.histograms++
@@ -173,8 +223,8 @@ func (r *wireRequest) parseSeries(b []byte) error {
 		return err
 	}
 	s.labelEnd, s.sampleEnd = len(r.labels), len(r.samples)
-	r.series = append(r.series, s)
-	return nil
+	r.series, err = appendCharged(r.series, s, r.charge)
+	return err
 }
 
 // eachField calls fn for every field of the message b with the field's raw value: the
@@ -213,8 +263,8 @@ func eachField(b []byte, fn func(num protowire.Number, typ protowire.Type, v []b
 
 // parseSample decodes a Sample message, the same in remote write 1.0 and 2.0 (2.0's
 // start_timestamp, field 3, is skipped: pyramid does not store it).
-func parseSample(b []byte) (prompb.Sample, error) {
-	var smp prompb.Sample
+func parseSample(b []byte) (wireSample, error) {
+	var smp wireSample
 	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		switch num {
 		case fieldSampleValue:

@@ -36,14 +36,15 @@ var errRef = errors.New("invalid symbol reference")
 // are offsets into b, like 1.0 labels. Per-series metadata becomes one prompb.MetricMetadata
 // per metric name (the first series of a name wins). Histograms are counted for validation
 // to refuse; exemplars and start timestamps are checked and dropped.
-func parseWriteRequestV2(b []byte) (*wireRequest, error) {
+func parseWriteRequestV2(b []byte, charge func(int64) error) (*wireRequest, error) {
 	if int64(len(b)) > math.MaxUint32 {
 		return nil, fmt.Errorf("body of %d bytes is too large to parse", len(b))
 	}
 	b = b[:len(b):len(b)]
-	r := &wireRequest{buf: b}
-	r.samples = make([]prompb.Sample, 0, len(b)/32)
-	r.labels = make([]wireLabel, 0, len(b)/16)
+	r := &wireRequest{buf: b, charge: charge}
+	if err := r.makeArenas(len(b)/32, len(b)/16); err != nil {
+		return nil, err
+	}
 
 	// Symbols usually precede the series on the wire, but protobuf allows any order, so
 	// they are collected in a pass of their own.
@@ -56,8 +57,9 @@ func parseWriteRequestV2(b []byte) (*wireRequest, error) {
 			return fmt.Errorf("symbols: %w %d", errWireType, typ)
 		}
 		start := offset(b, v)
-		symbols = append(symbols, [2]uint32{start, start + uint32(len(v))})
-		return nil
+		var err error
+		symbols, err = appendCharged(symbols, [2]uint32{start, start + uint32(len(v))}, charge)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -102,7 +104,8 @@ func (r *wireRequest) parseSeriesV2(b []byte, symbols [][2]uint32, refs []uint32
 			if err != nil {
 				return err
 			}
-			r.samples = append(r.samples, smp)
+			r.samples, err = appendCharged(r.samples, smp, r.charge)
+			return err
 		case fieldV2Histograms, fieldV2Exemplars, fieldV2Metadata:
 			// Checked like the generated code checks them, so that a malformed one fails
 			// the request here too.
@@ -112,13 +115,13 @@ func (r *wireRequest) parseSeriesV2(b []byte, symbols [][2]uint32, refs []uint32
 			switch num {
 			case fieldV2Histograms:
 				var h writev2.Histogram
-				if err := h.Unmarshal(v); err != nil {
+				if err := r.unmarshalCharged(v, h.Unmarshal); err != nil {
 					return err
 				}
 				s.histograms++
 			case fieldV2Exemplars:
 				var e writev2.Exemplar
-				return e.Unmarshal(v)
+				return r.unmarshalCharged(v, e.Unmarshal)
 			default:
 				// A message field that appears twice is merged, as protobuf specifies and
 				// the generated code does: the second occurrence overwrites only the
@@ -137,16 +140,19 @@ func (r *wireRequest) parseSeriesV2(b []byte, symbols [][2]uint32, refs []uint32
 	if len(refs)%2 != 0 {
 		return refs, fmt.Errorf("series %d: %w: %d label references, want pairs", len(r.series), errRef, len(refs))
 	}
-	name := ""
+	var name []byte
 	for i := 0; i < len(refs); i += 2 {
 		if int(refs[i]) >= len(symbols) || int(refs[i+1]) >= len(symbols) {
 			return refs, fmt.Errorf("series %d: %w: label refs %d, %d of %d symbols", len(r.series), errRef, refs[i], refs[i+1], len(symbols))
 		}
 		n, v := symbols[refs[i]], symbols[refs[i+1]]
 		l := wireLabel{nameStart: n[0], nameEnd: n[1], valueStart: v[0], valueEnd: v[1]}
-		r.labels = append(r.labels, l)
+		var err error
+		if r.labels, err = appendCharged(r.labels, l, r.charge); err != nil {
+			return refs, fmt.Errorf("series %d: %w", len(r.series), err)
+		}
 		if string(l.name(r.buf)) == labels.MetricName {
-			name = string(l.value(r.buf))
+			name = l.value(r.buf)
 		}
 	}
 	// A zero Metadata is what the generated code sees when the field is absent; it carries
@@ -157,18 +163,21 @@ func (r *wireRequest) parseSeriesV2(b []byte, symbols [][2]uint32, refs []uint32
 		}
 	}
 	s.labelEnd, s.sampleEnd = len(r.labels), len(r.samples)
-	r.series = append(r.series, s)
-	return refs, nil
+	r.series, err = appendCharged(r.series, s, r.charge)
+	return refs, err
 }
 
 // addMetadataV2 records a series' metadata under its metric name, once per name. Remote
 // write 2.0 repeats metadata on every series of every request; 1.0 sends it separately.
-func (r *wireRequest) addMetadataV2(md *writev2.Metadata, name string, symbols [][2]uint32, seen map[string]bool) error {
-	sym := func(ref uint32) (string, error) {
+//
+// Strings are copied out of the body only for metadata that is kept: symbols can be large
+// and shared by any number of series.
+func (r *wireRequest) addMetadataV2(md *writev2.Metadata, name []byte, symbols [][2]uint32, seen map[string]bool) error {
+	sym := func(ref uint32) ([]byte, error) {
 		if int(ref) >= len(symbols) {
-			return "", fmt.Errorf("%w: metadata ref %d of %d symbols", errRef, ref, len(symbols))
+			return nil, fmt.Errorf("%w: metadata ref %d of %d symbols", errRef, ref, len(symbols))
 		}
-		return string(r.buf[symbols[ref][0]:symbols[ref][1]]), nil
+		return r.buf[symbols[ref][0]:symbols[ref][1]], nil
 	}
 	help, err := sym(md.HelpRef)
 	if err != nil {
@@ -178,15 +187,19 @@ func (r *wireRequest) addMetadataV2(md *writev2.Metadata, name string, symbols [
 	if err != nil {
 		return err
 	}
-	if name == "" || seen[name] || (md.Type == writev2.Metadata_METRIC_TYPE_UNSPECIFIED && help == "" && unit == "") {
+	if len(name) == 0 || seen[string(name)] || (md.Type == writev2.Metadata_METRIC_TYPE_UNSPECIFIED && len(help) == 0 && len(unit) == 0) {
 		return nil
 	}
-	seen[name] = true
+	if err := r.reserve(int64(len(name) + len(help) + len(unit))); err != nil {
+		return err
+	}
+	family := string(name)
+	seen[family] = true
 	// The two enums number the types alike: COUNTER 1, GAUGE 2, ... STATESET 7.
-	r.metadata = append(r.metadata, prompb.MetricMetadata{
-		Type: prompb.MetricMetadata_MetricType(md.Type), MetricFamilyName: name, Help: help, Unit: unit,
-	})
-	return nil
+	r.metadata, err = appendCharged(r.metadata, prompb.MetricMetadata{
+		Type: prompb.MetricMetadata_MetricType(md.Type), MetricFamilyName: family, Help: string(help), Unit: string(unit),
+	}, r.charge)
+	return err
 }
 
 // appendVarints appends a repeated uint32 field's values, packed or not, as the generated

@@ -94,7 +94,7 @@ func TestParseWriteRequestV2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := parseWriteRequestV2(raw)
+	r, err := parseWriteRequestV2(raw, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestParseWriteRequestV2(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := parseWriteRequestV2(raw); !errors.Is(err, errRef) {
+		if _, err := parseWriteRequestV2(raw, nil); !errors.Is(err, errRef) {
 			t.Errorf("%s: err = %v, want errRef", tc.name, err)
 		}
 	}
@@ -139,7 +139,7 @@ func FuzzParseWriteRequestV2(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var want writev2.Request
 		wantErr := want.Unmarshal(raw)
-		got, err := parseWriteRequestV2(raw)
+		got, err := parseWriteRequestV2(raw, nil)
 		if wantErr != nil {
 			if err == nil {
 				t.Fatalf("parser accepted what writev2 rejects (%v)", wantErr)

@@ -14,7 +14,10 @@ func toPrompb(r *wireRequest) *prompb.WriteRequest {
 	out := &prompb.WriteRequest{Metadata: r.metadata}
 	for i := range r.series {
 		s := &r.series[i]
-		ts := prompb.TimeSeries{Samples: r.seriesSamples(s)}
+		var ts prompb.TimeSeries
+		for _, smp := range r.seriesSamples(s) {
+			ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: smp.Timestamp, Value: smp.Value})
+		}
 		for _, l := range r.seriesLabels(s) {
 			ts.Labels = append(ts.Labels, prompb.Label{Name: string(l.name(r.buf)), Value: string(l.value(r.buf))})
 		}
@@ -33,7 +36,7 @@ func parseForTest(t testing.TB, req *prompb.WriteRequest) *wireRequest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := parseWriteRequest(raw)
+	r, err := parseWriteRequest(raw, nil)
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
@@ -107,7 +110,7 @@ func FuzzParseWriteRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var want prompb.WriteRequest
 		wantErr := want.Unmarshal(raw)
-		got, err := parseWriteRequest(raw)
+		got, err := parseWriteRequest(raw, nil)
 		switch {
 		case err == nil && wantErr == nil:
 			if diff := sameRequest(toPrompb(got), &want); diff != "" {

@@ -20,7 +20,7 @@ const (
 // handleWrite serves POST /api/v1/write, remote write 1.0 and 2.0.
 func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	proto, written, err := s.write(r)
+	proto, written, err := s.write(w, r)
 	if proto == protoWriteV2 {
 		// Every 2.0 response says what was stored, failures included (then usually 0).
 		// Histograms and exemplars are never stored yet, and say so.
@@ -36,7 +36,7 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 // protocol and how many samples it stored. Valid series are stored even when others in the
 // request are rejected; the 400 that follows then tells the sender which series were
 // dropped, and Prometheus drops only what pyramid could never store.
-func (s *Server) write(r *http.Request) (proto string, written int, err error) {
+func (s *Server) write(w http.ResponseWriter, r *http.Request) (proto string, written int, err error) {
 	if r.Method != http.MethodPost {
 		return "", 0, fmt.Errorf("%w: %s", ErrMethodNotAllowed, r.Method)
 	}
@@ -47,10 +47,18 @@ func (s *Server) write(r *http.Request) (proto string, written int, err error) {
 	if !s.schemaReady.Load() {
 		return proto, 0, ErrNotReady
 	}
+	mem := lease{m: s.mem}
+	defer mem.release()
 	var b Batch
-	metadata, verr, err := s.decode(r, proto, &b)
+	metadata, verr, err := s.decode(w, r, proto, &b, &mem)
 	if err != nil {
 		return proto, 0, err
+	}
+	// What the request read and decoded is garbage now; its rows and metadata remain,
+	// and the rows stay charged, as the batch's, until their insert ends.
+	rowBytes := inFlightCopies * b.bytes()
+	if err := mem.resize(rowBytes + metadataSize(metadata)); err != nil {
+		return proto, 0, fmt.Errorf("hold %d rows: %w", b.rows(), err)
 	}
 
 	if md := s.metadata.unseen(metadata); len(md) > 0 {
@@ -60,20 +68,28 @@ func (s *Server) write(r *http.Request) (proto string, written int, err error) {
 		s.metadata.add(md)
 		s.m.metadataWritten.Add(float64(len(md)))
 	}
-	if err := s.batcher.write(r.Context(), &b); err != nil {
+	_ = mem.resize(rowBytes)
+	samples := b.Samples()
+	if err := s.batcher.write(r.Context(), &b, &mem); err != nil {
 		return proto, 0, err
 	}
 	if verr != nil {
-		return proto, b.Samples(), verr
+		return proto, samples, verr
 	}
-	return proto, b.Samples(), nil
+	return proto, samples, nil
 }
 
-// decode reads, decodes and validates the body into b while holding a decode slot, so
-// that the memory of bodies in flight is bounded, and returns the request's metadata. The
-// slot is released before the caller waits for its batch: b and the metadata own their
-// memory, and nothing refers to the request body any more.
-func (s *Server) decode(r *http.Request, proto string, b *Batch) ([]prompb.MetricMetadata, *ValidationError, error) {
+// decode reads, decodes and validates the body into b and returns the request's
+// metadata, charging mem before each step allocates. The body is read before a decode
+// slot is taken, so a client that sends slowly holds only the bytes it has sent, never a
+// slot; the slot bounds the CPU spent decoding. It is released before the caller waits
+// for its batch: b and the metadata own their memory, and nothing refers to the request
+// body any more.
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, proto string, b *Batch, mem *lease) ([]prompb.MetricMetadata, *ValidationError, error) {
+	body, err := readBody(w, r, s.cfg.MaxRequestBytes, mem)
+	if err != nil {
+		return nil, nil, err
+	}
 	// The wait is bounded like an insert is: a request that cannot even start within
 	// InsertTimeout gets a 503 and comes back later.
 	wait := time.NewTimer(s.cfg.InsertTimeout)
@@ -86,13 +102,12 @@ func (s *Server) decode(r *http.Request, proto string, b *Batch) ([]prompb.Metri
 		return nil, nil, fmt.Errorf("%w: wait for one of %d decode slots: %w", ErrOverloaded, cap(s.decodeSlots), r.Context().Err())
 	}
 	defer func() { <-s.decodeSlots }()
-	body, err := readBody(r, s.cfg.MaxRequestBytes)
+	req, err := decodeWriteRequest(body, s.cfg.MaxDecodedBytes, proto, mem.add)
 	if err != nil {
 		return nil, nil, err
 	}
-	req, err := decodeWriteRequest(body, s.cfg.MaxDecodedBytes, proto)
-	if err != nil {
-		return nil, nil, err
+	if err := mem.grow(req.batchBound()); err != nil {
+		return nil, nil, fmt.Errorf("validate %d series: %w", len(req.series), err)
 	}
 	v := validator{cache: s.cache, accept: s.acceptWindow(time.Now())}
 	verr := v.toBatch(req, b)

@@ -33,6 +33,7 @@ func testConfig(db string) adapter.Config {
 	return adapter.Config{
 		Database: db, MaxRequestBytes: 1 << 20, MaxDecodedBytes: 4 << 20,
 		BatchRows: 10_000, BatchWait: 20 * time.Millisecond, InsertWorkers: 2, MaxConcurrentDecodes: 4,
+		MemoryBudget: 256 << 20, BodyTimeout: 10 * time.Second,
 		MaxRowsInFlight: 100_000, InsertTimeout: 10 * time.Second, RetryAfter: 2 * time.Second,
 		SeriesCacheSize: 1000, MaxFuture: 10 * time.Minute,
 		ReadMaxSeries: 10_000, ReadMaxSamples: 1_000_000, ReadMaxConcurrent: 4, ReadQueueWait: time.Second,
@@ -440,8 +441,9 @@ func TestGroupCommit(t *testing.T) {
 	}
 }
 
-// TestOverloadAndShutdown: past the in-flight cap a write gets 503 straight away; on
-// shutdown the rows already accepted are inserted and their request gets its 204.
+// TestOverloadAndShutdown: past the in-flight cap a write gets 503 straight away, and one
+// larger than the cap 413; on shutdown the rows already accepted are inserted and their
+// request gets its 204.
 func TestOverloadAndShutdown(t *testing.T) {
 	s := newTestServer(t, func(c *adapter.Config) { c.BatchRows = 1000; c.MaxRowsInFlight = 1000; c.BatchWait = time.Minute })
 	mk := func(name string) []byte {
@@ -467,6 +469,15 @@ func TestOverloadAndShutdown(t *testing.T) {
 	resp, msg := s.post(t, mk("second"))
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(msg, "in flight") {
 		t.Errorf("over the cap: %d %q Retry-After %q, want 503 with Retry-After", resp.StatusCode, msg, resp.Header.Get("Retry-After"))
+	}
+	// A request that alone passes the cap could never be taken, and a 503 would have the
+	// sender retry it forever.
+	var huge []prompb.TimeSeries
+	for i := range 1000 { // 1,000 samples + 1 series row
+		huge = append(huge, series("huge", nil, prompb.Sample{Timestamp: int64(i), Value: 1}))
+	}
+	if resp, msg := s.post(t, body(t, &prompb.WriteRequest{Timeseries: huge})); resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(msg, "1001 rows in one request") {
+		t.Errorf("request larger than the cap: %d %q, want 413 naming its rows", resp.StatusCode, msg)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -509,49 +520,6 @@ func metric(t *testing.T, g prometheus.Gatherer, name string) *dto.Metric {
 	}
 	t.Fatalf("no metric %s", name)
 	return nil
-}
-
-// TestDecodeSlots: a request whose body is still arriving holds one of the decode slots;
-// with every slot taken, the next request gets 503 instead of more memory being spent, and
-// the slow request completes once its body does.
-func TestDecodeSlots(t *testing.T) {
-	s := newTestServer(t, func(c *adapter.Config) { c.MaxConcurrentDecodes = 1; c.InsertTimeout = 3 * time.Second })
-	valid := body(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series("x", nil, prompb.Sample{Timestamp: 1, Value: 1})}})
-	pr, pw := io.Pipe()
-	slow := make(chan int)
-	go func() {
-		req, _ := http.NewRequest(http.MethodPost, s.URL+"/api/v1/write", pr)
-		req.Header.Set("Content-Encoding", "snappy")
-		req.Header.Set("Content-Type", "application/x-protobuf")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			slow <- 0
-			return
-		}
-		resp.Body.Close()
-		slow <- resp.StatusCode
-	}()
-	if _, err := pw.Write(valid[:3]); err != nil { // the server is now reading this body
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for gaugeValue(t, s.reg, "pyramid_write_decodes_in_flight") != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the slow request never took a decode slot")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	resp, msg := s.post(t, valid)
-	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(msg, "decode slots") || resp.Header.Get("Retry-After") == "" {
-		t.Errorf("with every decode slot taken: %d %q, want 503 with Retry-After", resp.StatusCode, msg)
-	}
-	if _, err := pw.Write(valid[3:]); err != nil {
-		t.Fatal(err)
-	}
-	pw.Close()
-	if code := <-slow; code != http.StatusNoContent {
-		t.Errorf("slow request: %d, want 204", code)
-	}
 }
 
 func histogramCount(t *testing.T, g prometheus.Gatherer, name string) uint64 {

@@ -37,7 +37,11 @@ type config struct {
 	MaxDecodedBytes    int64         `envconfig:"MAX_DECODED_BYTES" default:"134217728" desc:"largest remote-write body after snappy decompression (413 beyond)"`
 	BatchRows          int           `envconfig:"BATCH_ROWS" default:"100000" desc:"rows that make a batch insert go at once"`
 	BatchWait          time.Duration `envconfig:"BATCH_WAIT" default:"100ms" desc:"longest a batch waits for more rows before its insert (each request waits up to this long)"`
-	MaxDecodes         int           `envconfig:"MAX_CONCURRENT_DECODES" default:"16" desc:"write requests read and decoded at once; more wait (bounds memory)"`
+	MaxDecodes         int           `envconfig:"MAX_CONCURRENT_DECODES" default:"16" desc:"write requests decompressed and validated at once, once their body has arrived; more wait (bounds CPU)"`
+	MemoryLimit        int64         `envconfig:"MEMORY_LIMIT" default:"1073741824" desc:"memory pyramid keeps under: half of it bounds request bodies, their decoding and rows waiting for insert (503 beyond), and 90% of it is the Go runtime's soft limit unless GOMEMLIMIT is set"`
+	BodyTimeout        time.Duration `envconfig:"HTTP_BODY_TIMEOUT" default:"1m" desc:"longest a request body may take to arrive (408 beyond)"`
+	IdleTimeout        time.Duration `envconfig:"HTTP_IDLE_TIMEOUT" default:"2m" desc:"how long an idle keep-alive connection stays open"`
+	MaxConnections     int           `envconfig:"MAX_CONNECTIONS" default:"512" desc:"HTTP connections open at once; past it idle ones are closed, then new ones wait"`
 	InsertWorkers      int           `envconfig:"INSERT_WORKERS" default:"2" desc:"batch inserts running at once"`
 	MaxRowsInFlight    int           `envconfig:"MAX_ROWS_IN_FLIGHT" default:"2000000" desc:"rows accepted but not yet stored before writes get 503"`
 	InsertTimeout      time.Duration `envconfig:"INSERT_TIMEOUT" default:"30s" desc:"timeout of one batch insert"`
@@ -71,6 +75,8 @@ func (c config) adapterConfig() adapter.Config {
 		BatchWait:            c.BatchWait,
 		InsertWorkers:        c.InsertWorkers,
 		MaxConcurrentDecodes: c.MaxDecodes,
+		MemoryBudget:         c.MemoryLimit / 2,
+		BodyTimeout:          c.BodyTimeout,
 		MaxRowsInFlight:      c.MaxRowsInFlight,
 		InsertTimeout:        c.InsertTimeout,
 		RetryAfter:           c.RetryAfter,

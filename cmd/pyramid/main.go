@@ -10,9 +10,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -109,14 +109,28 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 		}
 		handler = guard.Handler(handler)
 	}
-	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err := checkConnectionLimit(cfg.MaxConnections); err != nil {
+		return err
+	}
+	// The request memory budget is half of the limit (adapterConfig); the other half is
+	// for the rest of the process and the garbage of everything else, which a soft limit
+	// makes the collector reclaim sooner as the process nears it. The soft limit is set
+	// below the limit, as Prometheus's --auto-gomemlimit.ratio=0.9 does, because the
+	// runtime passes it while a collection runs and the binary's own pages are not in it.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(cfg.MemoryLimit / 10 * 9)
+	}
+	tcp, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
 	}
+	// TLS goes on top of the connection limit, which counts and closes raw connections.
+	limited := newConnLimiter(tcp, cfg.MaxConnections, reg)
+	var ln net.Listener = limited
 	if guard != nil {
 		ln = guard.Listener(ln)
 	}
-	httpSrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := newHTTPServer(handler, cfg, limited)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
 	logger.Info("pyramid listening", "addr", ln.Addr().String(), "tls", guard != nil && guard.TLS(), "clickhouse", cfg.ClickHouseAddr, "database", cfg.ClickHouseDatabase)
