@@ -94,6 +94,7 @@ type engine struct {
 	mu   sync.Mutex // the library runs one statement at a time per connection
 	lib  *library
 	addr string
+	dir  string
 }
 
 func newEngine(libPath string) (*engine, error) {
@@ -111,7 +112,7 @@ func newEngine(libPath string) (*engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &engine{lib: lib, addr: ln.Addr().String()}
+	e := &engine{lib: lib, addr: ln.Addr().String(), dir: dir}
 	go func() { _ = http.Serve(ln, e) }()
 	return e, nil
 }
@@ -125,9 +126,9 @@ func newEngine(libPath string) (*engine, error) {
 const helloQuery = "SELECT displayName(), version(), revision(), timezone()"
 
 // ServeHTTP answers a request of clickhouse-go's HTTP protocol as ClickHouse's HTTP
-// interface does: the statement is the query parameter followed by the body (an INSERT's
-// Native data), or the body alone; output is in default_format; an error is a 500 whose
-// body is the exception text, which clickhouse-go turns into a *clickhouse.Exception.
+// interface does: the statement is the body, or for an INSERT the query parameter, with
+// the body as its Native data; output is in default_format; an error is a 500 whose body
+// is the exception text, which clickhouse-go turns into a *clickhouse.Exception.
 func (e *engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	params := r.URL.Query()
 	for name := range params {
@@ -150,7 +151,18 @@ func (e *engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	stmt := body
 	if q := params.Get("query"); q != "" {
-		stmt = append([]byte(q+"\n"), body...)
+		insert, ok := strings.CutSuffix(q, nativeSuffix)
+		if !ok || len(body) == 0 {
+			http.Error(w, fmt.Sprintf("Code: 62. DB::Exception: chdbtest: want an INSERT ... %s with data, got %q and %d bytes. (SYNTAX_ERROR)", nativeSuffix, q, len(body)), http.StatusBadRequest)
+			return
+		}
+		file, err := e.insertData(body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer os.Remove(file)
+		stmt = []byte(insert + " FROM INFILE '" + file + "'" + nativeSuffix)
 	}
 	if strings.TrimSpace(string(stmt)) == helloQuery {
 		e.hello(w, params.Get("client_protocol_version"))
@@ -175,6 +187,27 @@ func (e *engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
 	_, _ = w.Write(out)
+}
+
+// nativeSuffix ends every INSERT of clickhouse-go's HTTP batches; the block follows as the
+// request body.
+const nativeSuffix = " FORMAT Native"
+
+// insertData stores an INSERT's data in a file of the engine's directory and returns its
+// path. The engine reads it with FROM INFILE: data inline in the statement would be cut
+// short, because the library's statement splitter ends inline data at an empty line, which
+// is any "\n\n" in a binary block.
+func (e *engine) insertData(data []byte) (string, error) {
+	f, err := os.CreateTemp(e.dir, "insert-*.native")
+	if err != nil {
+		return "", err
+	}
+	if _, err := f.Write(data); err != nil {
+		_ = f.Close()
+		_ = os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), f.Close()
 }
 
 // hello answers helloQuery with the engine's name, version and time zone and revision 0,

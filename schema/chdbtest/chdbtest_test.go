@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"math"
+	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
@@ -15,8 +17,8 @@ import (
 
 // TestEngine checks what the conformance tests rely on: the engine is a modern ClickHouse,
 // pyramid's migrations run on it, float bits (a stale marker's NaN payload) survive an
-// insert and a read, arrays of LowCardinality strings scan, and a failing statement is a
-// *clickhouse.Exception with the server's code.
+// insert and a read, a large insert arrives whole, arrays of LowCardinality strings scan,
+// and a failing statement is a *clickhouse.Exception with the server's code.
 func TestEngine(t *testing.T) {
 	conn := chdbtest.Conn(t)
 	ctx := context.Background()
@@ -27,7 +29,7 @@ func TestEngine(t *testing.T) {
 	if schema.DialectFor(v) != schema.Modern || !v.AtLeast(26, 1) {
 		t.Fatalf("chDB reports ClickHouse %v, want 26.x and the modern dialect", v)
 	}
-	cfg := schematest.Database(t, conn, 30*24*60*60*1e9)
+	cfg := schematest.Database(t, conn, 30*24*time.Hour)
 	stale := math.Float64frombits(0x7ff0000000000002)
 	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+cfg.Database+"."+schema.TableSamples+" (target, fingerprint, ts, value)")
 	if err != nil {
@@ -65,6 +67,33 @@ func TestEngine(t *testing.T) {
 		if got[i] != want[i] {
 			t.Errorf("value %d: bits %#x, want %#x", i, got[i], want[i])
 		}
+	}
+
+	// A large block holds every byte sequence, "\n\n" included, which would end inline
+	// data early; every row must arrive.
+	b, err = conn.PrepareBatch(ctx, "INSERT INTO "+cfg.Database+"."+schema.TableSamples+" (target, fingerprint, ts, value)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var sum uint64
+	const n = 200_000
+	for i := range n {
+		fp := rng.Uint64()
+		sum += fp
+		if err := b.Append(uint64(2), fp, int64(i), rng.NormFloat64()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		t.Fatalf("insert %d rows: %v", n, err)
+	}
+	var count, gotSum uint64
+	if err := conn.QueryRow(ctx, "SELECT count(), sum(fingerprint) FROM "+cfg.Database+"."+schema.TableSamples+" WHERE target = 2").Scan(&count, &gotSum); err != nil {
+		t.Fatal(err)
+	}
+	if count != n || gotSum != sum {
+		t.Errorf("stored %d rows with fingerprint sum %d, want %d rows summing to %d", count, gotSum, n, sum)
 	}
 
 	var names []string
