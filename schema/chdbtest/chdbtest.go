@@ -5,7 +5,8 @@
 // hands each request to the library. So pyramid's own functions run unchanged against it,
 // and every statement, bound argument, inserted block and scanned value goes through
 // clickhouse-go's own code, as against a server; only the transport differs (HTTP carrying
-// Native-format blocks instead of the native TCP protocol).
+// Native-format blocks instead of the native TCP protocol, and INSERT data handed to the
+// engine as a file).
 //
 // It reads PYRAMID_TEST_CHDB_LIB, the path of libchdb.so; without it tests skip, unless
 // PYRAMID_TEST_REQUIRE=1 (as `make test` sets), when they fail.
@@ -19,7 +20,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -255,12 +255,15 @@ type engineError struct{ msg string }
 
 func (e *engineError) Error() string { return e.msg }
 
-var codeRe = regexp.MustCompile(`^Code: (\d+)\.`)
-
 // code is the exception's numeric code, or "" when the text has none.
 func (e *engineError) code() string {
-	if m := codeRe.FindStringSubmatch(e.msg); m != nil {
-		return m[1]
+	rest, ok := strings.CutPrefix(e.msg, "Code: ")
+	if !ok {
+		return ""
 	}
-	return ""
+	code, _, ok := strings.Cut(rest, ".")
+	if _, err := strconv.Atoi(code); !ok || err != nil {
+		return ""
+	}
+	return code
 }
