@@ -9,9 +9,10 @@
 # FUZZTIME (20s for test, 60s for fuzz), GO_TEST_TIMEOUT (40m), TEST_CLICKHOUSE_DIR
 # (<repo>/var/test-clickhouse), TEST_CLICKHOUSE_TCP_PORT (19000), TEST_CLICKHOUSE_HTTP_PORT (18123).
 #
-# The tests see PYRAMID_TEST_CLICKHOUSE_ADDR and PYRAMID_TEST_REQUIRE=1 (a test that needs
-# ClickHouse fails instead of skipping). The end-to-end test, which restarts ClickHouse,
-# starts a server of its own with deploy/clickhouse.sh.
+# The tests see PYRAMID_TEST_CLICKHOUSE_ADDR, PYRAMID_TEST_CHDB_LIB (ClickHouse 26.5 as the
+# chDB library, which install.sh fetches into var/chdb/lib) and PYRAMID_TEST_REQUIRE=1 (a
+# test that needs either engine fails instead of skipping). The end-to-end test, which
+# restarts ClickHouse, starts a server of its own with deploy/clickhouse.sh.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,6 +26,7 @@ ch_tcp=${TEST_CLICKHOUSE_TCP_PORT:-19000}
 ch_http=${TEST_CLICKHOUSE_HTTP_PORT:-18123}
 ch_compression=zstd
 fuzz_targets=${FUZZ_TARGETS:-adapter:FuzzDecodeWriteRequest}
+export PYRAMID_TEST_CHDB_LIB=${PYRAMID_TEST_CHDB_LIB:-$repo/var/chdb/lib/libchdb.so}
 go_timeout=${GO_TEST_TIMEOUT:-40m}
 
 failed=()

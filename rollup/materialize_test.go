@@ -47,7 +47,12 @@ type env struct {
 
 func newEnv(t *testing.T, tiers string) *env {
 	t.Helper()
-	conn := schematest.Conn(t)
+	return newEnvOn(t, schematest.Conn(t), tiers)
+}
+
+// newEnvOn is newEnv on the engine behind conn.
+func newEnvOn(t *testing.T, conn driver.Conn, tiers string) *env {
+	t.Helper()
 	db := schematest.Database(t, conn, 0).Database
 	ts, err := rollup.ParseTiers(tiers)
 	if err != nil {

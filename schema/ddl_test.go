@@ -51,7 +51,7 @@ func TestModernDDLParses(t *testing.T) {
 		want      []string // substrings of the parser's re-rendered SQL
 		wantNot   []string
 	}{
-		{d: Modern, retention: 30 * 24 * time.Hour, want: []string{"CODEC(DoubleDelta, ZSTD(1))", "CODEC(Gorilla, ZSTD(1))", "LowCardinality(String)", "TTL toDateTime(intDiv(ts, 1000)) + INTERVAL 30 DAY"}},
+		{d: Modern, retention: 30 * 24 * time.Hour, want: []string{"CODEC(DoubleDelta, ZSTD(1))", "CODEC(Delta, ZSTD(1))", "CODEC(Gorilla, ZSTD(1))", "LowCardinality(String)", "TTL toDateTime(intDiv(ts, 1000)) + INTERVAL 30 DAY"}},
 		{d: Modern, retention: 0, want: []string{"CODEC(", "LowCardinality("}, wantNot: []string{"TTL"}},
 		{d: Legacy, retention: 30 * 24 * time.Hour, wantNot: []string{"CODEC(", "LowCardinality(", "TTL"}},
 	} {

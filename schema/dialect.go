@@ -56,7 +56,7 @@ func (d Dialect) String() string {
 	return "legacy"
 }
 
-// Codecs reports per-column CODEC support (DoubleDelta for timestamps, Gorilla for values).
+// Codecs reports per-column CODEC support (DoubleDelta for timestamps, Delta for values).
 func (d Dialect) Codecs() bool { return d == Modern }
 
 // TTL reports whether the server expires raw samples itself; without it pyramid drops

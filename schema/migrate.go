@@ -60,6 +60,12 @@ func CurrentVersion(ctx context.Context, conn driver.Conn, cfg Config) (uint32, 
 // All DDL is IF NOT EXISTS, so replicas that migrate at the same time do no harm: the worst
 // case is a step recorded twice.
 func Migrate(ctx context.Context, conn driver.Conn, cfg Config, logger *slog.Logger) (Info, error) {
+	return migrateTo(ctx, conn, cfg, LatestVersion(), logger)
+}
+
+// migrateTo is Migrate up to and including migration target; tests use it to create the
+// schema of an earlier release.
+func migrateTo(ctx context.Context, conn driver.Conn, cfg Config, target uint32, logger *slog.Logger) (Info, error) {
 	if err := cfg.Validate(); err != nil {
 		return Info{}, err
 	}
@@ -79,7 +85,7 @@ func Migrate(ctx context.Context, conn driver.Conn, cfg Config, logger *slog.Log
 		return Info{}, err
 	}
 	for _, m := range migrationList() {
-		if m.version <= current {
+		if m.version <= current || m.version > target {
 			continue
 		}
 		stmts := m.statements(g, cfg)

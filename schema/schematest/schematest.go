@@ -55,6 +55,17 @@ func Conn(t testing.TB) driver.Conn {
 // ends (set PYRAMID_TEST_KEEP_DB=1 to keep it for a look).
 func Database(t testing.TB, conn driver.Conn, retention time.Duration) schema.Config {
 	t.Helper()
+	cfg := Unmigrated(t, conn, retention)
+	if _, err := schema.Migrate(context.Background(), conn, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatalf("migrate %s: %v", cfg.Database, err)
+	}
+	return cfg
+}
+
+// Unmigrated names a database of its own for t, as Database does, and drops it when t
+// ends, but creates nothing: the test applies the schema itself.
+func Unmigrated(t testing.TB, conn driver.Conn, retention time.Duration) schema.Config {
+	t.Helper()
 	name := strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
 			return r
@@ -65,10 +76,6 @@ func Database(t testing.TB, conn driver.Conn, retention time.Duration) schema.Co
 		name = name[:40]
 	}
 	cfg := schema.Config{Database: fmt.Sprintf("t_%s_%08x", name, rand.Uint32()), RawRetention: retention}
-	ctx := context.Background()
-	if _, err := schema.Migrate(ctx, conn, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
-		t.Fatalf("migrate %s: %v", cfg.Database, err)
-	}
 	t.Cleanup(func() {
 		if os.Getenv("PYRAMID_TEST_KEEP_DB") == "1" {
 			return

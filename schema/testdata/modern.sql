@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS pyramid.samples (
     target UInt64 CODEC(ZSTD(1)),
     fingerprint UInt64 CODEC(ZSTD(1)),
     ts Int64 CODEC(DoubleDelta, ZSTD(1)),
-    value Float64 CODEC(Gorilla, ZSTD(1))
+    value Float64 CODEC(Delta, ZSTD(1))
 ) ENGINE = ReplacingMergeTree
 PARTITION BY intDiv(ts, 86400000)
 ORDER BY (target, fingerprint, ts)
