@@ -115,19 +115,27 @@ func meanOf(vs []float64) float64 { return sumOf(vs) / float64(len(vs)) }
 // test may move forward to put data beyond it.
 func newRoutedServer(t *testing.T, d routeData, now func() time.Time) *testServer {
 	t.Helper()
+	s, tiers := newTieredServer(t, now)
+	d.write(t, s)
+	materializeAll(t, s, tiers)
+	return s
+}
+
+// newTieredServer starts a server routing reads over the default tiers, which relearns the
+// tiers' extents on every read (so that a test's rollups and deletions are seen at once)
+// and counts raw retention from now() (time.Now when nil).
+func newTieredServer(t *testing.T, now func() time.Time) (*testServer, []rollup.Tier) {
+	t.Helper()
 	tiers, err := rollup.ParseTiers("raw:30d,5m:365d,1h:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := newTestServer(t, func(c *adapter.Config) {
 		c.Tiers, c.ReadRollups, c.RollupUnitWidth = tiers, true, rollup.UnitWidth(tiers)
-		// Every read relearns the tiers' extents, so that the raw deletion below is seen.
 		c.ReadTierRefresh = time.Nanosecond
 		c.Now = now
 	})
-	d.write(t, s)
-	materializeAll(t, s, tiers)
-	return s
+	return s, tiers
 }
 
 // routedRead reads the named series' samples for [mint, maxt] with these hints.
@@ -387,14 +395,7 @@ func TestReadEdgesOfHistory(t *testing.T) {
 	const nSeries, nSamples = 30, 480
 	first := (time.Now().UnixMilli()/hourMs-72)*hourMs + 7*minuteMs + 30_000 // hh:07:30, three days ago
 	last := first + (nSamples-1)*routeStepMs
-	tiers, err := rollup.ParseTiers("raw:30d,5m:365d,1h:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newTestServer(t, func(c *adapter.Config) {
-		c.Tiers, c.ReadRollups, c.RollupUnitWidth = tiers, true, rollup.UnitWidth(tiers)
-		c.ReadTierRefresh = time.Nanosecond
-	})
+	s, tiers := newTieredServer(t, nil)
 	want := map[string][]readSample{}
 	var written []prompb.TimeSeries
 	for i := range nSeries {
@@ -577,14 +578,7 @@ func diffReadSamples(got, want map[string][]readSample) string {
 // rollups and the pyramid_read_sample_conflicts_total count all follow the rule the merges
 // apply, the last write kept, so that no answer changes by itself.
 func TestConflictingWritesAnswerLikeMerges(t *testing.T) {
-	tiers, err := rollup.ParseTiers("raw:30d,5m:365d,1h:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newTestServer(t, func(c *adapter.Config) {
-		c.Tiers, c.ReadRollups, c.RollupUnitWidth = tiers, true, rollup.UnitWidth(tiers)
-		c.ReadTierRefresh = time.Nanosecond
-	})
+	s, tiers := newTieredServer(t, nil)
 	base := (time.Now().UnixMilli()/hourMs - 3) * hourMs
 	at := base + 10*minuteMs + 7_000
 	mk := func(job string, v float64) prompb.TimeSeries {
