@@ -26,23 +26,6 @@ func enginePair(t *testing.T, tiers string) (legacy, modern *env) {
 	return newEnvOn(t, schematest.Conn(t), tiers), newEnvOn(t, chdbtest.Conn(t), tiers)
 }
 
-// insertUnmarked stores samples without marks, as a pyramid without rollups did.
-func (e *env) insertUnmarked(t *testing.T, samples []sample) {
-	t.Helper()
-	batch, err := e.conn.PrepareBatch(context.Background(), "INSERT INTO "+e.db+"."+schema.TableSamples+" (target, fingerprint, ts, value)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range samples {
-		if err := batch.Append(s.target, s.fp, s.ts, s.v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := batch.Send(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // optimize merges every partition of the rollup and samples tables, so that row counts no
 // longer depend on when each engine happened to merge.
 func (e *env) optimize(t *testing.T) {

@@ -511,11 +511,9 @@ func TestDropExpired(t *testing.T) {
 	}
 }
 
-// TestMaterializeSeedsUnmarkedSamples: samples stored before the rollup tables existed
-// carry no marks; a materializer that finds no mark of its unit width marks them all.
-func TestMaterializeSeedsUnmarkedSamples(t *testing.T) {
-	e := newEnv(t, "raw:0,5m:0,1h:0")
-	samples := append(counterSamples(8, 81, epoch+10*hour, 300), counterSamples(8, 82, -2*hour, 100)...)
+// insertUnmarked stores samples without marks, as a pyramid without rollups did.
+func (e *env) insertUnmarked(t *testing.T, samples []sample) {
+	t.Helper()
 	batch, err := e.conn.PrepareBatch(context.Background(), "INSERT INTO "+e.db+"."+schema.TableSamples+" (target, fingerprint, ts, value)")
 	if err != nil {
 		t.Fatal(err)
@@ -528,6 +526,14 @@ func TestMaterializeSeedsUnmarkedSamples(t *testing.T) {
 	if err := batch.Send(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestMaterializeSeedsUnmarkedSamples: samples stored before the rollup tables existed
+// carry no marks; a materializer that finds no mark of its unit width marks them all.
+func TestMaterializeSeedsUnmarkedSamples(t *testing.T) {
+	e := newEnv(t, "raw:0,5m:0,1h:0")
+	samples := append(counterSamples(8, 81, epoch+10*hour, 300), counterSamples(8, 82, -2*hour, 100)...)
+	e.insertUnmarked(t, samples)
 	// 300 samples from a full hour span two hours plus the marker's; the series before
 	// 1970 spans [-2h, -1h35m].
 	if n := e.materialize(t); n != 3 {
