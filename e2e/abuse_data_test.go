@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"strings"
@@ -93,16 +91,16 @@ func TestAbuseData(t *testing.T) {
 			prompb.TimeSeries{Labels: promLabels("__name__", "future_days", "job", "synth"), Samples: samples},
 			prompb.TimeSeries{Labels: promLabels("__name__", "extremes", "job", "synth"), Samples: []prompb.Sample{{Timestamp: math.MinInt64, Value: 1}, {Timestamp: math.MaxInt64, Value: 2}}},
 		)
-		code, msg := post(t, ctx, pyr.url+"/api/v1/write", body)
-		if code != http.StatusBadRequest {
-			t.Fatalf("status %d %q, want 400", code, msg)
+		resp, msg, err := postSnappy(ctx, pyr.url+"/api/v1/write", body, false)
+		if err != nil || resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("status %v %q (%v), want 400", resp, msg, err)
 		}
 		for _, want := range []string{
 			`series {__name__="future_days", job="synth"}: 1 samples older than raw retention (before `,
 			`1000 samples too far in the future (after `,
 			`series {__name__="extremes", job="synth"}: 1 samples older than raw retention`,
 		} {
-			if !strings.Contains(msg, want) {
+			if !strings.Contains(string(msg), want) {
 				t.Errorf("400 body %q lacks %q", msg, want)
 			}
 		}
@@ -149,8 +147,8 @@ func TestAbuseData(t *testing.T) {
 				for r := range requests {
 					ts := prompb.TimeSeries{Labels: promLabels("__name__", "ordinary", "job", "synth", "sender", fmt.Sprint(s))}
 					ts.Samples = []prompb.Sample{{Timestamp: now - int64(requests-r)*15_000, Value: float64(r)}}
-					if code, msg := post(t, ctx, pyr.url+"/api/v1/write", writeBody(t, ts)); code != http.StatusNoContent {
-						errs <- fmt.Errorf("ordinary sender %d request %d: %d %s", s, r, code, msg)
+					if resp, msg, err := postSnappy(ctx, pyr.url+"/api/v1/write", writeBody(t, ts), false); err != nil || resp.StatusCode != http.StatusNoContent {
+						errs <- fmt.Errorf("ordinary sender %d request %d: %v %s (%v)", s, r, resp, msg, err)
 					}
 				}
 			}()
@@ -163,8 +161,8 @@ func TestAbuseData(t *testing.T) {
 				for d := int64(25); d >= 0; d-- {
 					ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: now - d*dayMs - int64(r), Value: float64(d)})
 				}
-				if code, msg := post(t, ctx, pyr.url+"/api/v1/write", writeBody(t, ts)); code != http.StatusNoContent {
-					errs <- fmt.Errorf("wide request %d: %d %s", r, code, msg)
+				if resp, msg, err := postSnappy(ctx, pyr.url+"/api/v1/write", writeBody(t, ts), false); err != nil || resp.StatusCode != http.StatusNoContent {
+					errs <- fmt.Errorf("wide request %d: %v %s (%v)", r, resp, msg, err)
 				}
 			}
 		}()
@@ -202,24 +200,4 @@ func writeBody(t *testing.T, ts ...prompb.TimeSeries) []byte {
 		t.Fatal(err)
 	}
 	return snappy.Encode(nil, raw)
-}
-
-// post sends a remote-write body once and returns the status and the body of the answer.
-func post(t *testing.T, ctx context.Context, url string, body []byte) (int, string) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		t.Error(err)
-		return 0, ""
-	}
-	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Error(err)
-		return 0, ""
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	return resp.StatusCode, string(msg)
 }

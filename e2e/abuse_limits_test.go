@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -102,12 +101,12 @@ func abuseTooManyRows(t *testing.T, pyr *pyramidServer) {
 	}
 	for round := range 5 {
 		for name, body := range bodies {
-			code, retry, msg, err := abusePost(ctx, pyr.url+"/api/v1/write", body, false)
+			resp, msg, err := postSnappy(ctx, pyr.url+"/api/v1/write", body, false)
 			if err != nil {
 				t.Fatalf("%s, round %d: %v", name, round, err)
 			}
-			if code != http.StatusRequestEntityTooLarge || retry != "" || !strings.Contains(msg, "rows in one request") {
-				t.Errorf("%s, round %d: %d %q (Retry-After %q); want 413 without Retry-After naming the rows", name, round, code, msg, retry)
+			if retry := resp.Header.Get("Retry-After"); resp.StatusCode != http.StatusRequestEntityTooLarge || retry != "" || !strings.Contains(string(msg), "rows in one request") {
+				t.Errorf("%s, round %d: %d %q (Retry-After %q); want 413 without Retry-After naming the rows", name, round, resp.StatusCode, msg, retry)
 			}
 		}
 	}
@@ -175,7 +174,7 @@ func abuseReadBudget(t *testing.T, pyr *pyramidServer) {
 			}
 			continue
 		}
-		rr, err := abuseDecodeSamples(resp, body)
+		rr, err := decodeSamples(resp, body)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
@@ -385,29 +384,6 @@ func abuseWriteBody(t *testing.T, name string, base int64, r, k0, k1, samples in
 	return snappy.Encode(nil, raw)
 }
 
-// abusePost sends a snappy body with remote write's (or remote read's) headers and returns
-// the status, Retry-After and body, without retrying anything.
-func abusePost(ctx context.Context, url string, body []byte, read bool) (code int, retryAfter, msg string, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return 0, "", "", err
-	}
-	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	if read {
-		req.Header.Set("X-Prometheus-Remote-Read-Version", "0.1.0")
-	} else {
-		req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, "", "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	return resp.StatusCode, resp.Header.Get("Retry-After"), string(b), err
-}
-
 // abuseQuery is a query over [start, end] with matchers written as in PromQL (name,
 // operator, quoted value).
 func abuseQuery(start, end int64, ms ...string) *prompb.Query {
@@ -438,40 +414,7 @@ func abuseRead(ctx context.Context, pyr *pyramidServer, streamed bool, queries .
 	if streamed {
 		rr.AcceptedResponseTypes = []prompb.ReadRequest_ResponseType{prompb.ReadRequest_STREAMED_XOR_CHUNKS}
 	}
-	raw, err := rr.Marshal()
-	if err != nil {
-		return nil, nil, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, pyr.url+"/api/v1/read", bytes.NewReader(snappy.Encode(nil, raw)))
-	if err != nil {
-		return nil, nil, err
-	}
-	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	req.Header.Set("X-Prometheus-Remote-Read-Version", "0.1.0")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return resp, body, err
-}
-
-// abuseDecodeSamples decodes a 200 SAMPLES response.
-func abuseDecodeSamples(resp *http.Response, body []byte) (*prompb.ReadResponse, error) {
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("read: %s: %q", resp.Status, abuseHead(body))
-	}
-	dec, err := snappy.Decode(nil, body)
-	if err != nil {
-		return nil, fmt.Errorf("snappy-decode the read response: %w", err)
-	}
-	var rr prompb.ReadResponse
-	if err := rr.Unmarshal(dec); err != nil {
-		return nil, fmt.Errorf("unmarshal the read response: %w", err)
-	}
-	return &rr, nil
+	return postRead(ctx, pyr.url, rr)
 }
 
 // abuseCountSamples reads the selector over [mint, maxt] through pyramid's remote read
@@ -482,7 +425,7 @@ func abuseCountSamples(ctx context.Context, pyr *pyramidServer, matcher string, 
 	if err != nil {
 		return nil, err
 	}
-	rr, err := abuseDecodeSamples(resp, body)
+	rr, err := decodeSamples(resp, body)
 	if err != nil {
 		return nil, err
 	}

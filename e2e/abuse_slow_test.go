@@ -533,21 +533,12 @@ func appendSample(b []byte, ts int64, v float64) []byte {
 }
 
 // postWrite sends one remote-write request, without retrying, and returns the status and
-// the body of the answer.
+// the body of the answer; a 503 must carry Retry-After.
 func postWrite(ctx context.Context, url string, body []byte) (int, string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/api/v1/write", bytes.NewReader(body))
+	resp, msg, err := postSnappy(ctx, url+"/api/v1/write", body, false)
 	if err != nil {
 		return 0, "", err
 	}
-	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "" {
 		return resp.StatusCode, string(msg), errors.New("503 without Retry-After")
 	}
@@ -557,35 +548,15 @@ func postWrite(ctx context.Context, url string, body []byte) (int, string, error
 // remoteRead reads metric over [start, end] as Prometheus 2.x does (SAMPLES) and returns
 // the status and the number of samples.
 func remoteRead(ctx context.Context, url, metric string, start, end int64) (int, int, error) {
-	raw, err := (&prompb.ReadRequest{Queries: []*prompb.Query{{
+	resp, body, err := postRead(ctx, url, &prompb.ReadRequest{Queries: []*prompb.Query{{
 		StartTimestampMs: start, EndTimestampMs: end,
 		Matchers: []*prompb.LabelMatcher{{Type: prompb.LabelMatcher_EQ, Name: "__name__", Value: metric}},
-	}}}).Marshal()
-	if err != nil {
-		return 0, 0, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/api/v1/read", bytes.NewReader(snappy.Encode(nil, raw)))
-	if err != nil {
-		return 0, 0, err
-	}
-	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	req.Header.Set("X-Prometheus-Remote-Read-Version", "0.1.0")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	}}})
 	if err != nil || resp.StatusCode != http.StatusOK {
-		return resp.StatusCode, 0, err
+		return statusOf(resp), 0, err
 	}
-	decoded, err := snappy.Decode(nil, body)
+	rr, err := decodeSamples(resp, body)
 	if err != nil {
-		return resp.StatusCode, 0, err
-	}
-	var rr prompb.ReadResponse
-	if err := rr.Unmarshal(decoded); err != nil {
 		return resp.StatusCode, 0, err
 	}
 	n := 0
@@ -595,6 +566,14 @@ func remoteRead(ctx context.Context, url, metric string, start, end int64) (int,
 		}
 	}
 	return resp.StatusCode, n, nil
+}
+
+// statusOf is resp's status code, 0 without a response.
+func statusOf(resp *http.Response) int {
+	if resp == nil {
+		return 0
+	}
+	return resp.StatusCode
 }
 
 // countStored counts the distinct samples (series and timestamp) of metric in db.

@@ -1,12 +1,9 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"math"
-	"net/http"
 	"slices"
 	"sort"
 	"strconv"
@@ -14,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
-	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/prompb"
 )
 
@@ -65,39 +61,13 @@ func readPrometheus(ctx context.Context, baseURL string, start, end int64) (seri
 		EndTimestampMs:   end,
 		Matchers:         []*prompb.LabelMatcher{{Type: prompb.LabelMatcher_RE, Name: "__name__", Value: ".+"}},
 	}}}
-	raw, err := rr.Marshal()
-	if err != nil {
-		return nil, fmt.Errorf("marshal read request: %w", err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, baseURL+"/api/v1/read", bytes.NewReader(snappy.Encode(nil, raw)))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("X-Prometheus-Remote-Read-Version", "0.1.0")
-	resp, err := http.DefaultClient.Do(req)
+	resp, body, err := postRead(ctx, baseURL, rr)
 	if err != nil {
 		return nil, fmt.Errorf("post remote read: %w", err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	rresp, err := decodeSamples(resp, body)
 	if err != nil {
-		return nil, fmt.Errorf("read remote-read response: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("remote read: %s: %s", resp.Status, bytes.TrimSpace(body))
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != "application/x-protobuf" {
-		return nil, fmt.Errorf("remote read answered Content-Type %q, want SAMPLES (application/x-protobuf)", ct)
-	}
-	decoded, err := snappy.Decode(nil, body)
-	if err != nil {
-		return nil, fmt.Errorf("snappy-decode remote-read response: %w", err)
-	}
-	var rresp prompb.ReadResponse
-	if err := rresp.Unmarshal(decoded); err != nil {
-		return nil, fmt.Errorf("unmarshal remote-read response: %w", err)
+		return nil, err
 	}
 	if len(rresp.Results) != 1 {
 		return nil, fmt.Errorf("remote read returned %d results for 1 query", len(rresp.Results))

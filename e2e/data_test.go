@@ -11,7 +11,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
 )
 
 // openMetricsWriter writes generated data as OpenMetrics text for `promtool tsdb
@@ -86,26 +88,69 @@ func (o *openMetricsWriter) close() error {
 // but 2xx is an error.
 func postRemoteWrite(ctx context.Context, url string, body []byte) error {
 	for attempt := 1; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+		resp, msg, err := postSnappy(ctx, url, body, false)
 		if err != nil {
 			return err
 		}
-		req.Header.Set("Content-Encoding", "snappy")
-		req.Header.Set("Content-Type", "application/x-protobuf")
-		req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		resp.Body.Close()
 		switch {
 		case resp.StatusCode/100 == 2:
 			return nil
 		case resp.StatusCode/100 == 5 && attempt < 20:
 			time.Sleep(time.Second)
 		default:
-			return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(msg))
+			return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(msg[:min(len(msg), 4096)]))
 		}
 	}
+}
+
+// postSnappy posts a snappy-compressed protobuf body once, with remote write's headers or,
+// with read set, remote read's, and returns the response and its body. An error reading
+// the body (a stream broken off) comes with the response and what arrived.
+func postSnappy(ctx context.Context, url string, body []byte, read bool) (*http.Response, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Content-Encoding", "snappy")
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	if read {
+		req.Header.Set("X-Prometheus-Remote-Read-Version", "0.1.0")
+	} else {
+		req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp, b, err
+}
+
+// postRead sends a remote-read request to baseURL's /api/v1/read (see postSnappy).
+func postRead(ctx context.Context, baseURL string, rr *prompb.ReadRequest) (*http.Response, []byte, error) {
+	raw, err := rr.Marshal()
+	if err != nil {
+		return nil, nil, fmt.Errorf("marshal read request: %w", err)
+	}
+	return postSnappy(ctx, baseURL+"/api/v1/read", snappy.Encode(nil, raw), true)
+}
+
+// decodeSamples decodes a 200 SAMPLES remote-read response.
+func decodeSamples(resp *http.Response, body []byte) (*prompb.ReadResponse, error) {
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("remote read: %s: %q", resp.Status, body[:min(200, len(body))])
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/x-protobuf" {
+		return nil, fmt.Errorf("remote read answered Content-Type %q, want SAMPLES (application/x-protobuf)", ct)
+	}
+	dec, err := snappy.Decode(nil, body)
+	if err != nil {
+		return nil, fmt.Errorf("snappy-decode the read response: %w", err)
+	}
+	var rr prompb.ReadResponse
+	if err := rr.Unmarshal(dec); err != nil {
+		return nil, fmt.Errorf("unmarshal the read response: %w", err)
+	}
+	return &rr, nil
 }
