@@ -133,8 +133,8 @@ func (s *Server) countReceived(req *wireRequest, verr *ValidationError) {
 // (every future day is a partition that retention will not drop for years).
 func (s *Server) acceptWindow(now time.Time) timeWindow {
 	w := timeWindow{from: 0, to: now.Add(s.cfg.MaxFuture).UnixMilli()}
-	if len(s.cfg.Tiers) > 0 && !s.cfg.Tiers[0].Forever() {
-		w.from = max(w.from, now.Add(-s.cfg.Tiers[0].Retention).UnixMilli())
+	if len(s.cfg.Tiers) > 0 {
+		w.from = max(w.from, s.cfg.Tiers[0].ExpiredBefore(now.UnixMilli()))
 	}
 	return w
 }

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -441,7 +440,7 @@ func (m *Materializer) compute(ctx context.Context, start int64, targets []uint6
 // readRaw reads the raw samples of the targets within the unit, by fingerprint.
 func (m *Materializer) readRaw(ctx context.Context, start int64, targets []uint64) (map[uint64]*rawSeries, error) {
 	rows, err := m.conn.Query(ctx, "SELECT target, fingerprint, ts, value FROM "+m.cfg.Database+"."+schema.TableSamples+
-		" WHERE target IN ? AND ts >= ? AND ts < ?", uint64Set(targets), start, start+m.width)
+		" WHERE target IN ? AND ts >= ? AND ts < ?", inSet(targets), start, start+m.width)
 	if err != nil {
 		return nil, fmt.Errorf("query raw samples of %d targets: %w", len(targets), err)
 	}
@@ -523,12 +522,8 @@ func ReadWinners(ctx context.Context, conn driver.Conn, db string, targets []uin
 	}
 	slices.Sort(stamps)
 	stamps = slices.Compact(stamps)
-	tsSet := clickhouse.GroupSet{Value: make([]any, len(stamps))}
-	for i, t := range stamps {
-		tsSet.Value[i] = t
-	}
 	rows, err := conn.Query(ctx, "SELECT fingerprint, ts, value FROM "+db+"."+schema.TableSamples+
-		" FINAL WHERE target IN ? AND fingerprint IN ? AND ts IN ?", uint64Set(targets), uint64Set(fps), tsSet)
+		" FINAL WHERE target IN ? AND fingerprint IN ? AND ts IN ?", inSet(targets), inSet(fps), inSet(stamps))
 	if err != nil {
 		return nil, fmt.Errorf("query the kept values of %d conflicting timestamps of %d series: %w", len(stamps), len(fps), err)
 	}

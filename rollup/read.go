@@ -29,7 +29,7 @@ func ReadBuckets(ctx context.Context, conn driver.Conn, db string, res int64, ta
 	rows, err := conn.Query(ctx, "SELECT fingerprint, bucket, cnt, sum_hi, sum_lo, min_v, max_v, first_ts, first_v,"+
 		" last_ts, last_v, corr_hi, corr_lo, resets, version FROM "+db+"."+schema.TableRollups+
 		" WHERE res = ? AND target IN ? AND fingerprint IN ? AND bucket >= ? AND bucket <= ?",
-		res, uint64Set(targets), uint64Set(fingerprints), from, to)
+		res, inSet(targets), inSet(fingerprints), from, to)
 	if err != nil {
 		return nil, 0, fmt.Errorf("query %d ms rollups of %d series: %w", res, len(fingerprints), err)
 	}
@@ -78,8 +78,8 @@ func ReadBuckets(ctx context.Context, conn driver.Conn, db string, res int64, ta
 	return out, n, nil
 }
 
-// uint64Set renders as a parenthesised list, the right-hand side of IN.
-func uint64Set(values []uint64) clickhouse.GroupSet {
+// inSet renders as a parenthesised list, the right-hand side of IN.
+func inSet[T any](values []T) clickhouse.GroupSet {
 	g := clickhouse.GroupSet{Value: make([]any, len(values))}
 	for i, v := range values {
 		g.Value[i] = v

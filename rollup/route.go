@@ -109,10 +109,7 @@ func ExtentsOf(status []TierStatus, tiers []Tier, now int64) []Extent {
 		}
 		ext[i] = Extent{HasData: true, Oldest: *st.Oldest, Newest: *st.Newest}
 		if i < len(tiers) && tiers[i].IsRaw() {
-			ext[i].ExpiredBefore = math.MinInt64
-			if !tiers[i].Forever() {
-				ext[i].ExpiredBefore = now - tiers[i].Retention.Milliseconds()
-			}
+			ext[i].ExpiredBefore = tiers[i].ExpiredBefore(now)
 		}
 	}
 	return ext

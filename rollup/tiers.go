@@ -3,6 +3,7 @@ package rollup
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -38,6 +39,15 @@ func (t Tier) ResolutionMs() int64 { return t.Resolution.Milliseconds() }
 
 // Forever reports whether the tier is never expired.
 func (t Tier) Forever() bool { return t.Retention == 0 }
+
+// ExpiredBefore is where the tier's retention begins at now (ms): its data before it has
+// expired. math.MinInt64 for a tier kept forever.
+func (t Tier) ExpiredBefore(now int64) int64 {
+	if t.Forever() {
+		return math.MinInt64
+	}
+	return now - t.Retention.Milliseconds()
+}
 
 // String renders the tier in the PYRAMID_TIERS syntax.
 func (t Tier) String() string {
