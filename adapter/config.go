@@ -6,13 +6,16 @@ import (
 	"time"
 
 	"github.com/pyramid-metrics/pyramid/rollup"
+	"github.com/pyramid-metrics/pyramid/schema"
 )
 
 // Config holds the write path's limits and batching. cmd/pyramid fills it from flags and
 // environment, where the defaults live.
 type Config struct {
-	// Database holds pyramid's tables (see package schema).
+	// Database holds pyramid's tables (see package schema); Cluster is the ClickHouse
+	// cluster they are spread over, empty on one server (schema.Place).
 	Database string
+	Cluster  string
 	// MaxRequestBytes caps the compressed body; MaxDecodedBytes caps it after snappy.
 	MaxRequestBytes int64
 	MaxDecodedBytes int64
@@ -132,3 +135,6 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// place is where the tables are.
+func (c Config) place() schema.Place { return schema.Place{Database: c.Database, Cluster: c.Cluster} }

@@ -8,8 +8,6 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
-
-	"github.com/pyramid-metrics/pyramid/schema"
 )
 
 // selector is one remote-read query's label matchers. Prometheus's own labels.Matcher
@@ -148,7 +146,11 @@ func (s *selector) String() string {
 // Without a metric name to narrow by (the series table's sort key), the first matcher on
 // another label that cannot match "" is also looked up in the label index, so that
 // {job="api"} reads that label's key range rather than deciding on every series.
-func (s *selector) prefilter(db string) (string, []any) {
+//
+// labelIndex is the label index table to look up, qualified: the stored table, because on a
+// cluster the lookup runs on each shard as part of the Distributed query over its series,
+// and a series' index rows live on its shard.
+func (s *selector) prefilter(labelIndex string) (string, []any) {
 	var (
 		conds []string
 		args  []any
@@ -174,7 +176,7 @@ func (s *selector) prefilter(db string) (string, []any) {
 		if !named && len(vcs) > 0 && m.Name != labels.MetricName && !m.Matches("") &&
 			(m.Type == labels.MatchEqual || m.Type == labels.MatchRegexp) {
 			named = true // One index lookup is enough.
-			sub := "SELECT fingerprint FROM " + db + "." + schema.TableSeriesLabels + " WHERE name = ?"
+			sub := "SELECT fingerprint FROM " + labelIndex + " WHERE name = ?"
 			args = append(args, m.Name)
 			for _, vc := range vcs {
 				sub += " AND value" + vc.sql

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/prometheus/storage/remote"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
+	"github.com/pyramid-metrics/pyramid/schema"
 	"github.com/pyramid-metrics/pyramid/schema/schematest"
 )
 
@@ -356,7 +357,7 @@ func FuzzQuoteRoundTrip(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		series, err := selectSeries(ctx, conn, db, sel, 0, 1, 1<<20)
+		series, err := selectSeries(ctx, conn, schema.Place{Database: db}, sel, 0, 1, 1<<20)
 		if err != nil {
 			t.Fatalf("select v=%q: %v", v, err)
 		}

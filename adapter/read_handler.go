@@ -198,7 +198,7 @@ func (s *Server) answerQuery(ctx context.Context, p *readPlan, budget *readBudge
 	if p.empty {
 		return nil
 	}
-	series, err := selectSeries(ctx, s.conn, s.cfg.Database, p.sel, p.mint, p.maxt, budget.series)
+	series, err := selectSeries(ctx, s.conn, s.cfg.place(), p.sel, p.mint, p.maxt, budget.series)
 	if errors.Is(err, errSeriesBudget) {
 		return &LimitError{Limit: "series per request", Max: s.cfg.ReadMaxSeries}
 	}

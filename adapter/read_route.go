@@ -33,7 +33,7 @@ func (s *Server) extents(ctx context.Context) ([]rollup.Extent, error) {
 		now = s.cfg.Now()
 	}
 	if s.tierExtents.status == nil || now.Sub(s.tierExtents.at) >= s.cfg.ReadTierRefresh || now.Before(s.tierExtents.at) {
-		status, err := rollup.Status(ctx, s.conn, s.cfg.Database, s.cfg.Tiers)
+		status, err := rollup.Status(ctx, s.conn, s.cfg.place(), s.cfg.Tiers)
 		if err != nil {
 			return nil, err
 		}

@@ -30,9 +30,9 @@ type readSeries struct {
 // More than maxSeries matching series is errSeriesBudget, found without holding more than
 // maxSeries of them: rows the prefilter lets through but the matchers reject are dropped
 // as they arrive.
-func selectSeries(ctx context.Context, conn driver.Conn, db string, sel *selector, mint, maxt int64, maxSeries int) ([]*readSeries, error) {
-	where, args := sel.prefilter(db)
-	query := "SELECT fingerprint, any(target), any(label_names), any(label_values) FROM " + db + "." + schema.TableSeries +
+func selectSeries(ctx context.Context, conn driver.Conn, p schema.Place, sel *selector, mint, maxt int64, maxSeries int) ([]*readSeries, error) {
+	where, args := sel.prefilter(p.Database + "." + p.Stored(schema.TableSeriesLabels))
+	query := "SELECT fingerprint, any(target), any(label_names), any(label_values) FROM " + p.Database + "." + schema.TableSeries +
 		" WHERE " + where +
 		" GROUP BY fingerprint HAVING minMerge(first_seen) <= ? AND maxMerge(last_seen) >= ?"
 	args = append(args, saturatingAdd(maxt, hourMillis), saturatingAdd(mint, -hourMillis))

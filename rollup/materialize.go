@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -50,6 +51,12 @@ type MaterializerConfig struct {
 	MaxUnits, TargetsPerRead int
 	// Now is the clock deciding which units have settled and which raw is still kept.
 	Now func() time.Time
+	// ReplicaDelay and ClockSkew are zero on one server. On a cluster a computation's
+	// reads go only to replicas at most ReplicaDelay behind their shard (whole seconds,
+	// rounded up), and the servers' clocks, which stamp marks and versions, may differ by
+	// ClockSkew. A computation then counts as having seen what was stored
+	// ReplicaDelay+ClockSkew before it began, so marks made since are computed again.
+	ReplicaDelay, ClockSkew time.Duration
 }
 
 // Validate reports the first setting that cannot work.
@@ -65,6 +72,8 @@ func (c MaterializerConfig) Validate() error {
 		return fmt.Errorf("rollup batch sizes must be positive (units %d, targets %d)", c.MaxUnits, c.TargetsPerRead)
 	case c.Now == nil:
 		return errors.New("rollup clock must be set")
+	case c.ReplicaDelay < 0 || c.ClockSkew < 0:
+		return fmt.Errorf("replica delay %s and clock skew %s must not be negative", c.ReplicaDelay, c.ClockSkew)
 	}
 	return ValidateTiers(c.Tiers)
 }
@@ -256,12 +265,14 @@ func (m *Materializer) Cycle(ctx context.Context) (int, error) {
 		}
 		m.seeded = true
 	}
+	ctx = m.readSettings(ctx)
 	// The version is taken before anything is read: every sample stored before it is
 	// in the reads below.
 	var version uint32
 	if err := m.conn.QueryRow(ctx, "SELECT toUInt32(now())").Scan(&version); err != nil {
 		return 0, fmt.Errorf("read the server clock: %w", err)
 	}
+	version -= uint32(m.visibility().Seconds())
 	pending, err := m.pending(ctx)
 	if err != nil {
 		return 0, err
@@ -278,6 +289,35 @@ func (m *Materializer) Cycle(ctx context.Context) (int, error) {
 		}
 	}
 	return done, nil
+}
+
+// replicaDelaySeconds is ReplicaDelay as ClickHouse's max_replica_delay_for_distributed_queries
+// takes it: whole seconds, at least one.
+func (m *Materializer) replicaDelaySeconds() int {
+	return max(1, int((m.cfg.ReplicaDelay+time.Second-1)/time.Second))
+}
+
+// visibility is how long before a computation's version a stored sample may still be
+// missing from its reads (see ReplicaDelay); zero on one server.
+func (m *Materializer) visibility() time.Duration {
+	if m.cfg.ReplicaDelay == 0 && m.cfg.ClockSkew == 0 {
+		return 0
+	}
+	// The server's now() counts whole seconds, hence the second added.
+	skew := int((m.cfg.ClockSkew + time.Second - 1) / time.Second)
+	return time.Duration(m.replicaDelaySeconds()+skew+1) * time.Second
+}
+
+// readSettings makes a cycle's Distributed reads skip replicas more than ReplicaDelay
+// behind, failing rather than reading a stale one.
+func (m *Materializer) readSettings(ctx context.Context) context.Context {
+	if m.cfg.ReplicaDelay == 0 {
+		return ctx
+	}
+	return clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
+		"max_replica_delay_for_distributed_queries":          m.replicaDelaySeconds(),
+		"fallback_to_stale_replicas_for_distributed_queries": 0,
+	}))
 }
 
 // seed marks every unit of the raw samples when no unit of this width was ever computed:

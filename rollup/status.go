@@ -42,11 +42,12 @@ type partStats struct {
 // Status reports every tier. It reads part statistics from system.parts and scans only the
 // oldest and newest partition of each tier for its exact bounds, so it stays cheap however
 // much the tiers hold.
-func Status(ctx context.Context, conn driver.Conn, db string, tiers []Tier) ([]TierStatus, error) {
-	rows, err := conn.Query(ctx, "SELECT table, partition, sum(rows), sum(bytes_on_disk) FROM system.parts"+
-		" WHERE active AND database = ? AND table IN (?, ?) GROUP BY table, partition", db, schema.TableSamples, schema.TableRollups)
+func Status(ctx context.Context, conn driver.Conn, p schema.Place, tiers []Tier) ([]TierStatus, error) {
+	samples, rollups := p.Stored(schema.TableSamples), p.Stored(schema.TableRollups)
+	rows, err := conn.Query(ctx, "SELECT table = ?, partition, sum(rows), sum(bytes_on_disk) FROM "+p.Parts()+
+		" WHERE active AND database = ? AND table IN (?, ?) GROUP BY table, partition", samples, p.Database, samples, rollups)
 	if err != nil {
-		return nil, fmt.Errorf("read part statistics of %s: %w", db, err)
+		return nil, fmt.Errorf("read part statistics of %s: %w", p.Database, err)
 	}
 	defer rows.Close()
 	// Partitions are keyed by resolution (0 for raw) and by their block: the day for raw,
@@ -54,13 +55,14 @@ func Status(ctx context.Context, conn driver.Conn, db string, tiers []Tier) ([]T
 	parts := map[int64]map[int64]partStats{}
 	for rows.Next() {
 		var (
-			table, partition string
-			n, bytes         uint64
+			isRaw     uint8
+			partition string
+			n, bytes  uint64
 		)
-		if err := rows.Scan(&table, &partition, &n, &bytes); err != nil {
+		if err := rows.Scan(&isRaw, &partition, &n, &bytes); err != nil {
 			return nil, fmt.Errorf("scan part statistics: %w", err)
 		}
-		res, block, err := parsePartition(table, partition)
+		res, block, err := parsePartition(isRaw == 1, partition)
 		if err != nil {
 			return nil, err
 		}
@@ -89,7 +91,7 @@ func Status(ctx context.Context, conn driver.Conn, db string, tiers []Tier) ([]T
 				st.BytesOnDisk += p.bytes
 				lo, hi = min(lo, b), max(hi, b)
 			}
-			oldest, newest, err := bounds(ctx, conn, db, t, lo, hi)
+			oldest, newest, err := bounds(ctx, conn, p.Database, t, lo, hi)
 			if err != nil {
 				return nil, err
 			}
@@ -108,10 +110,10 @@ func Status(ctx context.Context, conn driver.Conn, db string, tiers []Tier) ([]T
 	return out, nil
 }
 
-// parsePartition reads system.parts.partition: "18262" (a day) for samples,
+// parsePartition reads system.parts.partition: "18262" (a day) for samples (raw),
 // "(300000,612)" (resolution, 30-day block) for rollups.
-func parsePartition(table, partition string) (res, block int64, err error) {
-	if table == schema.TableSamples {
+func parsePartition(raw bool, partition string) (res, block int64, err error) {
+	if raw {
 		block, err = strconv.ParseInt(partition, 10, 64)
 		if err != nil {
 			return 0, 0, fmt.Errorf("parse samples partition %q: %w", partition, err)
@@ -150,11 +152,11 @@ func bounds(ctx context.Context, conn driver.Conn, db string, t Tier, lo, hi int
 }
 
 // StatusHandler serves the tiers' status as JSON: {"tiers": [TierStatus...]}.
-func StatusHandler(conn driver.Conn, db string, tiers []Tier, logger *slog.Logger) http.Handler {
+func StatusHandler(conn driver.Conn, p schema.Place, tiers []Tier, logger *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 		defer cancel()
-		st, err := Status(ctx, conn, db, tiers)
+		st, err := Status(ctx, conn, p, tiers)
 		if err != nil {
 			logger.Warn("tier status", "err", err)
 			http.Error(w, "read tier status: "+err.Error(), http.StatusServiceUnavailable)
@@ -181,7 +183,7 @@ const (
 // statusCollector exports the cached Status on /metrics (see statusMinAge).
 type statusCollector struct {
 	conn   driver.Conn
-	db     string
+	place  schema.Place
 	tiers  []Tier
 	logger *slog.Logger
 	rows   *prometheus.Desc
@@ -201,9 +203,9 @@ type statusCollector struct {
 // NewStatusCollector returns a collector of pyramid_tier_* metrics: rows and bytes per
 // tier, the newest sample or bucket, how far each rollup tier lags behind raw, and how old
 // these figures are.
-func NewStatusCollector(conn driver.Conn, db string, tiers []Tier, logger *slog.Logger) prometheus.Collector {
+func NewStatusCollector(conn driver.Conn, p schema.Place, tiers []Tier, logger *slog.Logger) prometheus.Collector {
 	l := []string{"tier"}
-	return &statusCollector{conn: conn, db: db, tiers: tiers, logger: logger,
+	return &statusCollector{conn: conn, place: p, tiers: tiers, logger: logger,
 		rows:   prometheus.NewDesc("pyramid_tier_rows", "Rows stored per tier, unmerged versions and duplicates included.", l, nil),
 		bytes:  prometheus.NewDesc("pyramid_tier_bytes_on_disk", "Bytes on disk per tier.", l, nil),
 		lag:    prometheus.NewDesc("pyramid_tier_lag_seconds", "How far a rollup tier's newest bucket ends before raw's newest sample (-1: nothing computed yet).", l, nil),
@@ -270,7 +272,7 @@ func (c *statusCollector) refresh() <-chan struct{} {
 		defer close(done)
 		ctx, cancel := context.WithTimeout(context.Background(), statusRefreshTimeout)
 		defer cancel()
-		st, err := Status(ctx, c.conn, c.db, c.tiers)
+		st, err := Status(ctx, c.conn, c.place, c.tiers)
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.refreshing = nil

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pyramid-metrics/pyramid/rollup"
+	"github.com/pyramid-metrics/pyramid/schema"
 	"github.com/pyramid-metrics/pyramid/schema/schematest"
 )
 
@@ -170,7 +171,7 @@ func TestStatusMetricsWhileClickHouseStalls(t *testing.T) {
 	}
 	t.Cleanup(func() { conn.Close() })
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(rollup.NewStatusCollector(conn, e.db, e.tiers, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	reg.MustRegister(rollup.NewStatusCollector(conn, schema.Place{Database: e.db}, e.tiers, slog.New(slog.NewTextHandler(io.Discard, nil))))
 
 	_, fresh := waitTierFigures(t, reg, "the first figures", func(rows map[string]float64, age float64) error {
 		if rows["raw"] != 101 {

@@ -14,6 +14,10 @@ type Config struct {
 	// RawRetention is how long raw samples are kept; 0 keeps them forever. Retention works
 	// on whole days (one partition per UTC day), so it must be a multiple of 24h.
 	RawRetention time.Duration
+	// Cluster, when set, is the cluster (from the servers' remote_servers) whose every
+	// server holds the tables: replicated within each shard, sharded by scrape target and
+	// reached through Distributed tables (see Place). Like Database it is spliced into DDL.
+	Cluster string
 }
 
 // isIdentifier reports whether s is a plain ClickHouse identifier: [A-Za-z_][A-Za-z0-9_]*.
@@ -34,6 +38,9 @@ func isIdentifier(s string) bool {
 func (c Config) Validate() error {
 	if !isIdentifier(c.Database) {
 		return fmt.Errorf("database name %q: must match [A-Za-z_][A-Za-z0-9_]*", c.Database)
+	}
+	if c.Cluster != "" && !isIdentifier(c.Cluster) {
+		return fmt.Errorf("cluster name %q: must match [A-Za-z_][A-Za-z0-9_]*", c.Cluster)
 	}
 	if c.RawRetention < 0 {
 		return errors.New("raw retention must not be negative")

@@ -18,14 +18,24 @@ func goldenConfig() Config {
 	return Config{Database: "pyramid", RawRetention: 30 * 24 * time.Hour}
 }
 
-// TestGoldenDDL pins the DDL of both dialects. The legacy script also runs for real on
-// 18.16 in TestMigrate; the modern one cannot run here, so TestModernDDLParses parses it.
+// TestGoldenDDL pins the DDL of both dialects, on one server and on a cluster. The legacy
+// scripts also run for real on 18.16 (TestMigrate, and the cluster e2e tests), the modern
+// one on 26.5 (TestConformance*); TestModernDDLParses parses them all.
 // Run `go test ./schema -run Golden -update` after an intended change and review the diff.
 func TestGoldenDDL(t *testing.T) {
-	for _, d := range []Dialect{Legacy, Modern} {
-		t.Run(d.String(), func(t *testing.T) {
-			got := strings.Join(Statements(goldenConfig(), d), ";\n\n") + ";\n"
-			path := filepath.Join("testdata", d.String()+".sql")
+	for _, tc := range []struct {
+		d       Dialect
+		cluster string
+	}{{Legacy, ""}, {Modern, ""}, {Legacy, "pyramid"}, {Modern, "pyramid"}} {
+		name := tc.d.String()
+		if tc.cluster != "" {
+			name += "-cluster"
+		}
+		t.Run(name, func(t *testing.T) {
+			cfg := goldenConfig()
+			cfg.Cluster = tc.cluster
+			got := strings.Join(Statements(cfg, tc.d), ";\n\n") + ";\n"
+			path := filepath.Join("testdata", name+".sql")
 			if *update {
 				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
 					t.Fatal(err)
@@ -36,7 +46,7 @@ func TestGoldenDDL(t *testing.T) {
 				t.Fatalf("read golden file (run with -update to create it): %v", err)
 			}
 			if got != string(want) {
-				t.Errorf("DDL for %s differs from %s; run `go test ./schema -run Golden -update` and review the diff.\n--- got ---\n%s", d, path, got)
+				t.Errorf("DDL for %s differs from %s; run `go test ./schema -run Golden -update` and review the diff.\n--- got ---\n%s", name, path, got)
 			}
 		})
 	}
@@ -47,6 +57,7 @@ func TestGoldenDDL(t *testing.T) {
 func TestModernDDLParses(t *testing.T) {
 	for _, tc := range []struct {
 		d         Dialect
+		cluster   string
 		retention time.Duration
 		want      []string // substrings of the parser's re-rendered SQL
 		wantNot   []string
@@ -54,8 +65,10 @@ func TestModernDDLParses(t *testing.T) {
 		{d: Modern, retention: 30 * 24 * time.Hour, want: []string{"CODEC(DoubleDelta, ZSTD(1))", "CODEC(Delta, ZSTD(1))", "CODEC(Gorilla, ZSTD(1))", "LowCardinality(String)", "TTL toDateTime(intDiv(ts, 1000)) + INTERVAL 30 DAY"}},
 		{d: Modern, retention: 0, want: []string{"CODEC(", "LowCardinality("}, wantNot: []string{"TTL"}},
 		{d: Legacy, retention: 30 * 24 * time.Hour, wantNot: []string{"CODEC(", "LowCardinality(", "TTL"}},
+		{d: Modern, cluster: "c1", retention: 30 * 24 * time.Hour, want: []string{"ON CLUSTER c1", "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/pyramid/samples', '{replica}')", "Distributed(c1, pyramid, samples_local, target)", "TTL"}},
+		{d: Legacy, cluster: "c1", retention: 30 * 24 * time.Hour, want: []string{"ReplicatedAggregatingMergeTree(", "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/pyramid/rollups', '{replica}', version)"}, wantNot: []string{"CODEC(", "TTL"}},
 	} {
-		cfg := Config{Database: "pyramid", RawRetention: tc.retention}
+		cfg := Config{Database: "pyramid", RawRetention: tc.retention, Cluster: tc.cluster}
 		var rendered []string
 		for i, stmt := range Statements(cfg, tc.d) {
 			exprs, err := chparser.NewParser(stmt).ParseStmts()

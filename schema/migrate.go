@@ -74,7 +74,7 @@ func migrateTo(ctx context.Context, conn driver.Conn, cfg Config, target uint32,
 		return Info{}, err
 	}
 	d := DialectFor(server)
-	g := ddl{db: cfg.Database, d: d}
+	g := ddl{db: cfg.Database, d: d, cluster: cfg.Cluster}
 	for _, stmt := range []string{g.createDatabase(), g.createMigrations()} {
 		if err := conn.Exec(ctx, stmt); err != nil {
 			return Info{}, fmt.Errorf("create %s: %w", cfg.Database, err)

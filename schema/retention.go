@@ -12,7 +12,8 @@ import (
 // DropExpiredPartitions enforces RawRetention on servers without TTL: it drops every day
 // partition of the samples table that ends before now minus the retention. It returns the
 // day numbers (days since 1970-01-01 UTC) it dropped. Dropping a partition that another
-// replica dropped a moment ago is a no-op on the server, so replicas may all run this.
+// replica dropped a moment ago is a no-op on the server, so replicas may all run this. On a
+// cluster it lists the partitions of every shard and drops them on every server.
 func DropExpiredPartitions(ctx context.Context, conn driver.Conn, cfg Config, now time.Time) ([]int64, error) {
 	days := cfg.retentionDays()
 	if days == 0 {
@@ -20,8 +21,9 @@ func DropExpiredPartitions(ctx context.Context, conn driver.Conn, cfg Config, no
 	}
 	// A partition holds day d, [d, d+1) days; it has expired once d+1 <= cutoff.
 	cutoff := now.UnixMilli()/DayMillis - int64(days)
-	rows, err := conn.Query(ctx, `SELECT DISTINCT partition FROM system.parts
-WHERE database = ? AND table = ? AND active`, cfg.Database, TableSamples)
+	p := cfg.Place()
+	rows, err := conn.Query(ctx, "SELECT DISTINCT partition FROM "+p.Parts()+
+		" WHERE database = ? AND table = ? AND active", p.Database, p.Stored(TableSamples))
 	if err != nil {
 		return nil, fmt.Errorf("list partitions of %s.%s: %w", cfg.Database, TableSamples, err)
 	}
@@ -44,7 +46,7 @@ WHERE database = ? AND table = ? AND active`, cfg.Database, TableSamples)
 		return nil, fmt.Errorf("list partitions of %s.%s: %w", cfg.Database, TableSamples, err)
 	}
 	for i, day := range expired {
-		q := fmt.Sprintf("ALTER TABLE %s.%s DROP PARTITION %d", cfg.Database, TableSamples, day)
+		q := fmt.Sprintf("%s DROP PARTITION %d", p.AlterStored(TableSamples), day)
 		if err := conn.Exec(ctx, q); err != nil {
 			return expired[:i], fmt.Errorf("drop expired partition %d (%d of %d): %w", day, i+1, len(expired), err)
 		}

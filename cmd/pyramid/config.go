@@ -26,6 +26,10 @@ type config struct {
 	ListenAddr         string        `envconfig:"LISTEN_ADDR" default:":9201" desc:"HTTP listen address"`
 	ClickHouseAddr     string        `envconfig:"CLICKHOUSE_ADDR" default:"127.0.0.1:9000" desc:"ClickHouse native-protocol address (host:port; comma-separate several for failover)"`
 	ClickHouseDatabase string        `envconfig:"CLICKHOUSE_DATABASE" default:"pyramid" desc:"database for pyramid's tables, created if missing"`
+	ClickHouseCluster  string        `envconfig:"CLICKHOUSE_CLUSTER" default:"" desc:"cluster (from the servers' remote_servers) to keep the tables on: replicated within each shard, sharded by scrape target; empty for one server"`
+	InsertQuorum       int           `envconfig:"INSERT_QUORUM" default:"0" desc:"on a cluster, replicas of a shard that must hold a write before it is acknowledged (ClickHouse's insert_quorum); 0 or 1: the one it reached"`
+	ReplicaDelay       time.Duration `envconfig:"CLUSTER_MAX_REPLICA_DELAY" default:"5s" desc:"on a cluster, how far behind its shard a replica may be and still be read for rollups"`
+	ClockSkew          time.Duration `envconfig:"CLUSTER_MAX_CLOCK_SKEW" default:"1s" desc:"on a cluster, how far the ClickHouse servers' clocks may differ"`
 	ClickHouseUser     string        `envconfig:"CLICKHOUSE_USER" default:"default" desc:"ClickHouse user"`
 	ClickHousePassword string        `envconfig:"CLICKHOUSE_PASSWORD" default:"" desc:"ClickHouse password"`
 	ClickHouseDial     time.Duration `envconfig:"CLICKHOUSE_DIAL_TIMEOUT" default:"5s" desc:"timeout for connecting to ClickHouse"`
@@ -69,6 +73,7 @@ type config struct {
 func (c config) adapterConfig() adapter.Config {
 	return adapter.Config{
 		Database:             c.ClickHouseDatabase,
+		Cluster:              c.ClickHouseCluster,
 		MaxRequestBytes:      c.MaxRequestBytes,
 		MaxDecodedBytes:      c.MaxDecodedBytes,
 		BatchRows:            c.BatchRows,
@@ -96,17 +101,37 @@ func (c config) adapterConfig() adapter.Config {
 }
 
 func (c config) schemaConfig() schema.Config {
-	return schema.Config{Database: c.ClickHouseDatabase, RawRetention: c.rawRetention()}
+	return schema.Config{Database: c.ClickHouseDatabase, RawRetention: c.rawRetention(), Cluster: c.ClickHouseCluster}
+}
+
+// clickhouseSettings are the settings of every query pyramid sends. On a cluster an insert
+// into a Distributed table returns only once every shard has stored its rows (and, with a
+// quorum, that many replicas of each), so that a 2xx still means the rows are stored.
+// 18.16 takes only numeric settings from clickhouse-go, so every one here is a number.
+func (c config) clickhouseSettings() map[string]any {
+	if c.ClickHouseCluster == "" {
+		return nil
+	}
+	s := map[string]any{"insert_distributed_sync": 1}
+	if c.InsertQuorum > 1 {
+		s["insert_quorum"] = c.InsertQuorum
+		s["insert_quorum_timeout"] = int(c.InsertTimeout.Milliseconds())
+	}
+	return s
 }
 
 // rawRetention is the raw tier's retention, 0 for forever.
 func (c config) rawRetention() time.Duration { return c.tiers[0].Retention }
 
 func (c config) materializerConfig() rollup.MaterializerConfig {
-	return rollup.MaterializerConfig{
+	mc := rollup.MaterializerConfig{
 		Database: c.ClickHouseDatabase, Tiers: c.tiers, Interval: c.RollupInterval, Settle: c.RollupSettle,
 		MaxUnits: 10_000, TargetsPerRead: 64, Now: time.Now,
 	}
+	if c.ClickHouseCluster != "" {
+		mc.ReplicaDelay, mc.ClockSkew = c.ReplicaDelay, c.ClockSkew
+	}
+	return mc
 }
 
 // loadConfig reads the environment and then args. It returns flag.ErrHelp after printing
@@ -135,6 +160,9 @@ func loadConfig(args []string, out io.Writer) (config, []string, error) {
 		return c, nil, fmt.Errorf("PYRAMID_TIERS: %w", err)
 	}
 	c.tiers = tiers
+	if c.InsertQuorum < 0 || c.InsertQuorum > 1 && c.ClickHouseCluster == "" {
+		return c, nil, fmt.Errorf("PYRAMID_INSERT_QUORUM %d: needs PYRAMID_CLICKHOUSE_CLUSTER and must not be negative", c.InsertQuorum)
+	}
 	return c, fs.Args(), nil
 }
 

@@ -60,6 +60,7 @@ func run(args []string) error {
 		DialTimeout:  cfg.ClickHouseDial,
 		MaxOpenConns: cfg.ClickHouseConns,
 		MaxIdleConns: cfg.ClickHouseConns,
+		Settings:     cfg.clickhouseSettings(),
 	})
 	if err != nil {
 		return fmt.Errorf("open ClickHouse %s: %w", cfg.ClickHouseAddr, err)
@@ -99,8 +100,8 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 	if err != nil {
 		return err
 	}
-	reg.MustRegister(rollup.NewStatusCollector(conn, cfg.ClickHouseDatabase, cfg.tiers, logger))
-	srv.Handle("/api/v1/status/tiers", rollup.StatusHandler(conn, cfg.ClickHouseDatabase, cfg.tiers, logger))
+	reg.MustRegister(rollup.NewStatusCollector(conn, cfg.schemaConfig().Place(), cfg.tiers, logger))
+	srv.Handle("/api/v1/status/tiers", rollup.StatusHandler(conn, cfg.schemaConfig().Place(), cfg.tiers, logger))
 	handler := srv.Handler()
 	var guard *auth.Guard
 	if cfg.WebConfigFile != "" {
@@ -133,7 +134,7 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 	httpSrv := newHTTPServer(handler, cfg, limited)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
-	logger.Info("pyramid listening", "addr", ln.Addr().String(), "tls", guard != nil && guard.TLS(), "clickhouse", cfg.ClickHouseAddr, "database", cfg.ClickHouseDatabase)
+	logger.Info("pyramid listening", "addr", ln.Addr().String(), "tls", guard != nil && guard.TLS(), "clickhouse", cfg.ClickHouseAddr, "database", cfg.ClickHouseDatabase, "cluster", cfg.ClickHouseCluster)
 	if cfg.PprofAddr != "" {
 		_, stopPprof, err := servePprof(cfg.PprofAddr, logger)
 		if err != nil {
@@ -215,7 +216,7 @@ func dropExpiredRollups(ctx context.Context, cfg config, conn driver.Conn, logge
 	ticker := time.NewTicker(cfg.RetentionInterval)
 	defer ticker.Stop()
 	for {
-		dropped, err := rollup.DropExpired(ctx, conn, cfg.ClickHouseDatabase, cfg.tiers, time.Now())
+		dropped, err := rollup.DropExpired(ctx, conn, cfg.schemaConfig().Place(), cfg.tiers, time.Now())
 		if err != nil && ctx.Err() == nil {
 			logger.Error("drop expired rollup partitions", "err", err)
 		} else if len(dropped) > 0 {

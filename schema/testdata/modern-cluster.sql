@@ -1,0 +1,130 @@
+CREATE DATABASE IF NOT EXISTS pyramid ON CLUSTER pyramid;
+
+CREATE TABLE IF NOT EXISTS pyramid.schema_migrations ON CLUSTER pyramid (
+    version UInt32,
+    name String,
+    dialect String,
+    applied_ms Int64
+) ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/pyramid/schema_migrations', '{shard}-{replica}')
+ORDER BY version;
+
+CREATE TABLE IF NOT EXISTS pyramid.samples_local ON CLUSTER pyramid (
+    target UInt64 CODEC(ZSTD(1)),
+    fingerprint UInt64 CODEC(ZSTD(1)),
+    ts Int64 CODEC(DoubleDelta, ZSTD(1)),
+    value Float64 CODEC(Delta, ZSTD(1))
+) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/pyramid/samples', '{replica}')
+PARTITION BY intDiv(ts, 86400000)
+ORDER BY (target, fingerprint, ts)
+TTL toDateTime(intDiv(ts, 1000)) + INTERVAL 30 DAY
+SETTINGS ttl_only_drop_parts = 1;
+
+CREATE TABLE IF NOT EXISTS pyramid.samples ON CLUSTER pyramid AS pyramid.samples_local ENGINE = Distributed(pyramid, pyramid, samples_local, target);
+
+CREATE TABLE IF NOT EXISTS pyramid.series_local ON CLUSTER pyramid (
+    fingerprint UInt64,
+    target UInt64,
+    metric_name LowCardinality(String),
+    label_names Array(LowCardinality(String)),
+    label_values Array(String),
+    first_seen AggregateFunction(min, Int64),
+    last_seen AggregateFunction(max, Int64)
+) ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/pyramid/series', '{replica}')
+ORDER BY (metric_name, fingerprint);
+
+CREATE TABLE IF NOT EXISTS pyramid.series ON CLUSTER pyramid AS pyramid.series_local ENGINE = Distributed(pyramid, pyramid, series_local, target);
+
+CREATE TABLE IF NOT EXISTS pyramid.series_labels_local ON CLUSTER pyramid (
+    name LowCardinality(String),
+    value String,
+    fingerprint UInt64
+) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/pyramid/series_labels', '{replica}')
+ORDER BY (name, value, fingerprint);
+
+CREATE TABLE IF NOT EXISTS pyramid.series_labels ON CLUSTER pyramid AS pyramid.series_labels_local ENGINE = Distributed(pyramid, pyramid, series_labels_local);
+
+CREATE TABLE IF NOT EXISTS pyramid.series_input_local ON CLUSTER pyramid (
+    fingerprint UInt64,
+    target UInt64,
+    metric_name String,
+    label_names Array(String),
+    label_values Array(String),
+    first_seen Int64,
+    last_seen Int64
+) ENGINE = Null;
+
+CREATE TABLE IF NOT EXISTS pyramid.series_input ON CLUSTER pyramid AS pyramid.series_input_local ENGINE = Distributed(pyramid, pyramid, series_input_local, target);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pyramid.series_mv ON CLUSTER pyramid TO pyramid.series_local AS
+SELECT
+    fingerprint,
+    any(target) AS target,
+    any(metric_name) AS metric_name,
+    any(label_names) AS label_names,
+    any(label_values) AS label_values,
+    minState(first_seen) AS first_seen,
+    maxState(last_seen) AS last_seen
+FROM pyramid.series_input_local
+GROUP BY fingerprint;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS pyramid.series_labels_mv ON CLUSTER pyramid TO pyramid.series_labels_local AS
+SELECT name, value, fingerprint
+FROM pyramid.series_input_local
+ARRAY JOIN label_names AS name, label_values AS value;
+
+CREATE TABLE IF NOT EXISTS pyramid.metadata_local ON CLUSTER pyramid (
+    metric_family_name String,
+    type LowCardinality(String),
+    help String,
+    unit LowCardinality(String),
+    updated_ms Int64
+) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/pyramid/metadata', '{replica}', updated_ms)
+ORDER BY metric_family_name;
+
+CREATE TABLE IF NOT EXISTS pyramid.metadata ON CLUSTER pyramid AS pyramid.metadata_local ENGINE = Distributed(pyramid, pyramid, metadata_local, cityHash64(metric_family_name));
+
+CREATE TABLE IF NOT EXISTS pyramid.rollups_local ON CLUSTER pyramid (
+    res Int64,
+    target UInt64 CODEC(ZSTD(1)),
+    fingerprint UInt64 CODEC(ZSTD(1)),
+    bucket Int64 CODEC(DoubleDelta, ZSTD(1)),
+    cnt UInt64 CODEC(T64, ZSTD(1)),
+    sum_hi Float64 CODEC(Gorilla, ZSTD(1)),
+    sum_lo Float64 CODEC(ZSTD(1)),
+    min_v Float64 CODEC(Gorilla, ZSTD(1)),
+    max_v Float64 CODEC(Gorilla, ZSTD(1)),
+    first_ts Int64 CODEC(DoubleDelta, ZSTD(1)),
+    first_v Float64 CODEC(Gorilla, ZSTD(1)),
+    last_ts Int64 CODEC(DoubleDelta, ZSTD(1)),
+    last_v Float64 CODEC(Gorilla, ZSTD(1)),
+    corr_hi Float64 CODEC(ZSTD(1)),
+    corr_lo Float64 CODEC(ZSTD(1)),
+    resets UInt64 CODEC(T64, ZSTD(1)),
+    version UInt32 CODEC(ZSTD(1))
+) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/pyramid/rollups', '{replica}', version)
+PARTITION BY (res, intDiv(bucket, 2592000000))
+ORDER BY (res, target, fingerprint, bucket);
+
+CREATE TABLE IF NOT EXISTS pyramid.rollups ON CLUSTER pyramid AS pyramid.rollups_local ENGINE = Distributed(pyramid, pyramid, rollups_local, target);
+
+CREATE TABLE IF NOT EXISTS pyramid.rollup_dirty_local ON CLUSTER pyramid (
+    width Int64,
+    unit Int64,
+    target UInt64,
+    marked UInt32 DEFAULT toUInt32(now())
+) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/pyramid/rollup_dirty', '{replica}', marked)
+PARTITION BY intDiv(unit, 2592000000)
+ORDER BY (width, unit, target);
+
+CREATE TABLE IF NOT EXISTS pyramid.rollup_dirty ON CLUSTER pyramid AS pyramid.rollup_dirty_local ENGINE = Distributed(pyramid, pyramid, rollup_dirty_local, target);
+
+CREATE TABLE IF NOT EXISTS pyramid.rollup_done_local ON CLUSTER pyramid (
+    width Int64,
+    unit Int64,
+    target UInt64,
+    version UInt32
+) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/pyramid/rollup_done', '{replica}', version)
+PARTITION BY intDiv(unit, 2592000000)
+ORDER BY (width, unit, target);
+
+CREATE TABLE IF NOT EXISTS pyramid.rollup_done ON CLUSTER pyramid AS pyramid.rollup_done_local ENGINE = Distributed(pyramid, pyramid, rollup_done_local, target);
