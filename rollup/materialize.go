@@ -272,7 +272,8 @@ func (m *Materializer) Cycle(ctx context.Context) (int, error) {
 	if err := m.conn.QueryRow(ctx, "SELECT toUInt32(now())").Scan(&version); err != nil {
 		return 0, fmt.Errorf("read the server clock: %w", err)
 	}
-	version -= uint32(m.visibility().Seconds())
+	_, visibility := replicaLag(m.cfg.ReplicaDelay, m.cfg.ClockSkew)
+	version -= uint32(visibility / time.Second)
 	pending, err := m.pending(ctx)
 	if err != nil {
 		return 0, err
@@ -291,31 +292,29 @@ func (m *Materializer) Cycle(ctx context.Context) (int, error) {
 	return done, nil
 }
 
-// replicaDelaySeconds is ReplicaDelay as ClickHouse's max_replica_delay_for_distributed_queries
-// takes it: whole seconds, at least one.
-func (m *Materializer) replicaDelaySeconds() int {
-	return max(1, int((m.cfg.ReplicaDelay+time.Second-1)/time.Second))
-}
-
-// visibility is how long before a computation's version a stored sample may still be
-// missing from its reads (see ReplicaDelay); zero on one server.
-func (m *Materializer) visibility() time.Duration {
-	if m.cfg.ReplicaDelay == 0 && m.cfg.ClockSkew == 0 {
-		return 0
+// replicaLag turns a cluster's allowances into what the materializer uses: the replica
+// delay as ClickHouse's max_replica_delay_for_distributed_queries takes it (whole seconds,
+// at least one), and how long before a computation's version a stored sample may still be
+// missing from its reads. Both are zero on one server.
+func replicaLag(replicaDelay, clockSkew time.Duration) (delaySeconds int, visibility time.Duration) {
+	if replicaDelay == 0 && clockSkew == 0 {
+		return 0, 0
 	}
-	// The server's now() counts whole seconds, hence the second added.
-	skew := int((m.cfg.ClockSkew + time.Second - 1) / time.Second)
-	return time.Duration(m.replicaDelaySeconds()+skew+1) * time.Second
+	ceil := func(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }
+	delaySeconds = max(1, ceil(replicaDelay))
+	// The servers' now() counts whole seconds, hence the second added.
+	return delaySeconds, time.Duration(delaySeconds+ceil(clockSkew)+1) * time.Second
 }
 
 // readSettings makes a cycle's Distributed reads skip replicas more than ReplicaDelay
 // behind, failing rather than reading a stale one.
 func (m *Materializer) readSettings(ctx context.Context) context.Context {
-	if m.cfg.ReplicaDelay == 0 {
+	delay, _ := replicaLag(m.cfg.ReplicaDelay, m.cfg.ClockSkew)
+	if delay == 0 {
 		return ctx
 	}
 	return clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
-		"max_replica_delay_for_distributed_queries":          m.replicaDelaySeconds(),
+		"max_replica_delay_for_distributed_queries":          delay,
 		"fallback_to_stale_replicas_for_distributed_queries": 0,
 	}))
 }
