@@ -1,6 +1,7 @@
 # pyramid: Prometheus remote-write storage on ClickHouse.
 #   make run      install ClickHouse + Prometheus if missing, build, start the local stack
 #   make stop     stop the local stack (data stays in var/stack)
+#   make run-cluster / stop-cluster   the same with a 2x2 ClickHouse cluster (var/stack-cluster)
 #   make test     what CI runs: go test ./... against a private ClickHouse, then brief fuzzing
 #   make bench / bench-load / bench-read / bench-rollup / fuzz / clean
 # The shell scripts in deploy/ do the work; each says what it does at the top.
@@ -16,7 +17,7 @@ FUZZ_TARGETS ?= adapter:FuzzDecodeWriteRequest adapter:FuzzParseWriteRequest ada
 TEST_FUZZTIME ?= 15s
 FUZZTIME ?= 60s
 
-.PHONY: build run stop test bench bench-load bench-read bench-rollup fuzz clean
+.PHONY: build run stop run-cluster stop-cluster test bench bench-load bench-read bench-rollup fuzz clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/pyramid ./cmd/pyramid
@@ -29,6 +30,16 @@ run:
 
 stop:
 	bash deploy/stack.sh down
+
+# ZooKeeper and 2 shards x 2 replicas of ClickHouse 18.16 on this machine, pyramid in
+# cluster mode, Prometheus writing to it; the ports are the stack's, ClickHouse's from 9300.
+run-cluster:
+	bash deploy/install.sh
+	$(MAKE) build
+	STACK_CLUSTER=2x2 PYRAMID_HOME=$(CURDIR)/var/stack-cluster bash deploy/stack.sh up
+
+stop-cluster:
+	PYRAMID_HOME=$(CURDIR)/var/stack-cluster bash deploy/stack.sh down
 
 test:
 	FUZZ_TARGETS='$(FUZZ_TARGETS)' FUZZTIME='$(TEST_FUZZTIME)' bash deploy/test.sh test
@@ -58,6 +69,7 @@ fuzz:
 # Stop what runs out of var/ first: deleting a live server's files under it helps nobody.
 clean:
 	bash deploy/stack.sh down
+	PYRAMID_HOME=$(CURDIR)/var/stack-cluster bash deploy/stack.sh down
 	for d in var/*/; do \
 		if [ -f "$$d/clickhouse.pid" ]; then bash deploy/clickhouse.sh stop "$$d"; fi; \
 	done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what pyramid's tests and local stack need, each only if it is missing: Debian's
-# clickhouse-server/clickhouse-client (18.16) and prometheus (2.42, with promtool), plus curl
-# and CA certificates; and, for the tests of the modern dialect, ClickHouse 26.5 as the chDB
+# clickhouse-server/clickhouse-client (18.16), prometheus (2.42, with promtool) and zookeeper
+# (3.8, for the local ClickHouse cluster), plus curl and CA certificates; and, for the tests of the modern dialect, ClickHouse 26.5 as the chDB
 # library (npm's @chdb/lib-linux-x64-gnu, fetched with npm into var/chdb/lib/libchdb.so).
 # Safe to run again and again; it does nothing once everything is there. Go is not installed
 # here: it is expected at /usr/local/go (or anywhere on PATH).
@@ -21,6 +21,8 @@ command -v clickhouse-client >/dev/null || need+=(clickhouse-client)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v curl >/dev/null || need+=(curl)
+# The local ClickHouse cluster (deploy/cluster.sh) coordinates its replicas through ZooKeeper.
+[[ -r /usr/share/java/zookeeper.jar ]] || need+=(zookeeper)
 command -v setsid >/dev/null || need+=(util-linux)
 # go needs CA certificates to fetch modules over HTTPS; minimal images lack them.
 [[ -e /etc/ssl/certs/ca-certificates.crt ]] || need+=(ca-certificates)
@@ -88,6 +90,10 @@ for cmd in clickhouse-server clickhouse-client prometheus promtool curl setsid; 
 done
 if ! command -v go >/dev/null; then
 	echo "install.sh: go not found; install Go (go.mod's version) under /usr/local/go" >&2
+	missing=1
+fi
+if [[ ! -r /usr/share/java/zookeeper.jar ]]; then
+	echo "install.sh: zookeeper is still missing (/usr/share/java/zookeeper.jar)" >&2
 	missing=1
 fi
 exit "$missing"

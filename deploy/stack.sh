@@ -9,6 +9,9 @@
 # Env (defaults): PYRAMID_HOME (<repo>/var/stack), PYRAMID_BIN (<repo>/bin/pyramid),
 # CLICKHOUSE_TCP_PORT (9000), CLICKHOUSE_HTTP_PORT (8123), CLICKHOUSE_COMPRESSION (zstd),
 # PYRAMID_PORT (9201), PROMETHEUS_PORT (9090), SCRAPE_INTERVAL (15s).
+# STACK_CLUSTER=SHARDSxREPLICAS (e.g. 2x2) runs a local ClickHouse cluster instead of one
+# server (deploy/cluster.sh: ZooKeeper on CLUSTER_BASE_PORT, default 9300, and the servers
+# on the ports after it) and pyramid in cluster mode.
 # Other PYRAMID_* variables in the environment reach pyramid unchanged.
 set -euo pipefail
 
@@ -27,6 +30,8 @@ ch_compression=${CLICKHOUSE_COMPRESSION:-zstd}
 pyramid_port=${PYRAMID_PORT:-9201}
 prom_port=${PROMETHEUS_PORT:-9090}
 scrape_interval=${SCRAPE_INTERVAL:-15s}
+cluster=${STACK_CLUSTER:-}
+cluster_base=${CLUSTER_BASE_PORT:-9300}
 ready_timeout=60
 
 die() {
@@ -117,7 +122,16 @@ up() {
 	command -v curl >/dev/null || die "curl not found; run deploy/install.sh"
 	mkdir -p "$home"
 
-	"$here/clickhouse.sh" start "$home/clickhouse" "$ch_tcp" "$ch_http" "$ch_compression"
+	local ch_env=(PYRAMID_CLICKHOUSE_ADDR="127.0.0.1:$ch_tcp") ch_hint="clickhouse-client --port $ch_tcp" stop_hint="make stop"
+	if [[ -n $cluster ]]; then
+		[[ $cluster =~ ^([1-9][0-9]*)x([1-9][0-9]*)$ ]] || die "STACK_CLUSTER must be SHARDSxREPLICAS, like 2x2, not $cluster"
+		"$here/cluster.sh" start "$home/cluster" "$cluster_base" "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+		ch_env=(PYRAMID_CLICKHOUSE_ADDR="$("$here/cluster.sh" addrs "$home/cluster")" PYRAMID_CLICKHOUSE_CLUSTER=pyramid)
+		ch_hint="clickhouse-client --port $((cluster_base + 1))"
+		stop_hint="make stop-cluster"
+	else
+		"$here/clickhouse.sh" start "$home/clickhouse" "$ch_tcp" "$ch_http" "$ch_compression"
+	fi
 
 	if [[ -n $(running_pid pyramid "$(pyramid_marker)") ]]; then
 		echo "pyramid already running"
@@ -125,7 +139,7 @@ up() {
 		! port_open "$pyramid_port" || die "port $pyramid_port on 127.0.0.1 is already in use"
 		start_bg pyramid env \
 			PYRAMID_LISTEN_ADDR="127.0.0.1:$pyramid_port" \
-			PYRAMID_CLICKHOUSE_ADDR="127.0.0.1:$ch_tcp" \
+			"${ch_env[@]}" \
 			"$pyramid_bin"
 	fi
 	wait_ready pyramid "$(pyramid_marker)" "http://127.0.0.1:$pyramid_port/-/ready"
@@ -156,9 +170,9 @@ up() {
 pyramid stack is up (state and logs in $home):
   Prometheus UI:   http://127.0.0.1:$prom_port/  (Debian's 2.42 serves the classic UI: /classic/graph, /classic/targets)
   pyramid metrics: curl -s http://127.0.0.1:$pyramid_port/metrics
-  ClickHouse:      clickhouse-client --port $ch_tcp -q 'SELECT count() FROM pyramid.samples'
-  logs:            $home/pyramid.log, $home/prometheus.log, $home/clickhouse/log/
-  stop:            make stop   (deploy/stack.sh down; data is kept, 'make clean' deletes it)
+  ClickHouse:      $ch_hint -q 'SELECT count() FROM pyramid.samples'
+  logs:            $home/pyramid.log, $home/prometheus.log, $home/$([[ -n $cluster ]] && echo 'cluster/*' || echo clickhouse)/log/
+  stop:            $stop_hint   (deploy/stack.sh down; data is kept, 'make clean' deletes it)
 Prometheus scrapes every $scrape_interval and remote-writes to pyramid; samples reach
 ClickHouse within a scrape interval or two.
 EOF
@@ -167,12 +181,24 @@ EOF
 down() {
 	stop_bg prometheus "$(prom_marker)"
 	stop_bg pyramid "$(pyramid_marker)"
-	"$here/clickhouse.sh" stop "$home/clickhouse"
+	if [[ -f $home/cluster/nodes ]]; then
+		"$here/cluster.sh" stop "$home/cluster"
+	fi
+	if [[ -d $home/clickhouse ]]; then
+		"$here/clickhouse.sh" stop "$home/clickhouse"
+	fi
 }
 
 status() {
 	local rc=0 pid
-	"$here/clickhouse.sh" status "$home/clickhouse" || rc=1
+	if [[ -f $home/cluster/nodes ]]; then
+		local name
+		while read -r name _; do
+			"$here/clickhouse.sh" status "$home/cluster/$name" || rc=1
+		done < <("$here/cluster.sh" nodes "$home/cluster")
+	else
+		"$here/clickhouse.sh" status "$home/clickhouse" || rc=1
+	fi
 	pid=$(running_pid pyramid "$(pyramid_marker)")
 	if [[ -n $pid ]]; then
 		echo "pyramid running: pid $pid, 127.0.0.1:$pyramid_port"
