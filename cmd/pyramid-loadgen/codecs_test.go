@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,20 +18,36 @@ import (
 	"github.com/pyramid-metrics/pyramid/schema/schematest"
 )
 
-// codecVariant is a copy of the samples table with other codecs on some columns.
+// codecVariant is a copy of the samples table with other codecs on some columns (column
+// name to CODEC arguments), other table settings (key "settings", the body of a SETTINGS
+// clause) or other settings of a column (key "<column> settings", such as
+// "max_compress_block_size = 16384").
 type codecVariant map[string]string
 
+// settingsKey is the codecVariant key that holds table settings rather than a column; a
+// column name followed by it holds that column's settings.
+const settingsKey = "settings"
+
 // codecVariants are the codec choices BenchmarkCodecs compares with the modern dialect's
-// own table, one column changed at a time.
+// own table. The first and last rows copy the modern dialect's table unchanged: their
+// seconds are the reference for the others' cost, and their difference shows the noise.
 var codecVariants = []codecVariant{
+	{"value": "Delta, ZSTD(1)"},
+	// One column's codec changed at a time.
 	{"value": "Gorilla, ZSTD(1)"},
 	{"value": "Gorilla"},
 	{"value": "Gorilla, LZ4"},
 	{"value": "FPC, ZSTD(1)"},
 	{"value": "ZSTD(1)"},
 	{"value": "ZSTD(3)"},
+	{"value": "DoubleDelta, ZSTD(1)"},
 	{"value": "Delta, LZ4"},
+	{"value": "Delta, ZSTD(2)"},
 	{"value": "Delta, ZSTD(3)"},
+	{"value": "Delta, ZSTD(5)"},
+	{"value": "Delta, ZSTD(6)"},
+	{"value": "Delta, ZSTD(7)"},
+	{"value": "Delta, ZSTD(8)"},
 	{"value": "Delta, ZSTD(9)"},
 	{"value": "Delta, ZSTD(15)"},
 	{"value": "Delta, ZSTD(19)"},
@@ -40,6 +57,31 @@ var codecVariants = []codecVariant{
 	{"target": "ZSTD(3)", "fingerprint": "ZSTD(3)"},
 	{"target": "LZ4", "fingerprint": "LZ4"},
 	{"target": "Delta, ZSTD(1)", "fingerprint": "Delta, ZSTD(1)"},
+	// Compression block sizes: for the whole table, then for the values alone, where
+	// smaller blocks let ZSTD's entropy tables follow fewer series each.
+	{"settings": "index_granularity = 2048"},
+	{"settings": "min_compress_block_size = 262144"},
+	{"settings": "min_compress_block_size = 1048576"},
+	{"settings": "min_compress_block_size = 4194304, max_compress_block_size = 4194304"},
+	{"value settings": "min_compress_block_size = 32768, max_compress_block_size = 32768"},
+	{"value settings": "min_compress_block_size = 16384, max_compress_block_size = 16384"},
+	{"value settings": "min_compress_block_size = 8192, max_compress_block_size = 8192"},
+	{"value": "Delta, ZSTD(3)", "value settings": "min_compress_block_size = 16384, max_compress_block_size = 16384"},
+	{"value": "Delta, ZSTD(5)", "value settings": "min_compress_block_size = 16384, max_compress_block_size = 16384"},
+	{"value": "Delta, ZSTD(7)", "value settings": "min_compress_block_size = 16384, max_compress_block_size = 16384"},
+	{"value": "Delta, ZSTD(8)", "value settings": "min_compress_block_size = 16384, max_compress_block_size = 16384"},
+	{"value": "Delta, ZSTD(9)", "value settings": "min_compress_block_size = 16384, max_compress_block_size = 16384"},
+	{"value": "Delta, ZSTD(11)", "value settings": "min_compress_block_size = 16384, max_compress_block_size = 16384"},
+	{"value": "Delta, ZSTD(13)", "value settings": "min_compress_block_size = 16384, max_compress_block_size = 16384"},
+	{"value": "Delta, ZSTD(19)", "value settings": "min_compress_block_size = 16384, max_compress_block_size = 16384"},
+	// Both: larger blocks for the key columns, small ones for the values.
+	{"settings": "min_compress_block_size = 262144", "value": "Delta, ZSTD(8)",
+		"value settings": "min_compress_block_size = 16384, max_compress_block_size = 16384"},
+	{"settings": "min_compress_block_size = 1048576", "value": "Delta, ZSTD(8)",
+		"value settings": "min_compress_block_size = 16384, max_compress_block_size = 16384"},
+	// The smallest this data gets with these codecs, whatever the cost.
+	{"settings": "min_compress_block_size = 1048576", "value": "Delta, ZSTD(19)"},
+	{"value": "Delta, ZSTD(1)"},
 }
 
 // BenchmarkCodecs measures what the samples table costs on ClickHouse 26.5 (chdbtest), in
@@ -52,8 +94,8 @@ var codecVariants = []codecVariant{
 //	PYRAMID_TEST_CHDB_LIB=$PWD/var/chdb/lib/libchdb.so go test ./cmd/pyramid-loadgen -run '^$' -bench Codecs -benchtime 1x -v
 //
 // It logs a table of every variant (column bytes per sample, and the seconds its copy and
-// OPTIMIZE FINAL took, a rough sign of the codecs' CPU cost) and reports the modern
-// dialect's figures as metrics.
+// OPTIMIZE FINAL took in wall-clock and in CPU time, a sign of what the codecs cost every
+// insert and merge) and reports the modern dialect's figures as metrics.
 func BenchmarkCodecs(b *testing.B) {
 	conn := chdbtest.Conn(b)
 	for _, gauges := range []string{"realistic", "full"} {
@@ -79,12 +121,12 @@ func BenchmarkCodecs(b *testing.B) {
 				b.Fatal(err)
 			}
 			samples := uint64(dr.Samples)
-			lines := []string{variantLine(b, db, schema.TableSamples, "modern dialect", samples, 0)}
+			lines := []string{variantLine(b, db, schema.TableSamples, "modern dialect", samples, 0, 0)}
 			if gauges == "realistic" {
 				for i, v := range codecVariants {
 					table := fmt.Sprintf("%s_variant_%d", schema.TableSamples, i)
-					took := copyWithCodecs(b, db, table, v)
-					lines = append(lines, variantLine(b, db, table, v.String(), samples, took))
+					wall, cpu := copyWithCodecs(b, db, table, v)
+					lines = append(lines, variantLine(b, db, table, v.String(), samples, wall, cpu))
 				}
 			}
 			var onDisk uint64
@@ -93,10 +135,10 @@ func BenchmarkCodecs(b *testing.B) {
 				b.Fatal(err)
 			}
 			prom := float64(prometheusChunkBytes(p)) / float64(samples)
-			b.Logf("%d samples, %s gauges; bytes per sample (column data) and seconds to copy and merge:\n%-40s %8s %8s %8s %8s %8s %7s\n%s\n"+
+			b.Logf("%d samples, %s gauges; bytes per sample (column data) and seconds to copy and merge (wall clock, CPU):\n%-60s %8s %8s %8s %8s %8s %7s %7s\n%s\n"+
 				"modern dialect on disk (marks, primary index, checksums included): %.3f B/sample\n"+
 				"Prometheus TSDB chunk files for the same samples (XOR, 120 samples a chunk, with framing and CRC): %.3f B/sample",
-				samples, gauges, "variant", "target", "fp", "ts", "value", "total", "secs", strings.Join(lines, "\n"),
+				samples, gauges, "variant", "target", "fp", "ts", "value", "total", "secs", "cpu", strings.Join(lines, "\n"),
 				float64(onDisk)/float64(samples), prom)
 			b.ReportMetric(columnBytes(b, db, schema.TableSamples, samples)["total"], "B/sample")
 			b.ReportMetric(float64(onDisk)/float64(samples), "disk-B/sample")
@@ -119,28 +161,53 @@ func (v codecVariant) String() string {
 	return strings.Join(parts, ", ")
 }
 
-// copyWithCodecs creates table as a copy of the samples table with v's codecs, fills it
-// from the samples table and merges it; it returns how long the filling and merging took.
-func copyWithCodecs(b *testing.B, db, table string, v codecVariant) time.Duration {
+// copyWithCodecs creates table as a copy of the samples table with v's codecs and
+// settings, fills it from the samples table and merges it; it returns how long the filling
+// and merging took, in wall-clock time and in CPU time of the process (the engine runs in
+// it), which other work on a shared machine does not inflate.
+func copyWithCodecs(b *testing.B, db, table string, v codecVariant) (wall, cpu time.Duration) {
 	b.Helper()
 	conn := chdbtest.Conn(b)
 	ctx := context.Background()
-	if err := conn.Exec(ctx, fmt.Sprintf("CREATE TABLE %s.%s AS %[1]s.%[3]s", db, table, schema.TableSamples)); err != nil {
-		b.Fatal(err)
+	create := fmt.Sprintf("CREATE TABLE %s.%s AS %[1]s.%[3]s", db, table, schema.TableSamples)
+	if settings := v[settingsKey]; settings != "" {
+		create += " SETTINGS " + settings
 	}
-	for col, codec := range v {
-		if err := conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s MODIFY COLUMN %s CODEC(%s)", db, table, col, codec)); err != nil {
-			b.Fatalf("%s CODEC(%s): %v", col, codec, err)
+	if err := conn.Exec(ctx, create); err != nil {
+		b.Fatalf("%s: %v", create, err)
+	}
+	for key, spec := range v {
+		var alter string
+		switch col, isSettings := strings.CutSuffix(key, " "+settingsKey); {
+		case key == settingsKey:
+			continue
+		case isSettings:
+			alter = fmt.Sprintf("ALTER TABLE %s.%s MODIFY COLUMN %s MODIFY SETTING %s", db, table, col, spec)
+		default:
+			alter = fmt.Sprintf("ALTER TABLE %s.%s MODIFY COLUMN %s CODEC(%s)", db, table, key, spec)
+		}
+		if err := conn.Exec(ctx, alter); err != nil {
+			b.Fatalf("%s: %v", alter, err)
 		}
 	}
-	start := time.Now()
+	start, startCPU := time.Now(), processCPU(b)
 	if err := conn.Exec(ctx, fmt.Sprintf("INSERT INTO %s.%s SELECT * FROM %[1]s.%[3]s", db, table, schema.TableSamples)); err != nil {
 		b.Fatal(err)
 	}
 	if err := optimizeFinal(ctx, conn, db, table); err != nil {
 		b.Fatal(err)
 	}
-	return time.Since(start)
+	return time.Since(start), processCPU(b) - startCPU
+}
+
+// processCPU is the user and system CPU time the process has used so far.
+func processCPU(b *testing.B) time.Duration {
+	b.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatalf("getrusage: %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // columnBytes returns the compressed bytes per sample of each column of table, and their
@@ -177,14 +244,14 @@ func columnBytes(b *testing.B, db, table string, samples uint64) map[string]floa
 	return out
 }
 
-func variantLine(b *testing.B, db, table, name string, samples uint64, took time.Duration) string {
+func variantLine(b *testing.B, db, table, name string, samples uint64, wall, cpu time.Duration) string {
 	b.Helper()
 	c := columnBytes(b, db, table, samples)
-	secs := "-"
-	if took > 0 {
-		secs = fmt.Sprintf("%.1f", took.Seconds())
+	secs, cpuSecs := "-", "-"
+	if wall > 0 {
+		secs, cpuSecs = fmt.Sprintf("%.1f", wall.Seconds()), fmt.Sprintf("%.1f", cpu.Seconds())
 	}
-	return fmt.Sprintf("%-40s %8.3f %8.3f %8.3f %8.3f %8.3f %7s", name, c["target"], c["fingerprint"], c["ts"], c["value"], c["total"], secs)
+	return fmt.Sprintf("%-60s %8.3f %8.3f %8.3f %8.3f %8.3f %7s %7s", name, c["target"], c["fingerprint"], c["ts"], c["value"], c["total"], secs, cpuSecs)
 }
 
 // prometheusChunkBytes is what Prometheus's TSDB writes to its chunk files for the plan's
