@@ -3,7 +3,7 @@
 #   make stop     stop the local stack (data stays in var/stack)
 #   make run-cluster / stop-cluster   the same with a 2x2 ClickHouse cluster (var/stack-cluster)
 #   make test     what CI runs: go test ./... against a private ClickHouse, then brief fuzzing
-#   make bench / bench-load / bench-read / bench-rollup / fuzz / clean
+#   make bench / bench-load / bench-read / bench-rollup / bench-cluster / fuzz / clean
 # The shell scripts in deploy/ do the work; each says what it does at the top.
 
 SHELL := /bin/bash
@@ -17,7 +17,7 @@ FUZZ_TARGETS ?= adapter:FuzzDecodeWriteRequest adapter:FuzzParseWriteRequest ada
 TEST_FUZZTIME ?= 15s
 FUZZTIME ?= 60s
 
-.PHONY: build run stop run-cluster stop-cluster test bench bench-load bench-read bench-rollup fuzz clean
+.PHONY: build run stop run-cluster stop-cluster test bench bench-load bench-read bench-rollup bench-cluster fuzz clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/pyramid ./cmd/pyramid
@@ -62,6 +62,12 @@ bench-read:
 # ROLLUP_BENCH_DAYS / ROLLUP_BENCH_SERIES shrink the data.
 bench-rollup:
 	bash deploy/bench-rollup.sh
+
+# Ingest through pyramid into a 1-shard and a 2-shard local ClickHouse cluster, one after
+# the other, then the rate ratio and CPU per million samples (CLUSTER_LAYOUTS, LOADGEN_ARGS).
+bench-cluster: build
+	bash deploy/install.sh
+	bash deploy/bench-cluster.sh
 
 fuzz:
 	FUZZ_TARGETS='$(FUZZ_TARGETS)' FUZZTIME='$(FUZZTIME)' bash deploy/test.sh fuzz
