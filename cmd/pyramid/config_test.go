@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -66,6 +67,31 @@ func TestLoadConfigErrors(t *testing.T) {
 	t.Setenv("PYRAMID_TIERS", "raw:30d,7m:1y")
 	if _, _, err := loadConfig(nil, io.Discard); err == nil || !strings.Contains(err.Error(), "7m") {
 		t.Errorf("bad tiers: err = %v, want one naming the bad tier", err)
+	}
+	t.Setenv("PYRAMID_TIERS", "raw:30d")
+	t.Setenv("PYRAMID_INSERT_QUORUM", "2")
+	if _, _, err := loadConfig(nil, io.Discard); err == nil || !strings.Contains(err.Error(), "INSERT_QUORUM") {
+		t.Errorf("quorum without a cluster: err = %v, want one naming INSERT_QUORUM", err)
+	}
+}
+
+// TestClickHouseSettings: one server gets no settings; a cluster synchronous Distributed
+// inserts, and a quorum above one the quorum with the insert timeout as its own.
+func TestClickHouseSettings(t *testing.T) {
+	for _, tc := range []struct {
+		cluster string
+		quorum  int
+		want    map[string]any
+	}{
+		{"", 0, nil},
+		{"c", 0, map[string]any{"insert_distributed_sync": 1}},
+		{"c", 1, map[string]any{"insert_distributed_sync": 1}},
+		{"c", 2, map[string]any{"insert_distributed_sync": 1, "insert_quorum": 2, "insert_quorum_timeout": 30000}},
+	} {
+		c := config{ClickHouseCluster: tc.cluster, InsertQuorum: tc.quorum, InsertTimeout: 30 * time.Second}
+		if got := c.clickhouseSettings(); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("cluster %q quorum %d: settings %v, want %v", tc.cluster, tc.quorum, got, tc.want)
+		}
 	}
 }
 
