@@ -25,19 +25,12 @@ for bin in bin/pyramid bin/pyramid-loadgen; do
 	[[ -x $bin ]] || { echo "bench-cluster.sh: $bin missing; run make build" >&2; exit 1; }
 done
 
-pyramid_pid=
+# shellcheck source=deploy/bench-pyramid.sh
+source "$here/bench-pyramid.sh"
+
 dir=
 cleanup() {
-	if [[ -n $pyramid_pid ]] && kill -0 "$pyramid_pid" 2>/dev/null; then
-		kill -TERM "$pyramid_pid" 2>/dev/null || true
-		for _ in $(seq 150); do
-			kill -0 "$pyramid_pid" 2>/dev/null || break
-			sleep 0.2
-		done
-		kill -KILL "$pyramid_pid" 2>/dev/null || true
-		wait "$pyramid_pid" 2>/dev/null || true
-	fi
-	pyramid_pid=
+	stop_pyramid
 	if [[ -n $dir ]]; then
 		"$here/cluster.sh" stop "$dir" >/dev/null || true
 	fi
@@ -68,27 +61,7 @@ for layout in $layouts; do
 		ch_pids+=("$(<"$dir/$name/clickhouse.pid")")
 	done < <("$here/cluster.sh" nodes "$dir")
 
-	if (exec 3<>"/dev/tcp/${pyramid_addr%:*}/${pyramid_addr##*:}") 2>/dev/null; then
-		echo "bench-cluster.sh: $pyramid_addr is already in use" >&2
-		exit 1
-	fi
-	PYRAMID_LISTEN_ADDR=$pyramid_addr PYRAMID_CLICKHOUSE_ADDR=$addrs PYRAMID_CLICKHOUSE_CLUSTER=pyramid \
-		bin/pyramid >"$dir/pyramid.log" 2>&1 &
-	pyramid_pid=$!
-	ready=
-	for _ in $(seq 400); do
-		kill -0 "$pyramid_pid" 2>/dev/null || break
-		if curl -fsS -o /dev/null --max-time 2 "http://$pyramid_addr/-/ready" 2>/dev/null; then
-			ready=1
-			break
-		fi
-		sleep 0.3
-	done
-	if [[ -z $ready ]]; then
-		echo "bench-cluster.sh: pyramid did not become ready; tail of $dir/pyramid.log:" >&2
-		tail -n 40 "$dir/pyramid.log" >&2
-		exit 1
-	fi
+	start_pyramid "$pyramid_addr" "$dir/pyramid.log" PYRAMID_CLICKHOUSE_ADDR="$addrs" PYRAMID_CLICKHOUSE_CLUSTER=pyramid
 
 	ch_before=$(cpu_seconds "${ch_pids[@]}")
 	pyr_before=$(cpu_seconds "$pyramid_pid")

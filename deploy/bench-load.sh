@@ -22,20 +22,12 @@ for bin in bin/pyramid bin/pyramid-loadgen; do
 	[[ -x $bin ]] || { echo "bench-load.sh: $bin missing; run make build" >&2; exit 1; }
 done
 
-pyramid_pid=
+# shellcheck source=deploy/bench-pyramid.sh
+source "$here/bench-pyramid.sh"
+
 ch_dir=
 cleanup() {
-	if [[ -n $pyramid_pid ]] && kill -0 "$pyramid_pid" 2>/dev/null; then
-		kill -TERM "$pyramid_pid" 2>/dev/null || true
-		# pyramid flushes on SIGTERM; give it 30s, then SIGKILL.
-		for _ in $(seq 150); do
-			kill -0 "$pyramid_pid" 2>/dev/null || break
-			sleep 0.2
-		done
-		kill -KILL "$pyramid_pid" 2>/dev/null || true
-		wait "$pyramid_pid" 2>/dev/null || true
-	fi
-	pyramid_pid=
+	stop_pyramid
 	if [[ -n $ch_dir ]]; then
 		"$here/clickhouse.sh" stop "$ch_dir" || true
 	fi
@@ -54,29 +46,7 @@ for cfg in $configs; do
 	rm -rf "$ch_dir"
 	"$here/clickhouse.sh" start "$ch_dir" "$tcp" "$((tcp + 10))" "$compression"
 
-	# The readiness probe cannot tell pyramids apart: refuse a port someone else holds.
-	if (exec 3<>"/dev/tcp/${pyramid_addr%:*}/${pyramid_addr##*:}") 2>/dev/null; then
-		echo "bench-load.sh: $pyramid_addr is already in use" >&2
-		exit 1
-	fi
-	# pyramid is our child here (not detached): the trap above stops it with this script.
-	PYRAMID_LISTEN_ADDR=$pyramid_addr PYRAMID_CLICKHOUSE_ADDR=127.0.0.1:$tcp \
-		bin/pyramid >"$ch_dir/pyramid.log" 2>&1 &
-	pyramid_pid=$!
-	ready=
-	for _ in $(seq 200); do
-		kill -0 "$pyramid_pid" 2>/dev/null || break
-		if curl -fsS -o /dev/null --max-time 2 "http://$pyramid_addr/-/ready" 2>/dev/null; then
-			ready=1
-			break
-		fi
-		sleep 0.3
-	done
-	if [[ -z $ready ]]; then
-		echo "bench-load.sh: pyramid did not become ready; tail of $ch_dir/pyramid.log:" >&2
-		tail -n 40 "$ch_dir/pyramid.log" >&2
-		exit 1
-	fi
+	start_pyramid "$pyramid_addr" "$ch_dir/pyramid.log" PYRAMID_CLICKHOUSE_ADDR="127.0.0.1:$tcp"
 
 	echo "==> bin/pyramid-loadgen (ClickHouse $compression)"
 	if ! bin/pyramid-loadgen -url "http://$pyramid_addr/api/v1/write" \
