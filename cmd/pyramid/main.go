@@ -54,13 +54,21 @@ func run(args []string) error {
 		return err
 	}
 
+	// The first reachable server takes every connection, the others stand by; in a cluster
+	// each server can take any query, and opening connections round robin spreads the
+	// work of splitting inserts across shards and merging their reads.
+	strategy := clickhouse.ConnOpenInOrder
+	if cfg.ClickHouseCluster != "" {
+		strategy = clickhouse.ConnOpenRoundRobin
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:         strings.Split(cfg.ClickHouseAddr, ","),
-		Auth:         clickhouse.Auth{Database: "default", Username: cfg.ClickHouseUser, Password: cfg.ClickHousePassword},
-		DialTimeout:  cfg.ClickHouseDial,
-		MaxOpenConns: cfg.ClickHouseConns,
-		MaxIdleConns: cfg.ClickHouseConns,
-		Settings:     cfg.clickhouseSettings(),
+		Addr:             strings.Split(cfg.ClickHouseAddr, ","),
+		ConnOpenStrategy: strategy,
+		Auth:             clickhouse.Auth{Database: "default", Username: cfg.ClickHouseUser, Password: cfg.ClickHousePassword},
+		DialTimeout:      cfg.ClickHouseDial,
+		MaxOpenConns:     cfg.ClickHouseConns,
+		MaxIdleConns:     cfg.ClickHouseConns,
+		Settings:         cfg.clickhouseSettings(),
 	})
 	if err != nil {
 		return fmt.Errorf("open ClickHouse %s: %w", cfg.ClickHouseAddr, err)
