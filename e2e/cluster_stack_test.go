@@ -202,7 +202,8 @@ func (n clusterNode) localSamples(ctx context.Context, db string, from, to int64
 // total weight.
 func shardOf(job, instance string) int { return int(adapter.TargetHash(job, instance) % 2) }
 
-// writeCounts is what pyramid has answered to remote writes so far.
+// writeCounts is what pyramid has answered to remote writes so far: 2xx, 503 and any
+// other status.
 type writeCounts struct{ ok, unavailable, other float64 }
 
 // readWriteCounts sums pyramid_http_requests_total of the write handler by kind of answer.
@@ -242,6 +243,7 @@ type monitorPoint struct {
 	writeCounts
 }
 
+// startWriteMonitor polls pyramid at pyramidURL until t ends.
 func startWriteMonitor(t testing.TB, pyramidURL string) *writeMonitor {
 	m := &writeMonitor{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {

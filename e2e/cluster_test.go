@@ -30,11 +30,12 @@ import (
 //
 // Then it checks, as TestWriteMatchesPrometheusTSDB does on one server, that pyramid holds
 // exactly what Prometheus's own TSDB holds over the whole window, read through the
-// Distributed tables of two different servers, that Prometheus gave up on no sample, and
-// that both replicas of each shard hold the same samples.
+// Distributed tables of two different servers and through pyramid's remote read, that
+// Prometheus gave up on no sample, and that both replicas of each shard hold the same
+// samples.
 func TestClusterWriteSurvivesFailures(t *testing.T) {
 	if testing.Short() {
-		t.Skip("end-to-end test of about three minutes; skipped in -short mode")
+		t.Skip("end-to-end test of about two minutes; skipped in -short mode")
 	}
 	const db = "e2e_cluster_write"
 	tools := requireTools(t, "bash", "clickhouse-server", "clickhouse-client", "prometheus")
@@ -90,6 +91,7 @@ func TestClusterWriteSurvivesFailures(t *testing.T) {
 		from, repaired, to time.Time
 		retried            float64 // samples Prometheus retried meanwhile
 		reads              string  // what remote reads through pyramid got while it lasted
+		note               string
 	}
 	var phases []phase
 
@@ -164,7 +166,8 @@ func TestClusterWriteSurvivesFailures(t *testing.T) {
 		catchUp.Seconds(), caughtUp, strings.Join(missed, ", "))
 	sleepUntil(t, restarted.Add(5*time.Second), procs...)
 	phases = append(phases, phase{name: "(a) kill -9 one replica of each shard", from: killed, repaired: restarted, to: time.Now(),
-		retried: retried() - retriedBefore, reads: readsA})
+		retried: retried() - retriedBefore, reads: readsA,
+		note: fmt.Sprintf("restarted replicas equal to their peers %.1fs after their restart (%s stored meanwhile)", catchUp.Seconds(), strings.Join(missed, ", "))})
 
 	// (b) Shard 2 has no replica for 20s. A sync Distributed insert reaches every shard,
 	// so every write fails, whichever shards its rows belong to.
@@ -251,6 +254,9 @@ func TestClusterWriteSurvivesFailures(t *testing.T) {
 		}
 	}
 	totalRetried := retried()
+	if other := mon.last().other; other != 0 {
+		t.Errorf("pyramid answered %v writes with a status other than 2xx and 503", other)
+	}
 
 	want, err := readPrometheus(ctx, prom.url, windowStart, windowEnd)
 	if err != nil {
@@ -277,6 +283,17 @@ func TestClusterWriteSurvivesFailures(t *testing.T) {
 			checkSpecialValue(t, exporterJob, s.kind, math.Float64bits(s.value))
 		}
 	}
+	// pyramid's own remote read, through the cluster, answers the window as Prometheus's
+	// TSDB does, bit for bit.
+	viaRead, err := readPrometheus(ctx, pyr.url, windowStart, windowEnd)
+	if err != nil {
+		t.Fatalf("remote-read the window from pyramid: %v", err)
+	}
+	logf("pyramid's remote read: %d series, %d samples", len(viaRead), viaRead.samplesIn())
+	if diff := diffSeriesSets(want, viaRead, windowStart); diff != "" {
+		t.Errorf("through pyramid's remote read: %s", diff)
+	}
+
 	// Both replicas of each shard hold the same samples, and both shards hold some.
 	waitFor(t, "the replicas of each shard to agree", time.Minute, func() error {
 		var counts []string
@@ -302,19 +319,19 @@ func TestClusterWriteSurvivesFailures(t *testing.T) {
 	})
 
 	var table strings.Builder
-	table.WriteString("| failure | lasted | writes answered 503 | first..last 503 (s after the failure began) | writes acknowledged again (s after the repair) | samples Prometheus retried | remote reads meanwhile |\n|---|---|---|---|---|---|---|\n")
+	table.WriteString("| failure | lasted | writes answered 503 | first..last 503 | writes acknowledged again | samples Prometheus retried | remote reads meanwhile | notes |\n|---|---|---|---|---|---|---|---|\n")
 	for _, p := range phases {
 		r := mon.refusals(p.from, p.to)
 		span, back := "-", "-"
 		if r.count > 0 {
-			span = fmt.Sprintf("%.1f..%.1f", r.first.Sub(p.from).Seconds(), r.last.Sub(p.from).Seconds())
+			span = fmt.Sprintf("%.0fs..%.0fs", r.first.Sub(p.from).Seconds(), r.last.Sub(p.from).Seconds())
 		}
 		if !r.recovered.IsZero() {
-			back = fmt.Sprintf("%.1f", r.recovered.Sub(p.repaired).Seconds())
+			back = fmt.Sprintf("%.0fs (%+.0fs after the repair)", r.recovered.Sub(p.from).Seconds(), r.recovered.Sub(p.repaired).Seconds())
 		}
-		fmt.Fprintf(&table, "| %s | %.0fs | %.0f | %s | %s | %.0f | %s |\n", p.name, p.repaired.Sub(p.from).Seconds(), r.count, span, back, p.retried, p.reads)
+		fmt.Fprintf(&table, "| %s | %.0fs | %.0f | %s | %s | %.0f | %s | %s |\n", p.name, p.repaired.Sub(p.from).Seconds(), r.count, span, back, p.retried, p.reads, p.note)
 	}
-	logf("failure behaviour (%d samples compared; Prometheus retried %.0f samples in all):\n%s", want.samplesIn(), totalRetried, table.String())
+	logf("failure behaviour, times from the failure's start (%d samples compared; Prometheus retried %.0f samples in all):\n%s", want.samplesIn(), totalRetried, table.String())
 }
 
 // spreadExporterJobs names extra jobs scraping the exporter at exporterAddr until each of
@@ -333,18 +350,22 @@ func spreadExporterJobs(exporterAddr string) []string {
 	return jobs
 }
 
-// readsEveryTarget reads the up series of every target through pyramid's remote read and
-// returns nil if the answer is a 200 with want targets, each with a sample at or after
-// since.
-func readsEveryTarget(pyramidURL string, start, since int64, want int) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	rr := &prompb.ReadRequest{Queries: []*prompb.Query{{
+// readUp posts a remote read of every target's up series from start to now to pyramid.
+func readUp(ctx context.Context, pyramidURL string, start int64) (*http.Response, []byte, error) {
+	return postRead(ctx, pyramidURL, &prompb.ReadRequest{Queries: []*prompb.Query{{
 		StartTimestampMs: start,
 		EndTimestampMs:   time.Now().UnixMilli(),
 		Matchers:         []*prompb.LabelMatcher{{Type: prompb.LabelMatcher_EQ, Name: "__name__", Value: "up"}},
-	}}}
-	resp, body, err := postRead(ctx, pyramidURL, rr)
+	}}})
+}
+
+// readsEveryTarget reads the up series of every target through pyramid's remote read and
+// returns nil if the answer is a 200 with want targets, each with a sample at or after
+// since. Any answer but a 200 stops waitFor at once.
+func readsEveryTarget(pyramidURL string, start, since int64, want int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, body, err := readUp(ctx, pyramidURL, start)
 	if err != nil {
 		return err
 	}
@@ -367,16 +388,11 @@ func readsEveryTarget(pyramidURL string, start, since int64, want int) error {
 	return nil
 }
 
-// readStatus posts a remote read of every up series since start and returns the status.
+// readStatus reads every up series since start through pyramid and returns the status.
 func readStatus(pyramidURL string, start int64) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rr := &prompb.ReadRequest{Queries: []*prompb.Query{{
-		StartTimestampMs: start,
-		EndTimestampMs:   time.Now().UnixMilli(),
-		Matchers:         []*prompb.LabelMatcher{{Type: prompb.LabelMatcher_EQ, Name: "__name__", Value: "up"}},
-	}}}
-	resp, _, err := postRead(ctx, pyramidURL, rr)
+	resp, _, err := readUp(ctx, pyramidURL, start)
 	if err != nil {
 		return 0, err
 	}

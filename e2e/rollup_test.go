@@ -297,8 +297,8 @@ func generateAccuracyData(end int64) *accuracyData {
 	n := int((end - start) / accuracyScrapeMs)
 	for i, shape := range accuracyShapes {
 		s := &accuracySeries{
-			// Three targets, host-4 to host-6: on a 2-shard cluster (TestClusterRollupReadMatchesPrometheus)
-			// their hashes put them on both shards.
+			// Three targets, host-4 to host-6, whose hashes put them on both shards of
+			// TestClusterRollupReadMatchesPrometheus's 2-shard cluster.
 			labels: labels.FromStrings("__name__", shape.metric, "instance", fmt.Sprintf("host-%d:9100", 4+i%3),
 				"job", accuracyJob, "shape", shape.name),
 			counter: shape.metric != accuracyGauge,
