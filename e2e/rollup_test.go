@@ -62,6 +62,15 @@ func TestRollupReadMatchesPrometheus(t *testing.T) {
 		t.Skip("end-to-end test of about half a minute; skipped in -short mode")
 	}
 	tools := requireTools(t, "bash", "clickhouse-server", "clickhouse-client", "prometheus", "promtool")
+	ch := startClickHouse(t)
+	t.Logf("ClickHouse ready on %s", ch.addr())
+	checkRollupAccuracy(t, tools, ch.addr())
+}
+
+// checkRollupAccuracy is TestRollupReadMatchesPrometheus on ClickHouse at chAddr (a
+// comma-separated list of servers for a cluster); env adds pyramid settings.
+func checkRollupAccuracy(t *testing.T, tools map[string]string, chAddr string, env ...string) {
+	t.Helper()
 	began := time.Now()
 	logf := func(format string, args ...any) {
 		t.Helper()
@@ -91,20 +100,18 @@ func TestRollupReadMatchesPrometheus(t *testing.T) {
 	// pyramid with the default tiers, computing rollups of buckets that ended a second ago
 	// every second, and relearning every second which range each tier holds.
 	bin := buildPyramid(t, work)
-	ch := startClickHouse(t)
-	logf("ClickHouse ready on %s", ch.addr())
-	pyr := startPyramid(t, bin, ch.addr(), accuracyDB, work,
+	pyr := startPyramid(t, bin, chAddr, accuracyDB, work, append([]string{
 		"PYRAMID_TIERS=raw:30d,5m:365d,1h:0",
 		"PYRAMID_ROLLUP_SETTLE=1s",
 		"PYRAMID_ROLLUP_INTERVAL=1s",
 		"PYRAMID_READ_TIER_REFRESH=1s",
-	)
+	}, env...)...)
 	logf("pyramid ready on %s", pyr.url)
 	if err := data.remoteWrite(ctx, pyr.url+"/api/v1/write"); err != nil {
 		t.Fatalf("remote-write the data to pyramid: %v", err)
 	}
 	logf("remote-wrote %d samples to pyramid", data.samples())
-	waitAccuracyRollups(t, ctx, pyr, ch.addr(), data)
+	waitAccuracyRollups(t, ctx, pyr, chAddr, data)
 	logf("every 5m and 1h bucket is computed")
 	// Reads route by what they last learnt of the tiers, at most PYRAMID_READ_TIER_REFRESH
 	// ago; after two of those they know the rollups are complete.
@@ -290,7 +297,9 @@ func generateAccuracyData(end int64) *accuracyData {
 	n := int((end - start) / accuracyScrapeMs)
 	for i, shape := range accuracyShapes {
 		s := &accuracySeries{
-			labels: labels.FromStrings("__name__", shape.metric, "instance", fmt.Sprintf("host-%d:9100", i%3),
+			// Three targets, host-4 to host-6, whose hashes put them on both shards of
+			// TestClusterRollupReadMatchesPrometheus's 2-shard cluster.
+			labels: labels.FromStrings("__name__", shape.metric, "instance", fmt.Sprintf("host-%d:9100", 4+i%3),
 				"job", accuracyJob, "shape", shape.name),
 			counter: shape.metric != accuracyGauge,
 		}
@@ -415,10 +424,10 @@ func (d *accuracyData) remoteWrite(ctx context.Context, url string) error {
 }
 
 // waitAccuracyRollups waits until pyramid has computed every rollup of the data
-// (rollupsComplete).
+// (rollupsComplete). chAddr may list several servers, comma-separated.
 func waitAccuracyRollups(t *testing.T, ctx context.Context, pyr *pyramidServer, chAddr string, d *accuracyData) {
 	t.Helper()
-	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{chAddr}, Auth: clickhouse.Auth{Database: "default"}, DialTimeout: 10 * time.Second})
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: strings.Split(chAddr, ","), Auth: clickhouse.Auth{Database: "default"}, DialTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatalf("open ClickHouse %s: %v", chAddr, err)
 	}

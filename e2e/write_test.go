@@ -254,8 +254,10 @@ type prometheusServer struct {
 }
 
 // prometheusTargets are the scrape targets (host:port) and the remote-write URL.
+// exporterJobs, if any, are more jobs scraping the exporter, each a target of its own.
 type prometheusTargets struct {
 	self, pyramid, exporter, remoteWrite string
+	exporterJobs                         []string
 }
 
 // prometheusConfig renders the config. It scrapes every second and retries quickly, so that
@@ -277,6 +279,9 @@ func prometheusConfig(tg prometheusTargets, scrape bool) string {
     static_configs:
       - targets: [%q]
 `, tg.self, tg.pyramid, tg.exporter)
+		for _, job := range tg.exporterJobs {
+			jobs += fmt.Sprintf("  - job_name: %q\n    static_configs:\n      - targets: [%q]\n", job, tg.exporter)
+		}
 	}
 	return fmt.Sprintf(`global:
   scrape_interval: 1s
@@ -296,7 +301,8 @@ remote_write:
 }
 
 // startPrometheus runs Prometheus with its TSDB in work and waits until it is ready.
-func startPrometheus(t *testing.T, bin, work, exporterAddr, pyramidURL string) *prometheusServer {
+// exporterJobs name more jobs scraping the exporter.
+func startPrometheus(t *testing.T, bin, work, exporterAddr, pyramidURL string, exporterJobs ...string) *prometheusServer {
 	t.Helper()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 	dir := filepath.Join(work, "prometheus")
@@ -307,10 +313,11 @@ func startPrometheus(t *testing.T, bin, work, exporterAddr, pyramidURL string) *
 		url:     "http://" + addr,
 		cfgPath: filepath.Join(dir, "prometheus.yml"),
 		targets: prometheusTargets{
-			self:        addr,
-			pyramid:     strings.TrimPrefix(pyramidURL, "http://"),
-			exporter:    exporterAddr,
-			remoteWrite: pyramidURL + "/api/v1/write",
+			self:         addr,
+			pyramid:      strings.TrimPrefix(pyramidURL, "http://"),
+			exporter:     exporterAddr,
+			remoteWrite:  pyramidURL + "/api/v1/write",
+			exporterJobs: exporterJobs,
 		},
 	}
 	if err := os.WriteFile(s.cfgPath, []byte(prometheusConfig(s.targets, true)), 0o644); err != nil {
