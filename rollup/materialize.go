@@ -259,13 +259,13 @@ func (m *Materializer) Cycle(ctx context.Context) (int, error) {
 	if m.width == 0 {
 		return 0, nil
 	}
+	ctx = m.readSettings(ctx)
 	if !m.seeded {
 		if err := m.seed(ctx); err != nil {
 			return 0, err
 		}
 		m.seeded = true
 	}
-	ctx = m.readSettings(ctx)
 	// The version is taken before anything is read: every sample stored before it is
 	// in the reads below.
 	var version uint32
