@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -425,7 +426,24 @@ func TestClusterRollupReadMatchesPrometheus(t *testing.T) {
 	tools := requireTools(t, "bash", "clickhouse-server", "clickhouse-client", "prometheus", "promtool")
 	cl := startCluster(t)
 	t.Logf("cluster ready: %s", cl.addrs())
+	// A second pyramid on the same tables, reaching the servers in the other order, whose
+	// materializer computes the same units as the first one's: the rollups must stay
+	// exact with several pyramids running.
+	work := t.TempDir()
+	addrs := strings.Split(cl.addrs(), ",")
+	slices.Reverse(addrs)
+	second := startPyramid(t, buildPyramid(t, work), strings.Join(addrs, ","), accuracyDB, work,
+		"PYRAMID_CLICKHOUSE_CLUSTER="+clusterName, "PYRAMID_TIERS=raw:30d,5m:365d,1h:0",
+		"PYRAMID_ROLLUP_SETTLE=1s", "PYRAMID_ROLLUP_INTERVAL=1s")
 	checkRollupAccuracy(t, tools, cl.addrs(), "PYRAMID_CLICKHOUSE_CLUSTER="+clusterName)
+	units, err := sumMetric(second.url+"/metrics", "pyramid_rollup_units_total", nil)
+	if err != nil {
+		t.Fatalf("read the second pyramid's rollup units: %v", err)
+	}
+	t.Logf("the second pyramid computed %v units", units)
+	if units == 0 {
+		t.Error("the second pyramid computed no rollup unit: the test ran one materializer, not several")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, n := range cl.nodes {
