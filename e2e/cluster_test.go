@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -477,6 +479,14 @@ func TestClusterInsertQuorum(t *testing.T) {
 	pyr := startPyramid(t, bin, cl.addrs(), db, work, "PYRAMID_CLICKHOUSE_CLUSTER="+clusterName, "PYRAMID_INSERT_QUORUM=2")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+
+	// The cluster's database, configured for one server, is refused: pyramid would write
+	// into its Distributed tables without waiting for the shards.
+	migrate := exec.CommandContext(ctx, bin, "migrate")
+	migrate.Env = append(os.Environ(), "PYRAMID_CLICKHOUSE_ADDR="+cl.nodes[0].addr(), "PYRAMID_CLICKHOUSE_DATABASE="+db)
+	if out, err := migrate.CombinedOutput(); err == nil || !strings.Contains(string(out), "created for a cluster") {
+		t.Errorf("pyramid migrate of the cluster's database for one server: %v\n%s\nwant a refusal naming the cluster's tables", err, out)
+	}
 	url := pyr.url + "/api/v1/write"
 
 	// One series on each shard. The first write, with every server up, stores a minute

@@ -2,6 +2,7 @@ package schema
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -73,6 +74,9 @@ func migrateTo(ctx context.Context, conn driver.Conn, cfg Config, target uint32,
 	if err != nil {
 		return Info{}, err
 	}
+	if err := checkPlacement(ctx, conn, cfg); err != nil {
+		return Info{}, err
+	}
 	d := DialectFor(server)
 	g := ddl{db: cfg.Database, d: d, cluster: cfg.Cluster}
 	for _, stmt := range []string{g.createDatabase(), g.createMigrations()} {
@@ -101,6 +105,37 @@ func migrateTo(ctx context.Context, conn driver.Conn, cfg Config, target uint32,
 		current = m.version
 	}
 	return Info{Server: server, Dialect: d, Schema: current}, nil
+}
+
+// ErrPlacement: the database's tables were created for one server and the configuration
+// names a cluster, or the other way round. Retrying cannot help.
+var ErrPlacement = errors.New("tables created for another placement")
+
+// checkPlacement refuses a database laid out for the other mode before any DDL runs. Every
+// statement is IF NOT EXISTS, so without this a cluster configuration would leave a
+// single-server database as it is and write into one server's tables, and a single-server
+// configuration would write into a cluster's Distributed tables without waiting for the
+// shards.
+func checkPlacement(ctx context.Context, conn driver.Conn, cfg Config) error {
+	var (
+		n      uint64
+		engine string
+	)
+	if err := conn.QueryRow(ctx, "SELECT count(), any(engine) FROM system.tables WHERE database = ? AND name = ?",
+		cfg.Database, TableSamples).Scan(&n, &engine); err != nil {
+		return fmt.Errorf("read the engine of %s.%s: %w", cfg.Database, TableSamples, err)
+	}
+	switch distributed := engine == "Distributed"; {
+	case n == 0:
+		return nil
+	case cfg.Cluster != "" && !distributed:
+		return fmt.Errorf("%w: %s.%s is a %s table of one server, not the Distributed table of cluster %s; use a new database for the cluster, or copy the data into one with INSERT ... SELECT",
+			ErrPlacement, cfg.Database, TableSamples, engine, cfg.Cluster)
+	case cfg.Cluster == "" && distributed:
+		return fmt.Errorf("%w: %s.%s is a Distributed table, created for a cluster; name that cluster in the configuration",
+			ErrPlacement, cfg.Database, TableSamples)
+	}
+	return nil
 }
 
 func recordMigration(ctx context.Context, conn driver.Conn, g ddl, m migration) error {

@@ -2,6 +2,7 @@ package schema_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"slices"
@@ -149,5 +150,23 @@ func TestDropExpiredPartitions(t *testing.T) {
 	// A second run finds nothing more to drop.
 	if again, err := schema.DropExpiredPartitions(ctx, conn, cfg, now); err != nil || len(again) != 0 {
 		t.Errorf("second run dropped %v, %v; want nothing", again, err)
+	}
+}
+
+// TestMigrateRefusesAnotherPlacement: a database created for one server is not taken for a
+// cluster's, and nothing is created in it: the check comes before any DDL (on this server,
+// without the cluster, the ON CLUSTER DDL would fail otherwise, with another error).
+func TestMigrateRefusesAnotherPlacement(t *testing.T) {
+	conn := schematest.Conn(t)
+	cfg := schematest.Database(t, conn, 0)
+	cfg.Cluster = "pyramid"
+	_, err := schema.Migrate(context.Background(), conn, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if !errors.Is(err, schema.ErrPlacement) {
+		t.Fatalf("migrate a single-server database for a cluster: err = %v, want ErrPlacement", err)
+	}
+	t.Log(err)
+	cfg.Cluster = ""
+	if _, err := schema.Migrate(context.Background(), conn, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Errorf("migrate it again for one server: %v", err)
 	}
 }

@@ -153,11 +153,14 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 
 	// ClickHouse may start after pyramid (a sidecar races its peers), so the schema is
 	// applied in the background until it works; writes get 503 until then.
-	go migrateUntilDone(ctx, cfg, conn, srv, mat, logger)
+	migrateErr := make(chan error, 1)
+	go migrateUntilDone(ctx, cfg, conn, srv, mat, logger, migrateErr)
 
 	select {
 	case err := <-serveErr:
 		return fmt.Errorf("serve HTTP: %w", err)
+	case err := <-migrateErr:
+		return err
 	case <-ctx.Done():
 	}
 	logger.Info("shutting down: finishing requests and inserting accepted rows", "timeout", cfg.ShutdownTimeout)
@@ -176,8 +179,8 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 
 // migrateUntilDone applies the schema, retrying with backoff while ClickHouse is away,
 // then opens the write path, starts the rollup materializer and, on servers without TTL,
-// enforces raw retention.
-func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, srv *adapter.Server, mat *rollup.Materializer, logger *slog.Logger) {
+// enforces raw retention. An error no retry can mend goes to fatal, which ends pyramid.
+func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, srv *adapter.Server, mat *rollup.Materializer, logger *slog.Logger, fatal chan<- error) {
 	backoff := time.Second
 	var info schema.Info
 	for {
@@ -185,6 +188,10 @@ func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, srv *ad
 		info, err = schema.Migrate(ctx, conn, cfg.schemaConfig(), logger)
 		if err == nil {
 			break
+		}
+		if errors.Is(err, schema.ErrPlacement) {
+			fatal <- err
+			return
 		}
 		logger.Warn("schema not applied yet; retrying", "err", err, "in", backoff)
 		select {

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/pyramid-metrics/pyramid/schema"
 	"github.com/pyramid-metrics/pyramid/schema/schematest"
@@ -29,5 +31,31 @@ func TestMigrateCommand(t *testing.T) {
 	}
 	if err := run([]string{"frobnicate"}); err == nil {
 		t.Error("an unknown command succeeded")
+	}
+}
+
+// TestServeStopsOnAnotherPlacement: serving a single-server database with a cluster
+// configured ends pyramid with the placement error, instead of retrying the schema forever
+// while refusing every write.
+func TestServeStopsOnAnotherPlacement(t *testing.T) {
+	conn := schematest.Conn(t)
+	db := fmt.Sprintf("t_placement_cmd_%08x", rand.Uint32())
+	t.Cleanup(func() { _ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db) })
+	t.Setenv("PYRAMID_CLICKHOUSE_ADDR", schematest.Addr(t))
+	t.Setenv("PYRAMID_CLICKHOUSE_DATABASE", db)
+	if err := run([]string{"migrate"}); err != nil {
+		t.Fatalf("migrate for one server: %v", err)
+	}
+	t.Setenv("PYRAMID_CLICKHOUSE_CLUSTER", "pyramid")
+	t.Setenv("PYRAMID_LISTEN_ADDR", "127.0.0.1:0")
+	done := make(chan error, 1)
+	go func() { done <- run(nil) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, schema.ErrPlacement) {
+			t.Errorf("serve ended with %v, want the placement error", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("serve still runs a minute after a placement error: it retries what cannot change")
 	}
 }
