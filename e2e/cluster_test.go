@@ -503,9 +503,14 @@ func TestClusterInsertQuorum(t *testing.T) {
 		}
 	}
 	start := time.Now().Add(-10 * time.Minute).Truncate(time.Minute).UnixMilli()
-	minute := func(m int) []byte {
+	// minute is the write request of minute m, for the series of one shard (0 or 1) or,
+	// with shard -1, of both.
+	minute := func(m, shard int) []byte {
 		var wr prompb.WriteRequest
 		for k, instance := range instances {
+			if shard >= 0 && shardOf("e2e_quorum", instance) != shard {
+				continue
+			}
 			ts := prompb.TimeSeries{Labels: []prompb.Label{
 				{Name: "__name__", Value: "e2e_quorum_gauge"}, {Name: "instance", Value: instance}, {Name: "job", Value: "e2e_quorum"},
 			}}
@@ -520,13 +525,13 @@ func TestClusterInsertQuorum(t *testing.T) {
 		}
 		return snappy.Encode(nil, raw)
 	}
-	if err := postRemoteWrite(ctx, url, minute(0)); err != nil {
+	if err := postRemoteWrite(ctx, url, minute(0, -1)); err != nil {
 		t.Fatalf("write the first minute with every server up: %v", err)
 	}
 
 	down := cl.node(t, "s1r2")
 	cl.nodeAction(t, "stop", down.name)
-	second := minute(1)
+	second := minute(1, -1)
 	resp, msg, err := postSnappy(ctx, url, second, false)
 	if err != nil {
 		t.Fatalf("post a remote write: %v", err)
@@ -563,4 +568,18 @@ func TestClusterInsertQuorum(t *testing.T) {
 			t.Errorf("%s holds %d sample rows right after the retried write was acknowledged, want %d (its shard's series, each sample once)", n.name, rows, 2*perSeries)
 		}
 	}
+
+	// With shard 2 gone, a write whose rows all belong to shard 1 (both of its replicas
+	// up, so the quorum holds) is refused too: on 18.16 a synchronous Distributed insert
+	// connects to every shard, whether it has rows for it or not.
+	cl.nodeAction(t, "stop", "s2r1")
+	cl.nodeAction(t, "stop", "s2r2")
+	resp, msg, err = postSnappy(ctx, url, minute(2, 0), false)
+	if err != nil {
+		t.Fatalf("post a remote write: %v", err)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("with shard 2 down, a write with rows for shard 1 only answered %s, want 503", resp.Status)
+	}
+	t.Logf("with shard 2 down, a write with rows for shard 1 only answered %s: %s", resp.Status, bytes.TrimSpace(msg[:min(len(msg), 200)]))
 }
