@@ -21,10 +21,6 @@ layouts=${CLUSTER_LAYOUTS:-1x1 2x1}
 base=${CLUSTER_BASE_PORT:-19400}
 read -r -a loadgen_args <<<"${LOADGEN_ARGS:--targets 100 -scrapes 1000 -concurrency 8}"
 
-for bin in bin/pyramid bin/pyramid-loadgen; do
-	[[ -x $bin ]] || { echo "bench-cluster.sh: $bin missing; run make build" >&2; exit 1; }
-done
-
 # shellcheck source=deploy/bench-pyramid.sh
 source "$here/bench-pyramid.sh"
 

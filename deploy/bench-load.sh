@@ -18,10 +18,6 @@ pyramid_addr=127.0.0.1:19201
 configs=${BENCH_CONFIGS:-zstd:19200 lz4:19300}
 read -r -a loadgen_args <<<"${LOADGEN_ARGS:-}"
 
-for bin in bin/pyramid bin/pyramid-loadgen; do
-	[[ -x $bin ]] || { echo "bench-load.sh: $bin missing; run make build" >&2; exit 1; }
-done
-
 # shellcheck source=deploy/bench-pyramid.sh
 source "$here/bench-pyramid.sh"
 

@@ -1,9 +1,14 @@
-# Sourced by the load benchmarks (bench-load.sh, bench-cluster.sh): run bin/pyramid as a
-# child of the benchmark and stop it again. Not a command of its own.
+# Sourced by the load benchmarks (bench-load.sh, bench-cluster.sh), from the repository's
+# root: check that bin/pyramid and bin/pyramid-loadgen are built, run bin/pyramid as a child
+# of the benchmark and stop it again. Not a command of its own.
 #
 #   start_pyramid ADDR LOG [NAME=VALUE...]   start pyramid listening on ADDR with the given
 #                                            settings, wait until it is ready; sets pyramid_pid
 #   stop_pyramid                             SIGTERM (pyramid flushes), SIGKILL after 30s
+
+for bin in bin/pyramid bin/pyramid-loadgen; do
+	[[ -x $bin ]] || { echo "$(basename "$0"): $bin missing; run make build" >&2; exit 1; }
+done
 
 pyramid_pid=
 
