@@ -30,13 +30,16 @@ func TestEngine(t *testing.T) {
 		t.Fatalf("chDB reports ClickHouse %v, want 26.x and the modern dialect", v)
 	}
 	cfg := schematest.Database(t, conn, 30*24*time.Hour)
+	// Timestamps are recent: the table drops whole expired parts in the background, and a
+	// part of 1970 samples could vanish before it is read.
+	now := time.Now().UnixMilli()
 	stale := math.Float64frombits(0x7ff0000000000002)
 	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+cfg.Database+"."+schema.TableSamples+" (target, fingerprint, ts, value)")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, v := range []float64{stale, math.Inf(-1), math.Copysign(0, -1), 0.1} {
-		if err := b.Append(uint64(1), uint64(2), int64(i), v); err != nil {
+		if err := b.Append(uint64(1), uint64(2), now+int64(i), v); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -81,7 +84,7 @@ func TestEngine(t *testing.T) {
 	for i := range n {
 		fp := rng.Uint64()
 		sum += fp
-		if err := b.Append(uint64(2), fp, int64(i), rng.NormFloat64()); err != nil {
+		if err := b.Append(uint64(2), fp, now+int64(i), rng.NormFloat64()); err != nil {
 			t.Fatal(err)
 		}
 	}
