@@ -21,9 +21,6 @@ type metrics struct {
 	insertDuration  *prometheus.HistogramVec
 	rowsInFlight    prometheus.Gauge
 	readSeries      prometheus.Counter
-	readSamples     prometheus.Counter
-	readConflicts   prometheus.Counter
-	readSegments    *prometheus.CounterVec
 }
 
 // Rejection reasons, the values of the reason label.
@@ -79,21 +76,10 @@ func newMetrics(reg prometheus.Registerer, cacheLen, decoding, reading func() in
 		readSeries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pyramid_read_series_total", Help: "Series returned by remote reads.",
 		}),
-		readSegments: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pyramid_read_segments_total",
-			Help: "Parts of remote-read queries by the tier and aggregate that answered them; approximate is true where no tier answers as the routing rules intend.",
-		}, []string{"tier", "kind", "approximate"}),
-		readConflicts: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "pyramid_read_sample_conflicts_total",
-			Help: "Timestamps at which stored samples of one series disagree (a later write with another value), as found by reads; the last write is returned.",
-		}),
-		readSamples: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "pyramid_read_samples_total", Help: "Samples returned by remote reads: raw samples after deduplication, or points made from rollups.",
-		}),
 	}
 	reg.MustRegister(m.requests, m.requestDuration, m.seriesReceived, m.samplesReceived, m.samplesWritten,
 		m.seriesRejected, m.samplesRejected, m.seriesWritten, m.metadataWritten, m.batchRows,
-		m.insertDuration, m.rowsInFlight, m.readSeries, m.readSamples, m.readConflicts, m.readSegments,
+		m.insertDuration, m.rowsInFlight, m.readSeries,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pyramid_series_cache_entries", Help: "Series the write path remembers having catalogued.",
 		}, func() float64 { return float64(cacheLen()) }),

@@ -230,9 +230,9 @@ func (e *samplesEncoder) writeTo(w io.Writer) error {
 
 // toLabels converts a series' labels to their protobuf form. The strings are shared, not
 // copied.
-func toLabels(s *readSeries) []prompb.Label {
-	out := make([]prompb.Label, 0, s.labels.Len())
-	s.labels.Range(func(l labels.Label) { out = append(out, prompb.Label{Name: l.Name, Value: l.Value}) })
+func toLabels(lset labels.Labels) []prompb.Label {
+	out := make([]prompb.Label, 0, lset.Len())
+	lset.Range(func(l labels.Label) { out = append(out, prompb.Label{Name: l.Name, Value: l.Value}) })
 	return out
 }
 

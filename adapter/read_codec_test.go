@@ -6,83 +6,27 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
+	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/storage/remote"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
-	"github.com/pyramid-metrics/pyramid/schema"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/schema/schematest"
 )
-
-func TestQueryWindow(t *testing.T) {
-	for _, tc := range []struct {
-		name               string
-		start, end         int64
-		hints              *prompb.ReadHints
-		wantStart, wantEnd int64
-	}{
-		{"no hints", 100, 200, nil, 100, 200},
-		{"hints narrow the window", 100, 200, &prompb.ReadHints{StartMs: 150, EndMs: 180}, 150, 180},
-		{"hints never widen it", 100, 200, &prompb.ReadHints{StartMs: 50, EndMs: 250}, 100, 200},
-		{"zero hints window means none", 100, 200, &prompb.ReadHints{StepMs: 15000}, 100, 200},
-		{"hints starting at 0", -100, 200, &prompb.ReadHints{StartMs: 0, EndMs: 10}, 0, 10},
-		{"disjoint hints give an empty window", 100, 200, &prompb.ReadHints{StartMs: 300, EndMs: 400}, 300, 200},
-	} {
-		mint, maxt := queryWindow(&prompb.Query{StartTimestampMs: tc.start, EndTimestampMs: tc.end, Hints: tc.hints})
-		if mint != tc.wantStart || maxt != tc.wantEnd {
-			t.Errorf("%s: window [%d, %d], want [%d, %d]", tc.name, mint, maxt, tc.wantStart, tc.wantEnd)
-		}
-	}
-}
-
-func TestPrefixEnd(t *testing.T) {
-	for _, tc := range []struct {
-		prefix, want string
-		ok           bool
-	}{
-		{"node_", "node`", true},
-		{"a", "b", true},
-		{"a\xff", "b", true},
-		{"a\xff\xff", "b", true},
-		{"\xff", "", false},
-		{"ü", "\xc3\xbd", true}, // Bytes, not runes: ü is c3 bc.
-	} {
-		got, ok := prefixEnd(tc.prefix)
-		if got != tc.want || ok != tc.ok {
-			t.Errorf("prefixEnd(%q) = %q, %v; want %q, %v", tc.prefix, got, ok, tc.want, tc.ok)
-		}
-	}
-	// Every string with the prefix lies in [prefix, end), and none without it does.
-	rng := rand.New(rand.NewPCG(3, 4))
-	alphabet := []byte{0, 'a', 'b', 0xfe, 0xff}
-	randStr := func() string {
-		b := make([]byte, rng.IntN(4))
-		for i := range b {
-			b[i] = alphabet[rng.IntN(len(alphabet))]
-		}
-		return string(b)
-	}
-	for range 20_000 {
-		p, s := randStr(), randStr()
-		if p == "" {
-			continue
-		}
-		end, ok := prefixEnd(p)
-		in := s >= p && (!ok || s < end)
-		if in != strings.HasPrefix(s, p) {
-			t.Fatalf("prefix %q, end %q (%v): %q in range = %v, has prefix = %v", p, end, ok, s, in, !in)
-		}
-	}
-}
 
 func TestNegotiateResponseType(t *testing.T) {
 	S, C := prompb.ReadRequest_SAMPLES, prompb.ReadRequest_STREAMED_XOR_CHUNKS
@@ -101,37 +45,6 @@ func TestNegotiateResponseType(t *testing.T) {
 		if got != tc.want || !errors.Is(err, tc.err) {
 			t.Errorf("accepted %v: %v, %v; want %v, %v", tc.accepted, got, err, tc.want, tc.err)
 		}
-	}
-}
-
-// TestBatches checks the batch sizes: a small first batch, then batches sized from the
-// samples per series seen so far.
-func TestBatches(t *testing.T) {
-	for _, tc := range []struct {
-		name      string
-		series    int
-		perSeries int
-		want      []int
-	}{
-		{"fewer than a first batch", 5, 100, []int{5}},
-		{"short series fill large batches", 5000, 10, []int{8, 2048, 2048, 896}},
-		{"a day at 15s", 1000, 5760, []int{8, 182, 182, 182, 182, 182, 82}},
-		{"series with more than a batch's samples go one by one", 10, 2 << 20, []int{8, 1, 1}},
-		{"empty series count as one sample", 3000, 0, []int{8, 2048, 944}},
-	} {
-		var got []int
-		err := batches(make([]*readSeries, tc.series), func(b []*readSeries) (int, error) {
-			got = append(got, len(b))
-			return len(b) * tc.perSeries, nil
-		})
-		if err != nil || !slices.Equal(got, tc.want) {
-			t.Errorf("%s: batches %v (%v), want %v", tc.name, got, err, tc.want)
-		}
-	}
-	stop := errors.New("stop")
-	calls := 0
-	if err := batches(make([]*readSeries, 100), func([]*readSeries) (int, error) { calls++; return 0, stop }); !errors.Is(err, stop) || calls != 1 {
-		t.Errorf("an error after %d calls came back as %v; want the first call's error", calls, err)
 	}
 }
 
@@ -316,7 +229,6 @@ func FuzzDecodeReadRequest(f *testing.F) {
 		for _, q := range req.Queries {
 			_, _ = newSelector(q.Matchers, regexPrometheus3)
 			_, _ = newSelector(q.Matchers, regexPrometheus2)
-			queryWindow(q)
 		}
 	})
 }
@@ -332,6 +244,10 @@ func FuzzQuoteRoundTrip(f *testing.F) {
 	conn := schematest.Conn(f)
 	db := schematest.Database(f, conn, 0).Database
 	ctx := context.Background()
+	st, err := store.New(store.Config{Database: db, TierRefresh: time.Minute}, conn, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, v string) {
 		var back string
 		var n uint64
@@ -346,7 +262,8 @@ func FuzzQuoteRoundTrip(f *testing.F) {
 		}
 		// One series per input, told apart by a fingerprint of its own.
 		fp := rand.Uint64()
-		row := SeriesRow{Fingerprint: fp, Target: 1, MetricName: "fuzz", Names: []string{"__name__", "v"}, Values: []string{"fuzz", v}, LastSeen: 1}
+		fpLabel := strconv.FormatUint(fp, 10)
+		row := SeriesRow{Fingerprint: fp, Target: 1, MetricName: "fuzz", Names: []string{"__name__", "fp", "v"}, Values: []string{"fuzz", fpLabel, v}, LastSeen: 1}
 		if err := InsertSeries(ctx, conn, db, []SeriesRow{row}); err != nil {
 			t.Fatal(err)
 		}
@@ -357,16 +274,20 @@ func FuzzQuoteRoundTrip(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		series, err := selectSeries(ctx, conn, schema.Place{Database: db}, sel, 0, 1, 1<<20)
-		if err != nil {
+		ss := st.Querier(0, 1, store.Options{}).Select(ctx, true, &storage.SelectHints{Start: 0, End: 1, Func: "series"}, sel.matchers...)
+		var series []storage.Series
+		for ss.Next() {
+			series = append(series, ss.At())
+		}
+		if err := ss.Err(); err != nil {
 			t.Fatalf("select v=%q: %v", v, err)
 		}
 		found := false
 		for _, s := range series {
-			if s.labels.Get("v") != v {
-				t.Fatalf("v=%q selected a series with v=%q", v, s.labels.Get("v"))
+			if s.Labels().Get("v") != v {
+				t.Fatalf("v=%q selected a series with v=%q", v, s.Labels().Get("v"))
 			}
-			found = found || s.fingerprint == fp
+			found = found || s.Labels().Get("fp") == fpLabel
 		}
 		if !found {
 			t.Fatalf("v=%q did not select its own series (%v)", v, labels.FromStrings("v", v))

@@ -8,42 +8,22 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
+	"github.com/prometheus/prometheus/storage"
 
-	"github.com/pyramid-metrics/pyramid/rollup"
-)
-
-// Batches of series whose samples are fetched with one ClickHouse query. The first batch
-// is small because nothing is known yet about how many samples a series has in the
-// window; later ones are sized to hold about readBatchSamples samples, which bounds the
-// memory of a streamed response whatever the query's size.
-const (
-	readFirstBatch   = 8
-	readMaxBatch     = 2048
-	readBatchSamples = 1 << 20
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 )
 
 // headerTiers names, in a remote-read response, the tiers that answered each query.
 const headerTiers = "X-Pyramid-Tiers"
 
-// readPlan is one query of a request: its matchers, its window and how the tiers answer
-// it. The query's series are selected only when its turn comes (see answerQuery).
+// readPlan is one query of a request: its matchers and how the store answers it. The
+// query's series are selected only when its turn comes (see answerQuery).
 type readPlan struct {
-	sel        *selector
-	mint, maxt int64
-	// empty is set when nothing is read for the query: its window is empty, or no tier
-	// holds data in it.
-	empty bool
-	// segments is how the tiers answer the query (see Server.route); nil reads raw
-	// samples as they are.
-	segments []rollup.Segment
-}
-
-// readBudget is what is left of a request's series and sample limits. Every query of the
-// request draws on the same budget, so that many queries in one request cost no more than
-// one query may.
-type readBudget struct {
-	series, samples int
+	sel     *selector
+	querier *store.Querier
+	plan    store.Plan
 }
 
 // handleRead serves POST /api/v1/read: remote read, answered in SAMPLES or
@@ -103,11 +83,13 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request) (streaming bool, e
 	}
 
 	// Whatever can refuse the request outright is decided before anything is sent: every
-	// query's matchers, and its routing, which needs the hints and the tiers' extents but
-	// no series. Series are selected query by query as the response is built, so that
-	// one query's series are held at a time.
+	// query's matchers, and its plan, which needs the hints and the tiers' extents but no
+	// series. Series are selected query by query as the response is built, so that one
+	// query's series are held at a time. Every query draws on the same budget, so that
+	// many queries in one request cost no more than one query may.
 	plans := make([]readPlan, len(req.Queries))
 	dialect := regexDialectOf(r.UserAgent())
+	budget := &store.Budget{Series: s.cfg.ReadMaxSeries, Samples: s.cfg.ReadMaxSamples}
 	for i, q := range req.Queries {
 		sel, err := newSelector(q.Matchers, dialect)
 		if err != nil {
@@ -117,28 +99,37 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request) (streaming bool, e
 			return false, fmt.Errorf("query %d: %w: selector %s must contain at least one matcher that does not match the empty string,"+
 				" as in PromQL; without one it selects every series that lacks its labels", i, ErrInvalidQuery, sel)
 		}
-		mint, maxt := queryWindow(q)
-		plans[i] = readPlan{sel: sel, mint: mint, maxt: maxt, empty: mint > maxt}
+		plans[i] = readPlan{sel: sel, querier: s.store.Querier(q.StartTimestampMs, q.EndTimestampMs,
+			store.Options{Lookback: s.cfg.ReadLookback, Budget: budget, Stream: true})}
 	}
 	for i, q := range req.Queries {
-		if plans[i].empty {
-			continue
-		}
-		if err := s.route(r.Context(), q, &plans[i]); err != nil {
+		p, err := plans[i].querier.Plan(r.Context(), selectHints(q.Hints))
+		if err != nil {
 			return false, fmt.Errorf("query %d: route: %w", i, s.readError(err))
 		}
+		plans[i].plan = p
 	}
 	// Remote read has no field for it, so a header tells, query by query, which tiers
-	// answer (see tiersHeader).
+	// answer (store.Plan.Tiers). It goes out before any query's series are selected, so a
+	// query whose matchers select nothing still names the tiers that would answer it.
 	for i := range plans {
-		w.Header().Add(headerTiers, s.tiersHeader(&plans[i]))
+		w.Header().Add(headerTiers, plans[i].plan.Tiers())
 	}
 
-	budget := readBudget{series: s.cfg.ReadMaxSeries, samples: s.cfg.ReadMaxSamples}
 	if respType == prompb.ReadRequest_STREAMED_XOR_CHUNKS {
-		return s.streamChunks(r.Context(), w, plans, &budget)
+		return s.streamChunks(r.Context(), w, plans)
 	}
-	return false, s.writeSamples(r.Context(), w, plans, &budget)
+	return false, s.writeSamples(r.Context(), w, plans)
+}
+
+// selectHints are a remote-read query's hints as the store takes them; no hints are zero
+// hints.
+func selectHints(h *prompb.ReadHints) *storage.SelectHints {
+	if h == nil {
+		return &storage.SelectHints{}
+	}
+	return &storage.SelectHints{Start: h.StartMs, End: h.EndMs, Step: h.StepMs, Func: h.Func,
+		Grouping: h.Grouping, By: h.By, Range: h.RangeMs}
 }
 
 // acquireReadSlot waits up to ReadQueueWait for one of ReadMaxConcurrent read slots.
@@ -161,99 +152,35 @@ func (s *Server) acquireReadSlot(ctx context.Context) (release func(), err error
 	}
 }
 
-// queryWindow is the time range to read for q: the query's own, narrowed to the hints'
-// window when the client sent one. Prometheus sets the query's range to cover every
-// selector of a PromQL expression and the hints to the range this selector needs, which is
-// also what its own TSDB reads.
-func queryWindow(q *prompb.Query) (mint, maxt int64) {
-	mint, maxt = q.StartTimestampMs, q.EndTimestampMs
-	if h := q.Hints; h != nil && (h.StartMs != 0 || h.EndMs != 0) {
-		mint, maxt = max(mint, h.StartMs), min(maxt, h.EndMs)
-	}
-	return mint, maxt
-}
-
-// batches calls fn for consecutive batches of series, sized as the comment on
-// readBatchSamples says, and stops at fn's first error. fn returns how many samples its
-// batch held.
-func batches(series []*readSeries, fn func(batch []*readSeries) (int, error)) error {
-	size := readFirstBatch
-	for lo := 0; lo < len(series); {
-		hi := min(lo+size, len(series))
-		n, err := fn(series[lo:hi])
-		if err != nil {
+// answerQuery hands p's series to emit one by one, with their samples (which emit must
+// not keep). The store selects the series when the set is first advanced and fetches
+// their samples in batches, and lets each go once emit is done with it.
+func (s *Server) answerQuery(ctx context.Context, p *readPlan, emit func(lset labels.Labels, ts []int64, values []float64) error) error {
+	ss := p.querier.SelectPlan(ctx, p.plan, p.sel.matchers...)
+	for ss.Next() {
+		series := ss.At()
+		ts, values, ok := store.Samples(series)
+		if !ok {
+			return fmt.Errorf("series %s did not come from the store", series.Labels())
+		}
+		if err := emit(series.Labels(), ts, values); err != nil {
 			return err
 		}
-		perSeries := max(1, n/(hi-lo))
-		size = min(readMaxBatch, max(1, readBatchSamples/perSeries))
-		lo = hi
 	}
-	return nil
-}
-
-// answerQuery selects p's series and hands them to emit batch by batch, their samples
-// fetched; both are charged to budget. The series are let go when it returns, so that a
-// request holds the series of one query at a time.
-func (s *Server) answerQuery(ctx context.Context, p *readPlan, budget *readBudget, emit func(batch []*readSeries) error) error {
-	if p.empty {
-		return nil
-	}
-	series, err := selectSeries(ctx, s.conn, s.cfg.place(), p.sel, p.mint, p.maxt, budget.series)
-	if errors.Is(err, errSeriesBudget) {
-		return &LimitError{Limit: "series per request", Max: s.cfg.ReadMaxSeries}
-	}
-	if err != nil {
-		return s.readError(err)
-	}
-	budget.series -= len(series)
-	s.countSegments(p, len(series))
-	return batches(series, func(batch []*readSeries) (int, error) {
-		n, err := s.fetch(ctx, p, batch, &budget.samples)
-		if err != nil {
-			return n, err
-		}
-		return n, emit(batch)
-	})
-}
-
-// fetch fills in the samples of batch, charging them against *left, the request's
-// remaining sample budget. It returns how many rows it read, which sizes the next batch.
-func (s *Server) fetch(ctx context.Context, p *readPlan, batch []*readSeries, left *int) (int, error) {
-	var n, rows int
-	var err error
-	if p.segments == nil {
-		n, err = s.fetchSamples(ctx, batch, p.mint, p.maxt, *left)
-		rows = n
-	} else {
-		n, rows, err = fetchRouted(ctx, s, p, batch, *left)
-	}
-	if errors.Is(err, errSampleBudget) {
-		return rows, &LimitError{Limit: "samples per request", Max: s.cfg.ReadMaxSamples}
-	}
-	if err != nil {
-		return rows, s.readError(err)
-	}
-	*left -= n
-	s.m.readSamples.Add(float64(n))
-	return rows, nil
+	return s.readError(ss.Err())
 }
 
 // writeSamples answers with one snappy-compressed ReadResponse holding every query's
 // result, encoded and compressed as the batches arrive (samplesEncoder). Nothing is sent
 // before the last query is done, so a failure in any query still becomes a status code.
 // Series without samples in the window are left out, as Prometheus's TSDB leaves them out.
-func (s *Server) writeSamples(ctx context.Context, w http.ResponseWriter, plans []readPlan, budget *readBudget) error {
+func (s *Server) writeSamples(ctx context.Context, w http.ResponseWriter, plans []readPlan) error {
 	var enc samplesEncoder
 	for i := range plans {
 		sent := 0
-		err := s.answerQuery(ctx, &plans[i], budget, func(batch []*readSeries) error {
-			for _, rs := range batch {
-				if len(rs.ts) > 0 {
-					enc.addSeries(rs.labels, rs.ts, rs.values)
-					sent++
-				}
-				rs.ts, rs.values = nil, nil // The encoded copy is all that is needed now.
-			}
+		err := s.answerQuery(ctx, &plans[i], func(lset labels.Labels, ts []int64, values []float64) error {
+			enc.addSeries(lset, ts, values)
+			sent++
 			return nil
 		})
 		if err != nil {
@@ -278,25 +205,20 @@ func (s *Server) writeSamples(ctx context.Context, w http.ResponseWriter, plans 
 // frame, so a failure before it (such as a limit passed by the first batch) still becomes
 // a status code; a failure after it, in the same query or a later one, breaks the stream
 // (see handleRead).
-func (s *Server) streamChunks(ctx context.Context, w http.ResponseWriter, plans []readPlan, budget *readBudget) (streaming bool, err error) {
+func (s *Server) streamChunks(ctx context.Context, w http.ResponseWriter, plans []readPlan) (streaming bool, err error) {
 	flusher, _ := w.(http.Flusher)
 	fw := &frameWriter{w: w, flusher: flusher}
 	for i := range plans {
 		sent := 0
-		err := s.answerQuery(ctx, &plans[i], budget, func(batch []*readSeries) error {
-			for _, rs := range batch {
-				chunks, err := xorChunks(rs.ts, rs.values)
-				if err != nil {
-					return err
-				}
-				rs.ts, rs.values = nil, nil
-				if err := fw.writeSeries(int64(i), toLabels(rs), chunks, s.cfg.ReadMaxFrameBytes); err != nil {
-					return err
-				}
-				if len(chunks) > 0 {
-					sent++
-				}
+		err := s.answerQuery(ctx, &plans[i], func(lset labels.Labels, ts []int64, values []float64) error {
+			chunks, err := xorChunks(ts, values)
+			if err != nil {
+				return err
 			}
+			if err := fw.writeSeries(int64(i), toLabels(lset), chunks, s.cfg.ReadMaxFrameBytes); err != nil {
+				return err
+			}
+			sent++
 			return nil
 		})
 		if err != nil {
@@ -309,12 +231,17 @@ func (s *Server) streamChunks(ctx context.Context, w http.ResponseWriter, plans 
 	return true, nil
 }
 
-// readError marks a ClickHouse failure as unavailability (503 with Retry-After), unless
-// the request was cancelled or it is a limit, which keep their own meaning.
+// readError turns the store's errors into the request's: a spent budget into the
+// *LimitError naming the request's limit, a ClickHouse failure into unavailability (503
+// with Retry-After). Others, cancellation included, keep their own meaning.
 func (s *Server) readError(err error) error {
-	var lerr *LimitError
-	if errors.As(err, &lerr) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
+	switch {
+	case errors.Is(err, store.ErrSeriesBudget):
+		return &LimitError{Limit: "series per request", Max: s.cfg.ReadMaxSeries}
+	case errors.Is(err, store.ErrSampleBudget):
+		return &LimitError{Limit: "samples per request", Max: s.cfg.ReadMaxSamples}
+	case errors.Is(err, store.ErrUnavailable):
+		return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 	}
-	return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+	return err
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/rollup"
 	"github.com/pyramid-metrics/pyramid/schema"
 )
@@ -40,8 +41,8 @@ type Server struct {
 	marker *rollup.Marker
 	// readSlots holds a token per remote read being answered (Config.ReadMaxConcurrent).
 	readSlots chan struct{}
-	// tierExtents is what each tier holds, for routing reads.
-	tierExtents tierExtents
+	// store answers reads.
+	store *store.Store
 	router      *mux.Router
 	// schemaReady is set once migrations have run; until then writes get 503.
 	schemaReady atomic.Bool
@@ -57,6 +58,12 @@ func New(cfg Config, conn driver.Conn, logger *slog.Logger, reg prometheus.Regis
 		metadata: newMetadataCache(maxMetadataFamilies), decodeSlots: make(chan struct{}, cfg.MaxConcurrentDecodes),
 		readSlots: make(chan struct{}, cfg.ReadMaxConcurrent), marker: rollup.NewMarker(cfg.RollupUnitWidth)}
 	s.m = newMetrics(reg, s.cache.len, func() int { return len(s.decodeSlots) }, func() int { return len(s.readSlots) })
+	st, err := store.New(store.Config{Database: cfg.Database, Cluster: cfg.Cluster, Tiers: cfg.Tiers, Rollups: cfg.ReadRollups,
+		Lookback: cfg.ReadLookback, TierRefresh: cfg.ReadTierRefresh, Now: cfg.Now}, conn, logger, reg)
+	if err != nil {
+		return nil, err
+	}
+	s.store = st
 	s.mem = newMemoryBudget(cfg.MemoryBudget, reg)
 	s.batcher = newBatcher(cfg, s.m, s.insert)
 
@@ -72,6 +79,10 @@ func New(cfg Config, conn driver.Conn, logger *slog.Logger, reg prometheus.Regis
 	s.router = r
 	return s, nil
 }
+
+// Store is what answers the server's reads, for other readers of the same tables (the
+// PromQL API) to share its tier cache and metrics.
+func (s *Server) Store() *store.Store { return s.store }
 
 // Handle adds a route served next to pyramid's own, such as the rollup status.
 func (s *Server) Handle(path string, h http.Handler) { s.router.Handle(path, h) }

@@ -1,0 +1,128 @@
+package store
+
+import (
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+)
+
+func TestWindow(t *testing.T) {
+	for _, tc := range []struct {
+		name               string
+		start, end         int64
+		hints              storage.SelectHints
+		wantStart, wantEnd int64
+	}{
+		{"no hints window", 100, 200, storage.SelectHints{}, 100, 200},
+		{"hints narrow the window", 100, 200, storage.SelectHints{Start: 150, End: 180}, 150, 180},
+		{"hints never widen it", 100, 200, storage.SelectHints{Start: 50, End: 250}, 100, 200},
+		{"zero hints window means none", 100, 200, storage.SelectHints{Step: 15000}, 100, 200},
+		{"hints starting at 0", -100, 200, storage.SelectHints{Start: 0, End: 10}, 0, 10},
+		{"disjoint hints give an empty window", 100, 200, storage.SelectHints{Start: 300, End: 400}, 300, 200},
+	} {
+		mint, maxt := window(tc.start, tc.end, &tc.hints)
+		if mint != tc.wantStart || maxt != tc.wantEnd {
+			t.Errorf("%s: window [%d, %d], want [%d, %d]", tc.name, mint, maxt, tc.wantStart, tc.wantEnd)
+		}
+	}
+}
+
+func TestPrefixEnd(t *testing.T) {
+	for _, tc := range []struct {
+		prefix, want string
+		ok           bool
+	}{
+		{"node_", "node`", true},
+		{"a", "b", true},
+		{"a\xff", "b", true},
+		{"a\xff\xff", "b", true},
+		{"\xff", "", false},
+		{"ü", "\xc3\xbd", true}, // Bytes, not runes: ü is c3 bc.
+	} {
+		got, ok := prefixEnd(tc.prefix)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("prefixEnd(%q) = %q, %v; want %q, %v", tc.prefix, got, ok, tc.want, tc.ok)
+		}
+	}
+	// Every string with the prefix lies in [prefix, end), and none without it does.
+	rng := rand.New(rand.NewPCG(3, 4))
+	alphabet := []byte{0, 'a', 'b', 0xfe, 0xff}
+	randStr := func() string {
+		b := make([]byte, rng.IntN(4))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		return string(b)
+	}
+	for range 20_000 {
+		p, s := randStr(), randStr()
+		if p == "" {
+			continue
+		}
+		end, ok := prefixEnd(p)
+		in := s >= p && (!ok || s < end)
+		if in != strings.HasPrefix(s, p) {
+			t.Fatalf("prefix %q, end %q (%v): %q in range = %v, has prefix = %v", p, end, ok, s, in, !in)
+		}
+	}
+}
+
+// TestBatchSizes checks the batch sizes: a small first batch, then batches sized from the
+// samples per series seen so far.
+func TestBatchSizes(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		series    int
+		perSeries int
+		want      []int
+	}{
+		{"fewer than a first batch", 5, 100, []int{5}},
+		{"short series fill large batches", 5000, 10, []int{8, 2048, 2048, 896}},
+		{"a day at 15s", 1000, 5760, []int{8, 182, 182, 182, 182, 182, 82}},
+		{"series with more than a batch's samples go one by one", 10, 2 << 20, []int{8, 1, 1}},
+		{"empty series count as one sample", 3000, 0, []int{8, 2048, 944}},
+	} {
+		var got []int
+		for lo, size := 0, firstBatch; lo < tc.series; {
+			hi := min(lo+size, tc.series)
+			got = append(got, hi-lo)
+			size = nextBatchSize((hi-lo)*tc.perSeries, hi-lo)
+			lo = hi
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: batches %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestPrefilterExact: the SQL conditions alone decide exactly the matchers of equality,
+// inequality and regexes Prometheus proves to be literal sets; anything else also needs
+// Prometheus's matcher.
+func TestPrefilterExact(t *testing.T) {
+	m := func(typ labels.MatchType, name, value string) *labels.Matcher {
+		return labels.MustNewMatcher(typ, name, value)
+	}
+	for _, tc := range []struct {
+		ms    []*labels.Matcher
+		exact bool
+	}{
+		{nil, true},
+		{[]*labels.Matcher{m(labels.MatchEqual, "__name__", "up")}, true},
+		{[]*labels.Matcher{m(labels.MatchEqual, "__name__", "up"), m(labels.MatchNotEqual, "job", "a")}, true},
+		{[]*labels.Matcher{m(labels.MatchRegexp, "job", "a|b")}, true},
+		{[]*labels.Matcher{m(labels.MatchNotRegexp, "job", "a|b")}, true},
+		{[]*labels.Matcher{m(labels.MatchRegexp, "job", "(?-s:a|b)")}, true},
+		{[]*labels.Matcher{m(labels.MatchRegexp, "job", "a.*")}, false},
+		{[]*labels.Matcher{m(labels.MatchRegexp, "job", ".*err.*")}, false},
+		{[]*labels.Matcher{m(labels.MatchRegexp, "job", "(?i)a|b")}, false},
+		{[]*labels.Matcher{m(labels.MatchEqual, "__name__", "up"), m(labels.MatchNotRegexp, "job", "a.+")}, false},
+	} {
+		if _, _, exact := prefilter(tc.ms, "db.series_labels"); exact != tc.exact {
+			t.Errorf("%v: exact %v, want %v", tc.ms, exact, tc.exact)
+		}
+	}
+}

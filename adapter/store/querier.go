@@ -1,0 +1,301 @@
+package store
+
+import (
+	"context"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+	"github.com/prometheus/prometheus/util/annotations"
+)
+
+// Batches of series whose samples are fetched with one ClickHouse query. The first batch
+// is small because nothing is known yet about how many samples a series has in the
+// window; later ones are sized to hold about batchSamples samples, which bounds the
+// memory of a streamed read whatever the query's size.
+const (
+	firstBatch   = 8
+	maxBatch     = 2048
+	batchSamples = 1 << 20
+)
+
+// Options are one reader's terms.
+type Options struct {
+	// Lookback is the reader's lookback delta; 0 is Config.Lookback.
+	Lookback time.Duration
+	// Budget is what the reader may still take, shared by its selections; nil is no
+	// limit.
+	Budget *Budget
+	// Stream lets a series' samples go once the set moves past it, which bounds a
+	// reader's memory to a batch; a reader that keeps series (PromQL) must not set it.
+	Stream bool
+	// Tiers, when set, records what answered each selection that found series.
+	Tiers *TierLog
+}
+
+// Budget is what is left of a reader's series and sample limits. Selections past it end
+// with ErrSeriesBudget or ErrSampleBudget. It is not safe for concurrent selections.
+type Budget struct {
+	Series, Samples int
+}
+
+// TierLog records what answered a reader's selections (Plan.Tiers), once each. It is
+// safe for concurrent use.
+type TierLog struct {
+	mu    sync.Mutex
+	tiers []string
+}
+
+func (l *TierLog) add(t string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !slices.Contains(l.tiers, t) {
+		l.tiers = append(l.tiers, t)
+	}
+}
+
+// Tiers returns what answered, in the order first seen.
+func (l *TierLog) Tiers() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.tiers)
+}
+
+// Queryable returns a storage.Queryable whose queriers read on o's terms.
+func (s *Store) Queryable(o Options) storage.Queryable { return queryable{s: s, o: o} }
+
+type queryable struct {
+	s *Store
+	o Options
+}
+
+func (q queryable) Querier(mint, maxt int64) (storage.Querier, error) {
+	return q.s.Querier(mint, maxt, q.o), nil
+}
+
+// Querier reads the series and samples of [mint, maxt] on o's terms.
+func (s *Store) Querier(mint, maxt int64, o Options) *Querier {
+	if o.Lookback == 0 {
+		o.Lookback = s.cfg.Lookback
+	}
+	return &Querier{s: s, mint: mint, maxt: maxt, o: o}
+}
+
+// Querier is a storage.Querier over pyramid's tables. Select plans each selection from
+// its hints (which tiers answer), selects the series when the set is first advanced, and
+// fetches their samples batch by batch as it moves on. Series come sorted by labels;
+// series without samples in the window are left out, as Prometheus's TSDB leaves them out.
+type Querier struct {
+	s          *Store
+	mint, maxt int64
+	o          Options
+}
+
+// Plan decides how the selection the hints describe is answered, without selecting
+// series, so that a reader can refuse or announce it before reading anything.
+func (q *Querier) Plan(ctx context.Context, h *storage.SelectHints) (Plan, error) {
+	return q.s.plan(ctx, q.mint, q.maxt, h, q.o.Lookback)
+}
+
+// Select implements storage.Querier. Series are always sorted; hints with Func "series"
+// select labels only, from the catalogue, never reading samples.
+func (q *Querier) Select(ctx context.Context, _ bool, h *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
+	p, err := q.Plan(ctx, h)
+	if err != nil {
+		return storage.ErrSeriesSet(err)
+	}
+	ss := q.SelectPlan(ctx, p, ms...)
+	if h != nil && h.Func == "series" {
+		ss.(*seriesSet).labelsOnly = true
+	}
+	return ss
+}
+
+// SelectPlan selects the series ms match and reads them as p says.
+func (q *Querier) SelectPlan(ctx context.Context, p Plan, ms ...*labels.Matcher) storage.SeriesSet {
+	return &seriesSet{q: q, ctx: ctx, plan: p, ms: ms, pos: -1}
+}
+
+// LabelValues implements storage.Querier from the series catalogue.
+func (q *Querier) LabelValues(ctx context.Context, name string, h *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
+	vs, err := q.s.labelValues(ctx, name, q.mint, q.maxt, ms)
+	return limit(vs, h), nil, err
+}
+
+// LabelNames implements storage.Querier from the series catalogue.
+func (q *Querier) LabelNames(ctx context.Context, h *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
+	ns, err := q.s.labelNames(ctx, q.mint, q.maxt, ms)
+	return limit(ns, h), nil, err
+}
+
+func limit(vs []string, h *storage.LabelHints) []string {
+	if h != nil && h.Limit > 0 && len(vs) > h.Limit {
+		return vs[:h.Limit]
+	}
+	return vs
+}
+
+// Close implements storage.Querier; a Querier holds nothing between selections.
+func (q *Querier) Close() error { return nil }
+
+// seriesSet is one selection's series, selected on the first Next and fetched in batches.
+type seriesSet struct {
+	q          *Querier
+	ctx        context.Context
+	plan       Plan
+	ms         []*labels.Matcher
+	labelsOnly bool
+
+	started bool
+	series  []*selected
+	pos     int // the current series
+	fetched int // series before it have their samples
+	size    int // the next batch's size
+	err     error
+}
+
+func (ss *seriesSet) Next() bool {
+	if ss.err != nil {
+		return false
+	}
+	if !ss.started {
+		ss.started = true
+		if !ss.selectSeries() {
+			return false
+		}
+	}
+	for {
+		if ss.q.o.Stream && ss.pos >= 0 && ss.pos < len(ss.series) {
+			ss.series[ss.pos] = nil // Its samples were consumed; let them go.
+		}
+		ss.pos++
+		if ss.pos >= len(ss.series) {
+			return false
+		}
+		if !ss.labelsOnly && ss.pos == ss.fetched && !ss.fetchBatch() {
+			return false
+		}
+		if ss.labelsOnly || len(ss.series[ss.pos].ts) > 0 {
+			return true
+		}
+	}
+}
+
+// selectSeries finds the series, charging them to the budget.
+func (ss *seriesSet) selectSeries() bool {
+	if ss.plan.empty {
+		return false
+	}
+	q := ss.q
+	f := seriesFilter{mint: ss.plan.mint, maxt: ss.plan.maxt, firstSeenAfter: math.MinInt64, limit: -1}
+	if b := q.o.Budget; b != nil {
+		f.limit = max(b.Series, 0)
+	}
+	series, err := q.s.selectSeries(ss.ctx, ss.ms, f)
+	if err != nil {
+		ss.err = err
+		return false
+	}
+	if b := q.o.Budget; b != nil {
+		b.Series -= len(series)
+	}
+	ss.series, ss.size = series, firstBatch
+	q.s.countSegments(&ss.plan, len(series))
+	if q.o.Tiers != nil && len(series) > 0 {
+		q.o.Tiers.add(ss.plan.Tiers())
+	}
+	return true
+}
+
+// fetchBatch reads the samples of the next batch of series, sized as the comment on
+// batchSamples says.
+func (ss *seriesSet) fetchBatch() bool {
+	lo := ss.fetched
+	hi := min(lo+ss.size, len(ss.series))
+	left := math.MaxInt
+	if b := ss.q.o.Budget; b != nil {
+		left = b.Samples
+	}
+	rows, err := ss.q.s.fetch(ss.ctx, &ss.plan, ss.series[lo:hi], &left)
+	if err != nil {
+		ss.err = err
+		return false
+	}
+	if b := ss.q.o.Budget; b != nil {
+		b.Samples = left
+	}
+	ss.size = nextBatchSize(rows, hi-lo)
+	ss.fetched = hi
+	return true
+}
+
+// nextBatchSize sizes the batch after one of n series that read rows rows.
+func nextBatchSize(rows, n int) int {
+	perSeries := max(1, rows/n)
+	return min(maxBatch, max(1, batchSamples/perSeries))
+}
+
+func (ss *seriesSet) At() storage.Series { return (*series)(ss.series[ss.pos]) }
+
+func (ss *seriesSet) Err() error { return ss.err }
+
+func (ss *seriesSet) Warnings() annotations.Annotations { return nil }
+
+// series is a selected series as storage.Series. Its samples belong to the set until the
+// set moves past it in a streaming read, and to the reader otherwise.
+type series selected
+
+func (s *series) Labels() labels.Labels { return s.labels }
+
+// Iterator returns Prometheus's list iterator over the samples. (A hand-written iterator
+// would need a method named Seek with another signature than io.Seeker's, which go vet
+// refuses.)
+func (s *series) Iterator(chunkenc.Iterator) chunkenc.Iterator {
+	return storage.NewListSeriesIterator(&sampleView{ts: s.ts, values: s.values})
+}
+
+// Samples returns the samples of a series a Querier selected: strictly increasing
+// timestamps and their values, which the caller must not change. ok is false for any other
+// series. Remote read encodes them straight from the slices.
+func Samples(s storage.Series) (ts []int64, values []float64, ok bool) {
+	ss, ok := s.(*series)
+	if !ok {
+		return nil, nil, false
+	}
+	return ss.ts, ss.values, true
+}
+
+// sampleView lets storage's list iterator read the slices. Get returns the same sample
+// each time, overwritten: the iterator reads one sample at a time and copies none.
+type sampleView struct {
+	ts     []int64
+	values []float64
+	cur    floatSample
+}
+
+func (v *sampleView) Get(i int) chunks.Sample {
+	v.cur = floatSample{t: v.ts[i], f: v.values[i]}
+	return &v.cur
+}
+
+func (v *sampleView) Len() int { return len(v.ts) }
+
+// floatSample is one float sample as chunks.Sample.
+type floatSample struct {
+	t int64
+	f float64
+}
+
+func (s *floatSample) T() int64                      { return s.t }
+func (s *floatSample) ST() int64                     { return 0 }
+func (s *floatSample) F() float64                    { return s.f }
+func (s *floatSample) H() *histogram.Histogram       { return nil }
+func (s *floatSample) FH() *histogram.FloatHistogram { return nil }
+func (s *floatSample) Type() chunkenc.ValueType      { return chunkenc.ValFloat }
+func (s *floatSample) Copy() chunks.Sample           { c := *s; return &c }

@@ -1,0 +1,190 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/pyramid-metrics/pyramid/schema"
+)
+
+// hourMillis is the precision of the catalogue's first and last sample times.
+const hourMillis = 3_600_000
+
+// selected is one series a selection found, and once fetched, its samples: strictly
+// increasing timestamps, one sample per timestamp.
+type selected struct {
+	fingerprint, target uint64
+	labels              labels.Labels
+	ts                  []int64
+	values              []float64
+}
+
+// seriesFilter is what a series query asks of the catalogue besides the matchers.
+type seriesFilter struct {
+	mint, maxt int64
+	// firstSeenAfter keeps only series whose first sample is after it (ms); MinInt64
+	// keeps every series.
+	firstSeenAfter int64
+	// limit is how many matching series may be found before ErrSeriesBudget; negative is
+	// no limit.
+	limit int
+}
+
+// selectSeries returns the series that ms select and that may hold samples in
+// [f.mint, f.maxt], sorted by labels as Prometheus sorts them. The catalogue records first and
+// last sample times only to the hour (see the write path's series cache), so the window is
+// widened by an hour on each side; a series with no sample in the window then simply has
+// none to return. More than f.limit matching series is ErrSeriesBudget, found without
+// holding more than f.limit of them: rows the prefilter lets through but the matchers reject are
+// dropped as they arrive.
+func (s *Store) selectSeries(ctx context.Context, ms []*labels.Matcher, f seriesFilter) ([]*selected, error) {
+	p := s.cfg.place()
+	where, args, _ := prefilter(ms, p.Database+"."+p.Stored(schema.TableSeriesLabels))
+	query := "SELECT fingerprint, any(target), any(label_names), any(label_values) FROM " + p.Database + "." + schema.TableSeries +
+		" WHERE " + where +
+		" GROUP BY fingerprint HAVING minMerge(first_seen) <= ? AND maxMerge(last_seen) >= ?"
+	args = append(args, saturatingAdd(f.maxt, hourMillis), saturatingAdd(f.mint, -hourMillis))
+	if f.firstSeenAfter != math.MinInt64 {
+		// The first sample is recorded to the hour it fell in, so a series first seen in
+		// the hour of firstSeenAfter may be a little older; the hour is the precision.
+		query += " AND minMerge(first_seen) > ?"
+		args = append(args, f.firstSeenAfter-f.firstSeenAfter%hourMillis-1)
+	}
+	rows, err := s.conn.Query(ctx, query, args...)
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("query series: %w", err))
+	}
+	defer rows.Close()
+
+	var (
+		out           []*selected
+		names, values []string
+		b             labels.ScratchBuilder
+	)
+	for rows.Next() {
+		var fp, target uint64
+		if err := rows.Scan(&fp, &target, &names, &values); err != nil {
+			return nil, unavailable(fmt.Errorf("scan series row %d: %w", len(out), err))
+		}
+		if len(names) != len(values) || !matches(ms, names, values) {
+			continue
+		}
+		if len(out) == f.limit {
+			return nil, ErrSeriesBudget
+		}
+		b.Reset()
+		for i := range names {
+			b.Add(names[i], values[i])
+		}
+		b.Sort()
+		out = append(out, &selected{fingerprint: fp, target: target, labels: b.Labels()})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, unavailable(fmt.Errorf("read series after %d rows: %w", len(out), err))
+	}
+	slices.SortFunc(out, func(a, b *selected) int { return labels.Compare(a.labels, b.labels) })
+	return out, nil
+}
+
+// labelNames returns the sorted label names of the series ms select in [mint, maxt] (all
+// series without matchers).
+func (s *Store) labelNames(ctx context.Context, mint, maxt int64, ms []*labels.Matcher) ([]string, error) {
+	return s.distinct(ctx, "arrayJoin(label_names)", nil, mint, maxt, ms, func(names, _ []string, add func(string)) {
+		for _, n := range names {
+			add(n)
+		}
+	})
+}
+
+// labelValues returns the sorted values of label name among the series ms select in
+// [mint, maxt]. A series without the label contributes nothing.
+func (s *Store) labelValues(ctx context.Context, name string, mint, maxt int64, ms []*labels.Matcher) ([]string, error) {
+	expr, args := "label_values[indexOf(label_names, ?)]", []any{name}
+	if name == labels.MetricName {
+		expr, args = "metric_name", nil
+	}
+	return s.distinct(ctx, expr, args, mint, maxt, ms, func(names, values []string, add func(string)) {
+		for i, n := range names {
+			if n == name {
+				add(values[i])
+				return
+			}
+		}
+	})
+}
+
+// distinct answers a label query from the catalogue alone, never the samples. Where the
+// matchers' SQL prefilter is exact (equality, and regexes Prometheus proves to be a
+// literal set), ClickHouse computes the distinct expr itself; otherwise the candidate
+// series stream through the matchers and each adds its strings with pick.
+func (s *Store) distinct(ctx context.Context, expr string, exprArgs []any, mint, maxt int64, ms []*labels.Matcher,
+	pick func(names, values []string, add func(string))) ([]string, error) {
+	p := s.cfg.place()
+	where, args, exact := prefilter(ms, p.Database+"."+p.Stored(schema.TableSeriesLabels))
+	window := []any{saturatingAdd(maxt, hourMillis), saturatingAdd(mint, -hourMillis)}
+	inner := "SELECT any(metric_name) AS metric_name, any(label_names) AS label_names, any(label_values) AS label_values FROM " +
+		p.Database + "." + schema.TableSeries + " WHERE " + where +
+		" GROUP BY fingerprint HAVING minMerge(first_seen) <= ? AND maxMerge(last_seen) >= ?"
+	set := map[string]struct{}{}
+	if exact {
+		query := "SELECT DISTINCT " + expr + " AS v FROM (" + inner + ") WHERE v != ''"
+		rows, err := s.conn.Query(ctx, query, append(append(exprArgs, args...), window...)...)
+		if err != nil {
+			return nil, unavailable(fmt.Errorf("query distinct %s: %w", expr, err))
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var v string
+			if err := rows.Scan(&v); err != nil {
+				return nil, unavailable(fmt.Errorf("scan distinct %s after %d: %w", expr, len(set), err))
+			}
+			set[v] = struct{}{}
+		}
+		if err := rows.Err(); err != nil {
+			return nil, unavailable(fmt.Errorf("read distinct %s after %d: %w", expr, len(set), err))
+		}
+	} else {
+		rows, err := s.conn.Query(ctx, "SELECT label_names, label_values FROM ("+inner+")", append(args, window...)...)
+		if err != nil {
+			return nil, unavailable(fmt.Errorf("query series for %s: %w", expr, err))
+		}
+		defer rows.Close()
+		var names, values []string
+		add := func(v string) { set[v] = struct{}{} }
+		n := 0
+		for rows.Next() {
+			if err := rows.Scan(&names, &values); err != nil {
+				return nil, unavailable(fmt.Errorf("scan series row %d: %w", n, err))
+			}
+			n++
+			if len(names) == len(values) && matches(ms, names, values) {
+				pick(names, values, add)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return nil, unavailable(fmt.Errorf("read series after %d rows: %w", n, err))
+		}
+	}
+	out := make([]string, 0, len(set))
+	for v := range set {
+		out = append(out, v)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// saturatingAdd returns a+b clamped to the int64 range; query bounds such as Prometheus's
+// "no end" (close to math.MaxInt64) must not wrap around when widened.
+func saturatingAdd(a, b int64) int64 {
+	switch {
+	case b > 0 && a > math.MaxInt64-b:
+		return math.MaxInt64
+	case b < 0 && a < math.MinInt64-b:
+		return math.MinInt64
+	}
+	return a + b
+}
