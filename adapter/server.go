@@ -42,8 +42,8 @@ type Server struct {
 	// readSlots holds a token per remote read being answered (Config.ReadMaxConcurrent).
 	readSlots chan struct{}
 	// store answers reads.
-	store *store.Store
-	router      *mux.Router
+	store  *store.Store
+	router *mux.Router
 	// schemaReady is set once migrations have run; until then writes get 503.
 	schemaReady atomic.Bool
 }
