@@ -37,6 +37,13 @@ type Options struct {
 	Stream bool
 	// Tiers, when set, records what answered each selection that found series.
 	Tiers *TierLog
+	// FirstSeenAfter, when set, selects only series whose first sample is after it, as the
+	// catalogue records it: none is missed, and one found may be older by less than an
+	// hour (selectSeries).
+	FirstSeenAfter time.Time
+	// Estimate, when set, makes Select read nothing: each selection adds what it would read
+	// to the estimate and finds no series.
+	Estimate *Estimate
 }
 
 // Budget is what is left of a reader's series and sample limits. Selections past it end
@@ -109,6 +116,12 @@ func (q *Querier) Select(ctx context.Context, _ bool, h *storage.SelectHints, ms
 	p, err := q.Plan(ctx, h)
 	if err != nil {
 		return storage.ErrSeriesSet(err)
+	}
+	if q.o.Estimate != nil {
+		if err := q.s.estimate(ctx, q.o.Estimate, p, ms); err != nil {
+			return storage.ErrSeriesSet(err)
+		}
+		return storage.EmptySeriesSet()
 	}
 	ss := q.SelectPlan(ctx, p, ms...)
 	if h != nil && h.Func == "series" {
@@ -194,6 +207,9 @@ func (ss *seriesSet) selectSeries() bool {
 	}
 	q := ss.q
 	f := seriesFilter{mint: ss.plan.mint, maxt: ss.plan.maxt, firstSeenAfter: math.MinInt64, limit: -1}
+	if !q.o.FirstSeenAfter.IsZero() {
+		f.firstSeenAfter = q.o.FirstSeenAfter.UnixMilli()
+	}
 	if b := q.o.Budget; b != nil {
 		f.limit = max(b.Series, 0)
 	}

@@ -71,22 +71,36 @@ type tierExtents struct {
 	mu     sync.Mutex
 	at     time.Time
 	status []rollup.TierStatus
+	// interval is raw's average sample interval in ms (rawInterval); 0 until it is
+	// computed from status.
+	interval int64
 }
 
-// extents returns what each of the tiers holds (rollup.ExtentsOf), raw retention counted
-// from now, which moves on between refreshes.
+// extentsAt returns what each of the tiers holds (rollup.ExtentsOf), raw retention
+// counted from now, which moves on between refreshes.
 func (s *Store) extentsAt(ctx context.Context, now time.Time) ([]rollup.Extent, error) {
 	e := &s.extents
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.status == nil || now.Sub(e.at) >= s.cfg.TierRefresh || now.Before(e.at) {
-		status, err := rollup.Status(ctx, s.conn, s.cfg.place(), s.cfg.Tiers)
-		if err != nil {
-			return nil, unavailable(err)
-		}
-		e.status, e.at = status, now
+	if err := s.refresh(ctx, now); err != nil {
+		return nil, err
 	}
 	return rollup.ExtentsOf(e.status, s.cfg.Tiers, now.UnixMilli()), nil
+}
+
+// refresh renews the cached tier status when it is older than Config.TierRefresh. The
+// caller holds s.extents.mu.
+func (s *Store) refresh(ctx context.Context, now time.Time) error {
+	e := &s.extents
+	if e.status != nil && now.Sub(e.at) < s.cfg.TierRefresh && !now.Before(e.at) {
+		return nil
+	}
+	status, err := rollup.Status(ctx, s.conn, s.cfg.place(), s.cfg.Tiers)
+	if err != nil {
+		return unavailable(err)
+	}
+	e.status, e.at, e.interval = status, now, 0
+	return nil
 }
 
 // plan decides which tiers answer a selection of [mint, maxt] narrowed to the hints'

@@ -49,10 +49,12 @@ func (s *Store) selectSeries(ctx context.Context, ms []*labels.Matcher, f series
 		" GROUP BY fingerprint HAVING minMerge(first_seen) <= ? AND maxMerge(last_seen) >= ?"
 	args = append(args, saturatingAdd(f.maxt, hourMillis), saturatingAdd(f.mint, -hourMillis))
 	if f.firstSeenAfter != math.MinInt64 {
-		// The first sample is recorded to the hour it fell in, so a series first seen in
-		// the hour of firstSeenAfter may be a little older; the hour is the precision.
+		// The catalogue's first_seen is never before a series' first sample, and at most
+		// within the same hour after it (samples of an hour already recorded write no
+		// row), so no series new since then is missed, and a series found may be older
+		// by less than an hour.
 		query += " AND minMerge(first_seen) > ?"
-		args = append(args, f.firstSeenAfter-f.firstSeenAfter%hourMillis-1)
+		args = append(args, f.firstSeenAfter)
 	}
 	rows, err := s.conn.Query(ctx, query, args...)
 	if err != nil {
@@ -93,7 +95,7 @@ func (s *Store) selectSeries(ctx context.Context, ms []*labels.Matcher, f series
 // labelNames returns the sorted label names of the series ms select in [mint, maxt] (all
 // series without matchers).
 func (s *Store) labelNames(ctx context.Context, mint, maxt int64, ms []*labels.Matcher) ([]string, error) {
-	return s.distinct(ctx, "arrayJoin(label_names)", nil, mint, maxt, ms, func(names, _ []string, add func(string)) {
+	return s.distinct(ctx, "arrayJoin(names)", nil, mint, maxt, ms, func(names, _ []string, add func(string)) {
 		for _, n := range names {
 			add(n)
 		}
@@ -103,9 +105,9 @@ func (s *Store) labelNames(ctx context.Context, mint, maxt int64, ms []*labels.M
 // labelValues returns the sorted values of label name among the series ms select in
 // [mint, maxt]. A series without the label contributes nothing.
 func (s *Store) labelValues(ctx context.Context, name string, mint, maxt int64, ms []*labels.Matcher) ([]string, error) {
-	expr, args := "label_values[indexOf(label_names, ?)]", []any{name}
+	expr, args := "vals[indexOf(names, ?)]", []any{name}
 	if name == labels.MetricName {
-		expr, args = "metric_name", nil
+		expr, args = "name", nil
 	}
 	return s.distinct(ctx, expr, args, mint, maxt, ms, func(names, values []string, add func(string)) {
 		for i, n := range names {
@@ -119,14 +121,16 @@ func (s *Store) labelValues(ctx context.Context, name string, mint, maxt int64, 
 
 // distinct answers a label query from the catalogue alone, never the samples. Where the
 // matchers' SQL prefilter is exact (equality, and regexes Prometheus proves to be a
-// literal set), ClickHouse computes the distinct expr itself; otherwise the candidate
+// literal set), ClickHouse computes the distinct expr itself (over the columns name, names
+// and vals of each series); otherwise the candidate
 // series stream through the matchers and each adds its strings with pick.
 func (s *Store) distinct(ctx context.Context, expr string, exprArgs []any, mint, maxt int64, ms []*labels.Matcher,
 	pick func(names, values []string, add func(string))) ([]string, error) {
 	p := s.cfg.place()
 	where, args, exact := prefilter(ms, p.Database+"."+p.Stored(schema.TableSeriesLabels))
 	window := []any{saturatingAdd(maxt, hourMillis), saturatingAdd(mint, -hourMillis)}
-	inner := "SELECT any(metric_name) AS metric_name, any(label_names) AS label_names, any(label_values) AS label_values FROM " +
+	// The aliases differ from the columns, which the WHERE clause names.
+	inner := "SELECT any(metric_name) AS name, any(label_names) AS names, any(label_values) AS vals FROM " +
 		p.Database + "." + schema.TableSeries + " WHERE " + where +
 		" GROUP BY fingerprint HAVING minMerge(first_seen) <= ? AND maxMerge(last_seen) >= ?"
 	set := map[string]struct{}{}
@@ -148,7 +152,7 @@ func (s *Store) distinct(ctx context.Context, expr string, exprArgs []any, mint,
 			return nil, unavailable(fmt.Errorf("read distinct %s after %d: %w", expr, len(set), err))
 		}
 	} else {
-		rows, err := s.conn.Query(ctx, "SELECT label_names, label_values FROM ("+inner+")", append(args, window...)...)
+		rows, err := s.conn.Query(ctx, "SELECT names, vals FROM ("+inner+")", append(args, window...)...)
 		if err != nil {
 			return nil, unavailable(fmt.Errorf("query series for %s: %w", expr, err))
 		}
@@ -187,4 +191,43 @@ func saturatingAdd(a, b int64) int64 {
 		return math.MinInt64
 	}
 	return a + b
+}
+
+// Metadata is a metric family's stored metadata, as the last write left it.
+type Metadata struct {
+	Family, Type, Help, Unit string
+}
+
+// Metadata returns the stored metadata of the metric family named metric, or of every
+// family when metric is empty, sorted by family; at most limit families when limit > 0.
+func (s *Store) Metadata(ctx context.Context, metric string, limit int) ([]Metadata, error) {
+	query := "SELECT metric_family_name, argMax(type, updated_ms), argMax(help, updated_ms), argMax(unit, updated_ms) FROM " +
+		s.cfg.Database + "." + schema.TableMetadata
+	var args []any
+	if metric != "" {
+		query += " WHERE metric_family_name = ?"
+		args = append(args, metric)
+	}
+	query += " GROUP BY metric_family_name ORDER BY metric_family_name"
+	if limit > 0 {
+		query += " LIMIT ?"
+		args = append(args, limit)
+	}
+	rows, err := s.conn.Query(ctx, query, args...)
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("query metadata: %w", err))
+	}
+	defer rows.Close()
+	var out []Metadata
+	for rows.Next() {
+		var m Metadata
+		if err := rows.Scan(&m.Family, &m.Type, &m.Help, &m.Unit); err != nil {
+			return nil, unavailable(fmt.Errorf("scan metadata row %d: %w", len(out), err))
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, unavailable(fmt.Errorf("read metadata after %d rows: %w", len(out), err))
+	}
+	return out, nil
 }
