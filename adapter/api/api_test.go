@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-
 )
 
 // valueData holds one series per value whose formatting matters, each with one sample at
