@@ -19,11 +19,13 @@ import (
 )
 
 // gatedQueryable is a real TSDB whose Select waits until its context ends, as a slow
-// ClickHouse query would, and reports what ended it.
+// ClickHouse query would, and reports what ended it. With release set it waits for that
+// instead, as a storage that ignores cancellation would.
 type gatedQueryable struct {
 	storage.Queryable
 	entered chan struct{}
 	ended   chan error
+	release chan struct{}
 }
 
 func newGated(q storage.Queryable) *gatedQueryable {
@@ -42,7 +44,11 @@ type gatedQuerier struct {
 
 func (q *gatedQuerier) Select(ctx context.Context, _ bool, _ *storage.SelectHints, _ ...*labels.Matcher) storage.SeriesSet {
 	q.g.entered <- struct{}{}
-	<-ctx.Done()
+	if q.g.release != nil {
+		<-q.g.release
+	} else {
+		<-ctx.Done()
+	}
 	q.g.ended <- ctx.Err()
 	return storage.ErrSeriesSet(fmt.Errorf("select series: %w", ctx.Err()))
 }
@@ -270,6 +276,25 @@ func TestConcurrencyLimit(t *testing.T) {
 	if got := srv.get(t, "/api/v1/query", url.Values{"query": {"1"}}); got.code != 200 {
 		t.Errorf("query after the slot freed: %d %s", got.code, got.body)
 	}
+
+	// A longer timeout than Config.Timeout does not let a query wait longer for a slot.
+	gated.release = make(chan struct{})
+	cfg.Timeout = time.Second
+	srv = newTestServer(t, cfg, gated)
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		if resp, err := http.Get(srv.URL + "/api/v1/query?query=f&time=10"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-gated.entered
+	got = srv.get(t, "/api/v1/query", url.Values{"query": {"1"}, "timeout": {"1h"}})
+	if e := got.decode(t); got.code != http.StatusServiceUnavailable || e.ErrorType != "timeout" || !strings.Contains(e.Error, "query slots") {
+		t.Errorf("query past the slots with a long timeout: %d %s", got.code, got.body)
+	}
+	close(gated.release)
+	<-done
 }
 
 // TestStorageErrors: the store's sentinel errors reach the client as Prometheus's error
