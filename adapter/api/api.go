@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/annotations"
+	"github.com/prometheus/prometheus/util/httputil"
 )
 
 // maxAnnotations bounds the warnings and infos a response lists, as in Prometheus.
@@ -126,7 +127,9 @@ func (a *API) Register(r *mux.Router) {
 		{"/api/v1/parse_query", "parse_query", getPost, a.parseQuery},
 		{"/api/v1/status/buildinfo", "buildinfo", get, a.buildInfo},
 	} {
-		r.Handle(e.path, a.wrap(e.name, e.f)).Methods(e.methods...)
+		// Responses are gzip- or deflate-compressed as the client accepts, as Prometheus's are:
+		// a month of a dashboard's series is megabytes of JSON.
+		r.Handle(e.path, httputil.CompressionHandler{Handler: a.wrap(e.name, e.f)}).Methods(e.methods...)
 	}
 }
 

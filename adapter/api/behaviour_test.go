@@ -1,10 +1,12 @@
 package api
 
 import (
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -433,5 +435,36 @@ func TestMetricsAndSlowLog(t *testing.T) {
 		if !strings.Contains(logs, want) {
 			t.Errorf("slow query log lacks %s:\n%s", want, logs)
 		}
+	}
+}
+
+// TestCompression: responses are compressed for clients that accept it, as Prometheus's.
+func TestCompression(t *testing.T) {
+	srv := newTestServer(t, testConfig(), openTSDB(t, valueData()))
+	plain := srv.get(t, "/api/v1/query", url.Values{"query": {"f"}, "time": {"10"}})
+	req, err := http.NewRequest(http.MethodGet, srv.URL+"/api/v1/query?query=f&time=10", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept-Encoding", "gzip")
+	// A transport that leaves the body compressed, unlike Go's default.
+	resp, err := (&http.Transport{DisableCompression: true}).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("Content-Encoding %q", resp.Header.Get("Content-Encoding"))
+	}
+	zr, err := gzip.NewReader(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(body) != plain.body || plain.code != 200 {
+		t.Errorf("gzip body %s, plain %d %s", body, plain.code, plain.body)
 	}
 }

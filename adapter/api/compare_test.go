@@ -188,6 +188,14 @@ func TestCompareWithPrometheus(t *testing.T) {
 		{path: "/api/v1/label/__name__/values", params: nil},
 		{path: "/api/v1/label/le/values", params: nil},
 		{path: "/api/v1/label/job/values", params: url.Values{"match[]": {"c_total"}}},
+		// What Grafana's data source and Metrics Drilldown ask.
+		{path: "/api/v1/labels", params: url.Values{"match[]": {`{__name__="c_total"}`}, "start": {at(0)}, "end": {at(3600)}}},
+		{path: "/api/v1/label/__name__/values", params: url.Values{"start": {at(0)}, "end": {at(3600)}}},
+		{path: "/api/v1/label/job/values", params: url.Values{"match[]": {`{__name__="c_total"}`}, "start": {at(0)}, "end": {at(3600)}}},
+		{path: "/api/v1/series", params: url.Values{"match[]": {`{__name__=~"f|c_total",k!="nan"}`}, "start": {at(1800)}, "end": {at(3600)}}},
+		{path: "/api/v1/query_range", params: url.Values{"query": {`sum by (job) (rate(c_total[2m]))`}, "start": {at(17)}, "end": {at(3317)}, "step": {"45"}}},
+		{path: "/api/v1/query_exemplars", params: url.Values{"query": {"c_total"}, "start": {at(0)}, "end": {at(3600)}}},
+		{path: "/api/v1/format_query", params: url.Values{"query": {`sum(rate(c_total{job="a"}[5m]))by(job)/on(job)group_left sum(c_total)by(job)`}}},
 		// Errors.
 		{path: "/api/v1/query", params: url.Values{"query": {"sum("}}},
 		{path: "/api/v1/query", params: url.Values{"query": {"c_total"}, "time": {"x"}}, versionDiff: "2.42 writes \"Invalid time value\""},
