@@ -181,14 +181,15 @@ func (a *API) respond(w http.ResponseWriter, r *http.Request, name string, res r
 		return http.StatusNoContent
 	}
 	warnings, infos := res.warnings.AsStrings(res.query, maxAnnotations, maxAnnotations)
-	body, err := encodeSuccess(res.data, warnings, infos)
+	err := encodeSuccess(res.data, warnings, infos, func(body []byte) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(body)
+	})
 	if err != nil {
 		a.logger.Error("encode query API response", "endpoint", name, "err", err)
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return http.StatusInternalServerError
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(body)
 	return http.StatusOK
 }

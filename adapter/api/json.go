@@ -23,8 +23,9 @@ type queryData struct {
 	stats stats.QueryStats
 }
 
-// encodeSuccess renders {"status":"success","data":...,"warnings":[...],"infos":[...]}.
-func encodeSuccess(data any, warnings, infos []string) ([]byte, error) {
+// encodeSuccess renders {"status":"success","data":...,"warnings":[...],"infos":[...]} and
+// passes it to write, which must not keep it: the buffer goes back to jsoniter's pool.
+func encodeSuccess(data any, warnings, infos []string, write func([]byte)) error {
 	s := jsoniter.ConfigCompatibleWithStandardLibrary.BorrowStream(nil)
 	defer jsoniter.ConfigCompatibleWithStandardLibrary.ReturnStream(s)
 	s.WriteObjectStart()
@@ -39,9 +40,10 @@ func encodeSuccess(data any, warnings, infos []string) ([]byte, error) {
 	writeStrings(s, "infos", infos)
 	s.WriteObjectEnd()
 	if s.Error != nil {
-		return nil, s.Error
+		return s.Error
 	}
-	return append([]byte(nil), s.Buffer()...), nil
+	write(s.Buffer())
+	return nil
 }
 
 // errorResponse is Prometheus's error envelope.
