@@ -18,7 +18,6 @@ import (
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
@@ -179,11 +178,3 @@ func (s *syncBuffer) String() string {
 }
 
 func parserFor() parser.Parser { return parser.NewParser(parser.Options{}) }
-
-func metricLabels(s string) labels.Labels {
-	l, err := parserFor().ParseMetric(s)
-	if err != nil {
-		panic(err)
-	}
-	return l
-}
