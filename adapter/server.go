@@ -84,6 +84,10 @@ func New(cfg Config, conn driver.Conn, logger *slog.Logger, reg prometheus.Regis
 // PromQL API) to share its tier cache and metrics.
 func (s *Server) Store() *store.Store { return s.store }
 
+// Router is the server's router, for handlers that need methods or path variables (the
+// PromQL API).
+func (s *Server) Router() *mux.Router { return s.router }
+
 // Handle adds a route served next to pyramid's own, such as the rollup status.
 func (s *Server) Handle(path string, h http.Handler) { s.router.Handle(path, h) }
 

@@ -1,21 +1,21 @@
 // Package api serves Prometheus's HTTP query API (/api/v1/query, query_range, series,
-// labels, label values, exemplars, buildinfo, format_query, parse_query) over any
-// storage.Queryable, with Prometheus's own PromQL engine, parameter parsing, JSON envelope,
+// labels, label values, metadata, exemplars, buildinfo, format_query, parse_query) over
+// pyramid's store, with Prometheus's own PromQL engine, parameter parsing, JSON envelope,
 // error types and status codes.
 //
 //	api.go       New, Register: routes, the envelope, metrics, the query slots
 //	query.go     /query and /query_range: evaluation, timeouts, stats, the slow-query log
-//	series.go    /series, /labels, /label/{name}/values
-//	misc.go      /query_exemplars, /status/buildinfo, /format_query, /parse_query
+//	guard.go     the query guard: what a query would read, estimated before it runs, and
+//	             which tiers answered it
+//	series.go    /series (with first_seen_after), /labels, /label/{name}/values
+//	misc.go      /metadata, /query_exemplars, /status/buildinfo, /format_query, /parse_query
 //	params.go    Prometheus's parsing of times, durations, limits and match[]
 //	json.go      Prometheus's JSON encoding of results, byte for byte
 //	errors.go    the error kinds and the one mapping to error types and status codes
-//
-// /api/v1/metadata is not served here: it reads pyramid's metadata table, which belongs to
-// the store.
 package api
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -29,15 +29,24 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/annotations"
 	"github.com/prometheus/prometheus/util/httputil"
+
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 )
 
 // maxAnnotations bounds the warnings and infos a response lists, as in Prometheus.
 const maxAnnotations = 10
 
-// API answers the query endpoints from a storage.Queryable.
+// Storage is what the API reads: pyramid's store (*store.Store), whose queryables read on
+// each request's terms (its lookback, budget, tier log, estimate or first-seen filter).
+type Storage interface {
+	Queryable(o store.Options) storage.Queryable
+	Metadata(ctx context.Context, metric string, limit int) ([]store.Metadata, error)
+}
+
+// API answers the query endpoints from a Storage.
 type API struct {
 	cfg       Config
-	queryable storage.Queryable
+	st        Storage
 	engine    *promql.Engine
 	parser    parser.Parser
 	logger    *slog.Logger
@@ -45,12 +54,13 @@ type API struct {
 	slots    chan struct{}
 	duration *prometheus.HistogramVec
 	requests *prometheus.CounterVec
+	refused  prometheus.Counter
 }
 
-// New builds the API over q. The engine's own metrics are registered with the prefix
+// New builds the API over st. The engine's own metrics are registered with the prefix
 // pyramid_ (pyramid_prometheus_engine_*), so that they cannot clash with a Prometheus
 // library's in the same registry.
-func New(cfg Config, q storage.Queryable, logger *slog.Logger, reg prometheus.Registerer) (*API, error) {
+func New(cfg Config, st Storage, logger *slog.Logger, reg prometheus.Registerer) (*API, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("query API config: %w", err)
 	}
@@ -58,7 +68,7 @@ func New(cfg Config, q storage.Queryable, logger *slog.Logger, reg prometheus.Re
 	interval := cfg.DefaultEvaluationInterval.Milliseconds()
 	a := &API{
 		cfg:       cfg,
-		queryable: q,
+		st:        st,
 		parser:    p,
 		logger:    logger,
 		slots:     make(chan struct{}, cfg.MaxConcurrent),
@@ -74,16 +84,21 @@ func New(cfg Config, q storage.Queryable, logger *slog.Logger, reg prometheus.Re
 			Parser:                   p,
 		}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "pyramid_api_request_duration_seconds",
-			Help:    "Time to answer a Prometheus query API request, by endpoint.",
+			Name: "pyramid_api_request_duration_seconds",
+			Help: "Time to answer a Prometheus query API request, by endpoint and by the coarsest tier that answered" +
+				" (\"none\" when no selection found series or the endpoint reads no samples).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
-		}, []string{"endpoint"}),
+		}, []string{"endpoint", "tier"}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pyramid_api_queries_refused_total",
+			Help: "Queries the query guard refused before running them, their estimated samples past PYRAMID_QUERY_MAX_SAMPLES.",
+		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pyramid_api_requests_total",
 			Help: "Prometheus query API requests, by endpoint and HTTP status code.",
 		}, []string{"endpoint", "code"}),
 	}
-	for _, c := range []prometheus.Collector{a.duration, a.requests} {
+	for _, c := range []prometheus.Collector{a.duration, a.requests, a.refused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register query API metrics: %w", err)
 		}
@@ -103,6 +118,8 @@ type result struct {
 	noContent bool
 	// close, if set, releases what data refers to once it is written.
 	close func()
+	// tier is the coarsest tier that answered a query, for the duration metric.
+	tier string
 }
 
 type endpoint func(w http.ResponseWriter, r *http.Request) result
@@ -122,6 +139,7 @@ func (a *API) Register(r *mux.Router) {
 		{"/api/v1/series", "series", getPost, a.series},
 		{"/api/v1/labels", "labels", getPost, a.labelNames},
 		{"/api/v1/label/{name}/values", "label_values", get, a.labelValues},
+		{"/api/v1/metadata", "metadata", get, a.metadata},
 		{"/api/v1/query_exemplars", "query_exemplars", getPost, a.queryExemplars},
 		{"/api/v1/format_query", "format_query", getPost, a.formatQuery},
 		{"/api/v1/parse_query", "parse_query", getPost, a.parseQuery},
@@ -143,7 +161,11 @@ func (a *API) wrap(name string, f endpoint) http.Handler {
 			res.close()
 		}
 		// The one place a request is observed.
-		a.duration.WithLabelValues(name).Observe(time.Since(start).Seconds())
+		tier := res.tier
+		if tier == "" {
+			tier = "none"
+		}
+		a.duration.WithLabelValues(name, tier).Observe(time.Since(start).Seconds())
 		a.requests.WithLabelValues(name, strconv.Itoa(code)).Inc()
 	})
 }

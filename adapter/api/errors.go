@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
+
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 )
 
 // ErrUnavailable marks a storage error that asking again later can cure, such as ClickHouse
@@ -75,9 +77,9 @@ func classifyKind(err error) (errorType string, code int, retry, known bool) {
 	switch {
 	case errors.As(err, &bad), errors.As(err, &parseErr), errors.As(err, &onePErr):
 		return errorBadData, http.StatusBadRequest, false, true
-	case errors.Is(err, ErrUnavailable):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, store.ErrUnavailable):
 		return errorUnavailable, http.StatusServiceUnavailable, true, true
-	case errors.As(err, &refused), errors.As(err, &samples):
+	case errors.As(err, &refused), errors.As(err, &samples), errors.Is(err, store.ErrSampleBudget), errors.Is(err, store.ErrSeriesBudget):
 		return errorExec, http.StatusUnprocessableEntity, false, true
 	case errors.As(err, &canceled), errors.Is(err, context.Canceled):
 		return errorCanceled, statusClientClosedRequest, false, true

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 )
 
 // testConfig is what cmd/pyramid sets by default.
@@ -86,9 +87,15 @@ type testServer struct {
 
 func newTestServer(t *testing.T, cfg Config, q storage.Queryable) *testServer {
 	t.Helper()
+	return newServerOn(t, cfg, tsdbStorage{q})
+}
+
+// newServerOn serves the API over st on a real socket.
+func newServerOn(t *testing.T, cfg Config, st Storage) *testServer {
+	t.Helper()
 	logs := &syncBuffer{}
 	reg := prometheus.NewRegistry()
-	a, err := New(cfg, q, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), reg)
+	a, err := New(cfg, st, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,3 +185,15 @@ func (s *syncBuffer) String() string {
 }
 
 func parserFor() parser.Parser { return parser.NewParser(parser.Options{}) }
+
+// tsdbStorage serves the API from a Prometheus TSDB, the reference these tests compare
+// with. The store's per-request terms (lookback, budget, tier log, estimate) mean nothing
+// to it, so the query guard never refuses and no tier is reported; those are tested over
+// the store itself. It holds no metadata.
+type tsdbStorage struct{ q storage.Queryable }
+
+func (s tsdbStorage) Queryable(store.Options) storage.Queryable { return s.q }
+
+func (s tsdbStorage) Metadata(context.Context, string, int) ([]store.Metadata, error) {
+	return nil, nil
+}

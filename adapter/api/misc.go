@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 
 	"github.com/prometheus/prometheus/promql/parser"
@@ -99,4 +100,42 @@ func (a *API) parseQuery(_ http.ResponseWriter, r *http.Request) result {
 		return result{err: invalidParam(err, "query")}
 	}
 	return result{data: translateAST(expr)}
+}
+
+// metadataEntry is one metric family's metadata as Prometheus writes it.
+type metadataEntry struct {
+	Type string `json:"type"`
+	Help string `json:"help"`
+	Unit string `json:"unit"`
+}
+
+// metadata answers /api/v1/metadata from the metadata remote write carried: one entry per
+// family (the last written), where Prometheus lists what its live targets expose. limit
+// caps the families as Prometheus's does (0 answers none); limit_per_metric is accepted
+// and always met, as pyramid keeps one entry per family.
+func (a *API) metadata(_ http.ResponseWriter, r *http.Request) result {
+	limit := -1
+	if s := r.FormValue("limit"); s != "" {
+		var err error
+		if limit, err = strconv.Atoi(s); err != nil {
+			return result{err: &badDataError{errors.New("limit must be a number")}}
+		}
+	}
+	if s := r.FormValue("limit_per_metric"); s != "" {
+		if _, err := strconv.Atoi(s); err != nil {
+			return result{err: &badDataError{errors.New("limit_per_metric must be a number")}}
+		}
+	}
+	out := map[string][]metadataEntry{}
+	if limit == 0 {
+		return result{data: out}
+	}
+	md, err := a.st.Metadata(r.Context(), r.FormValue("metric"), max(limit, 0))
+	if err != nil {
+		return result{err: err}
+	}
+	for _, m := range md {
+		out[m.Family] = []metadataEntry{{Type: m.Type, Help: m.Help, Unit: m.Unit}}
+	}
+	return result{data: out}
 }

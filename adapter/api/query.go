@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"time"
 
 	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/stats"
+
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 )
 
 // errTruncated is Prometheus's warning for answers cut at the limit parameter.
@@ -83,26 +87,27 @@ func (a *API) evaluate(w http.ResponseWriter, r *http.Request, e evaluation) (re
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	var lookback time.Duration
+	lookback := a.cfg.LookbackDelta
+	var reqLookback time.Duration
 	if s := r.FormValue("lookback_delta"); s != "" {
 		d, err := parseDuration(s)
 		if err != nil {
 			return result{err: &badDataError{fmt.Errorf("error parsing lookback delta duration: %w", err)}}
 		}
-		lookback = d
+		reqLookback = d
+		if d > 0 {
+			lookback = d
+		}
 	}
 	statsParam := r.FormValue("stats")
-	opts := promql.NewPrometheusQueryOpts(statsParam == "all", lookback)
+	opts := promql.NewPrometheusQueryOpts(statsParam == "all", reqLookback)
 
-	var (
-		qry promql.Query
-		err error
-	)
-	if e.step == 0 {
-		qry, err = a.engine.NewInstantQuery(ctx, a.queryable, opts, e.query, e.start)
-	} else {
-		qry, err = a.engine.NewRangeQuery(ctx, a.queryable, opts, e.query, e.start, e.end, e.step)
-	}
+	// The store's budget stops a query whose estimate fell short (admit) once it has read
+	// more samples than the engine would hold, before it holds them all.
+	var tiers store.TierLog
+	q := a.st.Queryable(store.Options{Lookback: lookback, Tiers: &tiers,
+		Budget: &store.Budget{Series: math.MaxInt, Samples: a.cfg.MaxSamples}})
+	qry, err := a.newQuery(ctx, q, opts, e)
 	if err != nil {
 		return result{err: invalidParam(err, "query")}
 	}
@@ -119,10 +124,17 @@ func (a *API) evaluate(w http.ResponseWriter, r *http.Request, e evaluation) (re
 		return result{err: fmt.Errorf("wait for one of %d query slots: %w", a.cfg.MaxConcurrent, ctx.Err())}
 	}
 	began := time.Now()
-	out := qry.Exec(ctx)
+	out := &promql.Result{Err: a.admit(ctx, e, opts, lookback)}
+	if out.Err == nil {
+		out = qry.Exec(ctx)
+	}
 	<-a.slots
 	a.logSlow(r, e, time.Since(began), out.Err)
 
+	if errors.Is(out.Err, store.ErrSampleBudget) {
+		out.Err = &RefusedError{Reason: fmt.Sprintf("query read more than %d samples (the limit) though its estimate was below it;"+
+			" try a larger step, a shorter range or narrower matchers", a.cfg.MaxSamples)}
+	}
 	if out.Err != nil {
 		return result{err: out.Err, warnings: out.Warnings, query: e.query}
 	}
@@ -142,13 +154,20 @@ func (a *API) evaluate(w http.ResponseWriter, r *http.Request, e evaluation) (re
 			}
 		}
 	}
-	// This is where what the storage reports of the evaluation (the tiers that answered,
-	// from the request context) becomes response headers (w.Header()) and warnings or infos.
+	tier, warnings := a.reportTiers(w, &tiers, warnings)
 	data := &queryData{resultType: value.Type(), result: value}
 	if statsParam != "" {
 		data.stats = stats.NewQueryStats(qry.Stats())
 	}
-	return result{data: data, warnings: warnings, query: e.query, close: qry.Close}
+	return result{data: data, warnings: warnings, query: e.query, close: qry.Close, tier: tier}
+}
+
+// newQuery prepares e on the engine over q.
+func (a *API) newQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, e evaluation) (promql.Query, error) {
+	if e.step == 0 {
+		return a.engine.NewInstantQuery(ctx, q, opts, e.query, e.start)
+	}
+	return a.engine.NewRangeQuery(ctx, q, opts, e.query, e.start, e.end, e.step)
 }
 
 // logSlow logs a query that took longer than Config.SlowQueryThreshold.

@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/prometheus/model/timestamp"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/annotations"
+
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 )
 
 // checkContextEvery is how many series /series reads between looks at its context.
@@ -65,7 +67,15 @@ func (a *API) series(_ http.ResponseWriter, r *http.Request) result {
 		return result{err: err}
 	}
 	ctx := r.Context()
-	q, err := a.queryable.Querier(sr.start, sr.end)
+	var o store.Options
+	if s := r.FormValue("first_seen_after"); s != "" {
+		t, err := parseTime(s)
+		if err != nil {
+			return result{err: invalidParam(err, "first_seen_after")}
+		}
+		o.FirstSeenAfter = t
+	}
+	q, err := a.st.Queryable(o).Querier(sr.start, sr.end)
 	if err != nil {
 		return result{err: err}
 	}
@@ -150,7 +160,7 @@ type labelLister func(context.Context, storage.Querier, *storage.LabelHints, []*
 // labelList answers /labels and label values: the sorted union over the selectors, cut at
 // the limit.
 func (a *API) labelList(ctx context.Context, sr seriesRequest, list labelLister) result {
-	q, err := a.queryable.Querier(sr.start, sr.end)
+	q, err := a.st.Queryable(store.Options{}).Querier(sr.start, sr.end)
 	if err != nil {
 		return result{err: err}
 	}

@@ -52,18 +52,29 @@ type Budget struct {
 	Series, Samples int
 }
 
-// TierLog records what answered a reader's selections (Plan.Tiers), once each. It is
-// safe for concurrent use.
+// TierLog records what answered a reader's selections (Plan.Tiers), once each, and the
+// coarsest tier among them. It is safe for concurrent use.
 type TierLog struct {
-	mu    sync.Mutex
-	tiers []string
+	mu       sync.Mutex
+	tiers    []string
+	coarsest string
+	res      int64
 }
 
-func (l *TierLog) add(t string) {
+func (l *TierLog) add(p Plan) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !slices.Contains(l.tiers, t) {
+	if t := p.Tiers(); !slices.Contains(l.tiers, t) {
 		l.tiers = append(l.tiers, t)
+	}
+	name, res := p.rawTier, int64(0)
+	for _, sg := range p.segments {
+		if sg.Res > res || name == "" {
+			name, res = sg.Tier.Name, sg.Res
+		}
+	}
+	if l.coarsest == "" || res > l.res {
+		l.coarsest, l.res = name, res
 	}
 }
 
@@ -72,6 +83,13 @@ func (l *TierLog) Tiers() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return slices.Clone(l.tiers)
+}
+
+// Coarsest is the name of the coarsest tier that answered, "" before any did.
+func (l *TierLog) Coarsest() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.coarsest
 }
 
 // Queryable returns a storage.Queryable whose queriers read on o's terms.
@@ -224,7 +242,7 @@ func (ss *seriesSet) selectSeries() bool {
 	ss.series, ss.size = series, firstBatch
 	q.s.countSegments(&ss.plan, len(series))
 	if q.o.Tiers != nil && len(series) > 0 {
-		q.o.Tiers.add(ss.plan.Tiers())
+		q.o.Tiers.add(ss.plan)
 	}
 	return true
 }

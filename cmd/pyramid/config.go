@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
+	"github.com/pyramid-metrics/pyramid/adapter/api"
 	"github.com/pyramid-metrics/pyramid/rollup"
 	"github.com/pyramid-metrics/pyramid/schema"
 )
@@ -60,6 +62,12 @@ type config struct {
 	ReadRollups        bool          `envconfig:"READ_ROLLUPS" default:"true" desc:"route remote reads to rollup tiers by step and function; false reads raw samples only"`
 	ReadLookback       time.Duration `envconfig:"READ_LOOKBACK" default:"5m" desc:"the clients' --query.lookback-delta; selectors without a range read no tier coarser than this"`
 	ReadTierRefresh    time.Duration `envconfig:"READ_TIER_REFRESH" default:"30s" desc:"how often reads relearn which time range each tier holds"`
+	QueryLookback      time.Duration `envconfig:"QUERY_LOOKBACK_DELTA" default:"5m" desc:"PromQL API: how far back an instant selector looks for a sample (Prometheus's --query.lookback-delta); a request's lookback_delta overrides it"`
+	QueryMaxSamples    int           `envconfig:"QUERY_MAX_SAMPLES" default:"50000000" desc:"PromQL API: samples one query may read, estimated before it runs (422 beyond, without reading), and hold in the engine (Prometheus's --query.max-samples)"`
+	QueryTimeout       time.Duration `envconfig:"QUERY_TIMEOUT" default:"2m" desc:"PromQL API: longest evaluation, waiting for a slot included; a request's timeout can only shorten it"`
+	QueryMaxConcurrent int           `envconfig:"QUERY_MAX_CONCURRENT" default:"20" desc:"PromQL API: queries evaluated at once; more wait within their timeout"`
+	QuerySlow          time.Duration `envconfig:"QUERY_SLOW_THRESHOLD" default:"10s" desc:"PromQL API: queries evaluating longer are logged with their PromQL text; 0 logs none"`
+	QueryEvalInterval  time.Duration `envconfig:"QUERY_DEFAULT_EVALUATION_INTERVAL" default:"1m" desc:"PromQL API: step of subqueries that name none ([30m:]), Prometheus's evaluation_interval"`
 	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"how long shutdown waits for requests and inserts"`
 	RetentionInterval  time.Duration `envconfig:"RETENTION_INTERVAL" default:"1h" desc:"how often expired rollup partitions, and on servers without TTL raw ones, are dropped"`
 	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
@@ -97,6 +105,32 @@ func (c config) adapterConfig() adapter.Config {
 		ReadRollups:          c.ReadRollups,
 		ReadLookback:         c.ReadLookback,
 		ReadTierRefresh:      c.ReadTierRefresh,
+	}
+}
+
+// apiConfig is the PromQL API's. buildinfo reports pyramid's module version, which is
+// "(devel)" for a build from a checkout.
+func (c config) apiConfig() api.Config {
+	b := api.BuildInfo{Version: "devel", Branch: "main"}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if v := bi.Main.Version; v != "" && v != "(devel)" {
+			b.Version = v
+		}
+		b.BuildDate = time.Now().UTC().Format("20060102-15:04:05")
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				b.Revision = s.Value
+			case "vcs.time":
+				b.BuildDate = s.Value
+			}
+		}
+	}
+	return api.Config{
+		LookbackDelta: c.QueryLookback, MaxSamples: c.QueryMaxSamples, Timeout: c.QueryTimeout,
+		MaxConcurrent: c.QueryMaxConcurrent, SlowQueryThreshold: c.QuerySlow,
+		DefaultEvaluationInterval: c.QueryEvalInterval, MaxPoints: api.DefaultMaxPoints,
+		RetryAfter: c.RetryAfter, Build: b,
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
+	"github.com/pyramid-metrics/pyramid/adapter/api"
 	"github.com/pyramid-metrics/pyramid/adapter/auth"
 	"github.com/pyramid-metrics/pyramid/rollup"
 	"github.com/pyramid-metrics/pyramid/schema"
@@ -104,6 +105,11 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 	if err != nil {
 		return err
 	}
+	promAPI, err := api.New(cfg.apiConfig(), srv.Store(), logger, reg)
+	if err != nil {
+		return err
+	}
+	promAPI.Register(srv.Router())
 	mat, err := rollup.NewMaterializer(cfg.materializerConfig(), conn, logger, reg)
 	if err != nil {
 		return err
