@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 
-	"github.com/pyramid-metrics/pyramid/adapter"
 	"github.com/pyramid-metrics/pyramid/rollup"
 )
 
@@ -130,7 +129,7 @@ func newTieredServer(t *testing.T, now func() time.Time) (*testServer, []rollup.
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newTestServer(t, func(c *adapter.Config) {
+	s := newTestServer(t, func(c *serverConfig) {
 		c.Tiers, c.ReadRollups, c.RollupUnitWidth = tiers, true, rollup.UnitWidth(tiers)
 		c.ReadTierRefresh = time.Nanosecond
 		c.Now = now

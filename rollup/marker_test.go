@@ -15,8 +15,8 @@ func TestMarkerSkipsOpenUnits(t *testing.T) {
 	now := unit + hour/2
 	// mark is Mark without the INSERT: the units it would write, then remembered.
 	mark := func(targets []uint64, ts []int64) int {
-		units := m.unmarked(targets, ts, now)
-		m.remember(units, now)
+		units := m.Unmarked(targets, ts, now)
+		m.Remember(units, now)
 		return len(units)
 	}
 	open, ended := 0, 0
@@ -34,7 +34,7 @@ func TestMarkerSkipsOpenUnits(t *testing.T) {
 	if len(m.open) != 0 {
 		t.Errorf("ended units still remembered: %v", m.open)
 	}
-	if n := len(NewMarker(0).unmarked([]uint64{1}, []int64{1}, now)); n != 0 {
+	if n := len(NewMarker(0).Unmarked([]uint64{1}, []int64{1}, now)); n != 0 {
 		t.Errorf("width 0 marked %d units", n)
 	}
 }
@@ -51,7 +51,7 @@ func BenchmarkMarkerUnits(b *testing.B) {
 	m := NewMarker(3_600_000)
 	b.ReportAllocs()
 	for b.Loop() {
-		m.unmarked(targets, ts, 0)
+		m.Unmarked(targets, ts, 0)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/rollup"
 	"github.com/pyramid-metrics/pyramid/schema"
 	"github.com/pyramid-metrics/pyramid/schema/schematest"
@@ -38,6 +39,7 @@ type sample struct {
 
 type env struct {
 	marker *rollup.Marker
+	st     *store.Store
 	conn   driver.Conn
 	db     string
 	tiers  []rollup.Tier
@@ -59,6 +61,10 @@ func newEnvOn(t *testing.T, conn driver.Conn, tiers string) *env {
 		t.Fatal(err)
 	}
 	e := &env{conn: conn, db: db, tiers: ts, now: time.UnixMilli(epoch + 1000*hour), marker: rollup.NewMarker(rollup.UnitWidth(ts))}
+	e.st, err = store.New(store.Config{Database: db, Tiers: ts, TierRefresh: time.Minute}, conn, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.m, err = rollup.NewMaterializer(rollup.MaterializerConfig{
 		Database: db, Tiers: ts, Interval: time.Second, Settle: time.Minute,
 		MaxUnits: 1000, TargetsPerRead: 2, Now: func() time.Time { return e.now },
@@ -88,9 +94,11 @@ func (e *env) write(t *testing.T, samples []sample) {
 	if err := batch.Send(); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.marker.Mark(ctx, e.conn, e.db, targets, stamps, e.now); err != nil {
+	units := e.marker.Unmarked(targets, stamps, e.now.UnixMilli())
+	if err := e.st.InsertMarks(ctx, e.marker.Width(), units); err != nil {
 		t.Fatal(err)
 	}
+	e.marker.Remember(units, e.now.UnixMilli())
 }
 
 // materialize runs cycles until one finds nothing to do and returns the units the first

@@ -4,15 +4,19 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/schema"
 	"github.com/pyramid-metrics/pyramid/schema/chdbtest"
 	"github.com/pyramid-metrics/pyramid/schema/schematest"
@@ -113,7 +117,11 @@ func BenchmarkCodecs(b *testing.B) {
 				batches = append(batches, batch)
 				dr.Samples += batch.Samples()
 			})
-			if err := insertDirect(ctx, conn, db, batches, 2, dr); err != nil {
+			st, err := store.New(store.Config{Database: db, TierRefresh: time.Minute}, conn, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := insertDirect(ctx, st, batches, 2, dr); err != nil {
 				b.Fatal(err)
 			}
 			batches = nil

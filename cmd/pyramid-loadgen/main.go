@@ -4,7 +4,7 @@
 //     requests (2,000 samples each, one sample per TimeSeries, time-ordered, one sender per
 //     shard of series) to pyramid, with retries like Prometheus;
 //  2. direct: the same rows inserted straight into ClickHouse with pyramid's own insert
-//     functions (adapter.InsertSeries / InsertSamples), batch size and concurrency, into a
+//     functions (store.InsertSeries / InsertSamples), batch size and concurrency, into a
 //     second database with the same schema: the physical limit pyramid could reach;
 //  3. storage: bytes per sample after OPTIMIZE FINAL, in total and per column.
 //
@@ -35,8 +35,10 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/schema"
 )
 
@@ -441,7 +443,13 @@ func phaseDirect(ctx context.Context, o options, p *plan, conn driver.Conn, res 
 		}
 	}
 	cpu0 := selfCPUSeconds()
-	err = insertDirect(ctx, conn, o.directDatabase, batches, o.directWorkers, dr)
+	// The direct database is not pyramid's: its store reads nothing and its metrics go
+	// nowhere.
+	st, err := store.New(store.Config{Database: o.directDatabase, TierRefresh: time.Minute}, conn, logger, prometheus.NewRegistry())
+	if err != nil {
+		return err
+	}
+	err = insertDirect(ctx, st, batches, o.directWorkers, dr)
 	dr.LoadgenCPUSec = selfCPUSeconds() - cpu0
 	if cw != nil {
 		dr.ClickHouse = cw.finish()
@@ -551,7 +559,7 @@ func printReport(w io.Writer, r *result) {
 		fmt.Fprintf(tw, "  loadgen\tCPU %.1f s = %.2f cores\n", in.LoadgenCPUSec, in.LoadgenCPUSec/in.WallSeconds)
 	}
 	if d := r.Direct; d != nil {
-		fmt.Fprintf(tw, "direct inserts (adapter.InsertSeries/InsertSamples into %s)\n", d.Database)
+		fmt.Fprintf(tw, "direct inserts (store.InsertSeries/InsertSamples into %s)\n", d.Database)
 		fmt.Fprintf(tw, "  batches\t%d x <=%d rows, %d series rows, %d workers; built in %.1f s before the clock; waited %.1f s for merges first (%d left)\n",
 			d.Batches, d.BatchRows, d.SeriesRows, d.Workers, d.PregenSeconds, r.SettleSeconds, r.MergesLeft)
 		fmt.Fprintf(tw, "  inserted\t%d rows in %.2f s = %.0f rows/s; batch p50 %.1f ms, max %.1f ms\n", d.Samples, d.WallSeconds, d.RowsPerSec, d.BatchP50Ms, d.BatchMaxMs)

@@ -12,6 +12,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/rollup"
 	"github.com/pyramid-metrics/pyramid/schema"
 )
@@ -72,8 +73,6 @@ type config struct {
 
 func (c config) adapterConfig() adapter.Config {
 	return adapter.Config{
-		Database:             c.ClickHouseDatabase,
-		Cluster:              c.ClickHouseCluster,
 		MaxRequestBytes:      c.MaxRequestBytes,
 		MaxDecodedBytes:      c.MaxDecodedBytes,
 		BatchRows:            c.BatchRows,
@@ -94,9 +93,13 @@ func (c config) adapterConfig() adapter.Config {
 		ReadQueueWait:        c.ReadQueueWait,
 		ReadMaxFrameBytes:    c.ReadMaxFrameBytes,
 		Tiers:                c.tiers,
-		ReadRollups:          c.ReadRollups,
-		ReadLookback:         c.ReadLookback,
-		ReadTierRefresh:      c.ReadTierRefresh,
+	}
+}
+
+func (c config) storeConfig() store.Config {
+	return store.Config{
+		Database: c.ClickHouseDatabase, Cluster: c.ClickHouseCluster, Tiers: c.tiers, Rollups: c.ReadRollups,
+		Lookback: c.ReadLookback, TierRefresh: c.ReadTierRefresh,
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 
 	"github.com/pyramid-metrics/pyramid/adapter"
 	"github.com/pyramid-metrics/pyramid/adapter/auth"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/rollup"
 	"github.com/pyramid-metrics/pyramid/schema"
 )
@@ -100,7 +101,11 @@ func run(args []string) error {
 func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv, err := adapter.New(cfg.adapterConfig(), conn, logger, reg, reg)
+	st, err := store.New(cfg.storeConfig(), conn, logger, reg)
+	if err != nil {
+		return err
+	}
+	srv, err := adapter.New(cfg.adapterConfig(), st, logger, reg, reg)
 	if err != nil {
 		return err
 	}
