@@ -300,7 +300,7 @@ func (s *Store) routedBuckets(ctx context.Context, sg rollup.Segment, batch []*s
 		tres := sg.Tier.ResolutionMs()
 		// Rows of a finer tier are merged, so every one starting within the coarse
 		// buckets is read.
-		stored, n, err := rollup.ReadBuckets(ctx, s.conn, s.cfg.Database, tres, targets, fps, from, to)
+		stored, n, err := s.ReadBuckets(ctx, tres, targets, fps, from, to)
 		if err != nil {
 			return n, unavailable(err)
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/pyramid-metrics/pyramid/adapter"
 	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/rollup"
+	"github.com/pyramid-metrics/pyramid/rollup/materialize"
 	"github.com/pyramid-metrics/pyramid/schema"
 )
 
@@ -126,9 +127,9 @@ func (c config) clickhouseSettings() map[string]any {
 // rawRetention is the raw tier's retention, 0 for forever.
 func (c config) rawRetention() time.Duration { return c.tiers[0].Retention }
 
-func (c config) materializerConfig() rollup.MaterializerConfig {
-	mc := rollup.MaterializerConfig{
-		Database: c.ClickHouseDatabase, Tiers: c.tiers, Interval: c.RollupInterval, Settle: c.RollupSettle,
+func (c config) materializerConfig() materialize.Config {
+	mc := materialize.Config{
+		Tiers: c.tiers, Interval: c.RollupInterval, Settle: c.RollupSettle,
 		MaxUnits: 10_000, TargetsPerRead: 64, Now: time.Now,
 	}
 	if c.ClickHouseCluster != "" {

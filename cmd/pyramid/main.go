@@ -26,6 +26,7 @@ import (
 	"github.com/pyramid-metrics/pyramid/adapter/auth"
 	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/rollup"
+	"github.com/pyramid-metrics/pyramid/rollup/materialize"
 	"github.com/pyramid-metrics/pyramid/schema"
 )
 
@@ -109,7 +110,7 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 	if err != nil {
 		return err
 	}
-	mat, err := rollup.NewMaterializer(cfg.materializerConfig(), conn, logger, reg)
+	mat, err := materialize.New(cfg.materializerConfig(), st, logger, reg)
 	if err != nil {
 		return err
 	}
@@ -185,7 +186,7 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 // migrateUntilDone applies the schema, retrying with backoff while ClickHouse is away,
 // then opens the write path, starts the rollup materializer and, on servers without TTL,
 // enforces raw retention. An error no retry can mend goes to fatal, which ends pyramid.
-func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, srv *adapter.Server, mat *rollup.Materializer, logger *slog.Logger, fatal chan<- error) {
+func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, srv *adapter.Server, mat *materialize.Materializer, logger *slog.Logger, fatal chan<- error) {
 	backoff := time.Second
 	var info schema.Info
 	for {

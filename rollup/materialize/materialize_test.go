@@ -1,4 +1,4 @@
-package rollup_test
+package materialize_test
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/rollup"
+	"github.com/pyramid-metrics/pyramid/rollup/materialize"
 	"github.com/pyramid-metrics/pyramid/schema"
 	"github.com/pyramid-metrics/pyramid/schema/schematest"
 )
@@ -43,7 +44,7 @@ type env struct {
 	conn   driver.Conn
 	db     string
 	tiers  []rollup.Tier
-	m      *rollup.Materializer
+	m      *materialize.Materializer
 	now    time.Time
 }
 
@@ -65,10 +66,10 @@ func newEnvOn(t *testing.T, conn driver.Conn, tiers string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.m, err = rollup.NewMaterializer(rollup.MaterializerConfig{
-		Database: db, Tiers: ts, Interval: time.Second, Settle: time.Minute,
+	e.m, err = materialize.New(materialize.Config{
+		Tiers: ts, Interval: time.Second, Settle: time.Minute,
 		MaxUnits: 1000, TargetsPerRead: 2, Now: func() time.Time { return e.now },
-	}, conn, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	}, e.st, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,10 +362,10 @@ func TestMaterializeMatchesRaw(t *testing.T) {
 // aggregation of the deduplicated raw samples.
 func TestMaterializeReplicas(t *testing.T) {
 	e := newEnv(t, "raw:0,5m:0,1h:0")
-	second, err := rollup.NewMaterializer(rollup.MaterializerConfig{
-		Database: e.db, Tiers: e.tiers, Interval: time.Second, Settle: time.Minute,
+	second, err := materialize.New(materialize.Config{
+		Tiers: e.tiers, Interval: time.Second, Settle: time.Minute,
 		MaxUnits: 1000, TargetsPerRead: 2, Now: func() time.Time { return e.now },
-	}, e.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	}, e.st, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,7 +384,7 @@ func TestMaterializeReplicas(t *testing.T) {
 		idle     [2]atomic.Bool
 		errs     = make(chan error, 2)
 	)
-	for i, m := range []*rollup.Materializer{e.m, second} {
+	for i, m := range []*materialize.Materializer{e.m, second} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -453,15 +454,14 @@ func TestMaterializeWaits(t *testing.T) {
 	}
 
 	// With 2 days of raw, a unit 3 days old is left alone.
-	conn := e.conn
 	tiers, err := rollup.ParseTiers("raw:2d,1h:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	old, err := rollup.NewMaterializer(rollup.MaterializerConfig{
-		Database: e.db, Tiers: tiers, Interval: time.Second, Settle: 0, MaxUnits: 10, TargetsPerRead: 1,
+	old, err := materialize.New(materialize.Config{
+		Tiers: tiers, Interval: time.Second, Settle: 0, MaxUnits: 10, TargetsPerRead: 1,
 		Now: func() time.Time { return time.UnixMilli(unit + 72*hour) },
-	}, conn, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	}, e.st, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -567,11 +567,11 @@ func TestMaterializeReplicaLag(t *testing.T) {
 			unit := epoch + 3000*hour
 			e.write(t, counterSamples(5, 51, unit, 10))
 			e.now = time.UnixMilli(unit + 2*hour)
-			m, err := rollup.NewMaterializer(rollup.MaterializerConfig{
-				Database: e.db, Tiers: e.tiers, Interval: time.Second, Settle: time.Minute,
+			m, err := materialize.New(materialize.Config{
+				Tiers: e.tiers, Interval: time.Second, Settle: time.Minute,
 				MaxUnits: 1000, TargetsPerRead: 2, Now: func() time.Time { return e.now },
 				ReplicaDelay: tc.replicaDelay,
-			}, e.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+			}, e.st, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package rollup_test
+package materialize_test
 
 import (
 	"context"
@@ -60,7 +60,7 @@ func bucketRows(t *testing.T, e *env, res int64, targets, fps []uint64, from, to
 	t.Helper()
 	// The rows read count versions that merges have not collapsed yet, which depends on
 	// when each engine merged; the buckets returned do not.
-	got, _, err := rollup.ReadBuckets(context.Background(), e.conn, e.db, res, targets, fps, from, to)
+	got, _, err := e.st.ReadBuckets(context.Background(), res, targets, fps, from, to)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package rollup_test
+package materialize_test
 
 import (
 	"context"
