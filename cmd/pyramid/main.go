@@ -25,7 +25,6 @@ import (
 	"github.com/pyramid-metrics/pyramid/adapter"
 	"github.com/pyramid-metrics/pyramid/adapter/auth"
 	"github.com/pyramid-metrics/pyramid/adapter/store"
-	"github.com/pyramid-metrics/pyramid/rollup"
 	"github.com/pyramid-metrics/pyramid/rollup/materialize"
 	"github.com/pyramid-metrics/pyramid/schema"
 )
@@ -114,8 +113,8 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 	if err != nil {
 		return err
 	}
-	reg.MustRegister(rollup.NewStatusCollector(conn, cfg.schemaConfig().Place(), cfg.tiers, logger))
-	srv.Handle("/api/v1/status/tiers", rollup.StatusHandler(conn, cfg.schemaConfig().Place(), cfg.tiers, logger))
+	reg.MustRegister(store.NewStatusCollector(st, logger))
+	srv.Handle("/api/v1/status/tiers", adapter.StatusHandler(st, logger))
 	handler := srv.Handler()
 	var guard *auth.Guard
 	if cfg.WebConfigFile != "" {
@@ -160,7 +159,7 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 	// ClickHouse may start after pyramid (a sidecar races its peers), so the schema is
 	// applied in the background until it works; writes get 503 until then.
 	migrateErr := make(chan error, 1)
-	go migrateUntilDone(ctx, cfg, conn, srv, mat, logger, migrateErr)
+	go migrateUntilDone(ctx, cfg, conn, st, srv, mat, logger, migrateErr)
 
 	select {
 	case err := <-serveErr:
@@ -186,7 +185,7 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 // migrateUntilDone applies the schema, retrying with backoff while ClickHouse is away,
 // then opens the write path, starts the rollup materializer and, on servers without TTL,
 // enforces raw retention. An error no retry can mend goes to fatal, which ends pyramid.
-func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, srv *adapter.Server, mat *materialize.Materializer, logger *slog.Logger, fatal chan<- error) {
+func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, st *store.Store, srv *adapter.Server, mat *materialize.Materializer, logger *slog.Logger, fatal chan<- error) {
 	backoff := time.Second
 	var info schema.Info
 	for {
@@ -209,7 +208,7 @@ func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, srv *ad
 	}
 	srv.SchemaReady()
 	go mat.Run(ctx)
-	go dropExpiredRollups(ctx, cfg, conn, logger)
+	go dropExpiredRollups(ctx, cfg, st, logger)
 	logger.Info("schema is current; accepting writes", "server", info.Server.String(), "dialect", info.Dialect.String(), "version", info.Schema)
 	if info.Dialect.TTL() || cfg.rawRetention() == 0 {
 		return
@@ -217,7 +216,7 @@ func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, srv *ad
 	ticker := time.NewTicker(cfg.RetentionInterval)
 	defer ticker.Stop()
 	for {
-		dropped, err := schema.DropExpiredPartitions(ctx, conn, cfg.schemaConfig(), time.Now())
+		dropped, err := st.DropExpiredRaw(ctx, time.Now())
 		if err != nil {
 			logger.Error("drop expired raw partitions", "err", err)
 		} else if len(dropped) > 0 {
@@ -233,11 +232,11 @@ func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, srv *ad
 
 // dropExpiredRollups enforces the rollup tiers' retention every RetentionInterval, on
 // every server version: the rollups table keeps all tiers, so no TTL could tell them apart.
-func dropExpiredRollups(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logger) {
+func dropExpiredRollups(ctx context.Context, cfg config, st *store.Store, logger *slog.Logger) {
 	ticker := time.NewTicker(cfg.RetentionInterval)
 	defer ticker.Stop()
 	for {
-		dropped, err := rollup.DropExpired(ctx, conn, cfg.schemaConfig().Place(), cfg.tiers, time.Now())
+		dropped, err := st.DropExpiredRollups(ctx, time.Now())
 		if err != nil && ctx.Err() == nil {
 			logger.Error("drop expired rollup partitions", "err", err)
 		} else if len(dropped) > 0 {

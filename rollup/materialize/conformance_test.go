@@ -208,7 +208,7 @@ func TestConformanceStatusAndRetention(t *testing.T) {
 	for i, e := range both {
 		e.optimize(t)
 
-		st, err := rollup.Status(context.Background(), e.conn, schema.Place{Database: e.db}, e.tiers)
+		st, err := e.st.Status(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -220,7 +220,7 @@ func TestConformanceStatusAndRetention(t *testing.T) {
 		}
 		status[i] = st
 
-		d, err := rollup.DropExpired(context.Background(), e.conn, schema.Place{Database: e.db}, e.tiers, e.now)
+		d, err := e.st.DropExpiredRollups(context.Background(), e.now)
 		if err != nil {
 			t.Fatal(err)
 		}

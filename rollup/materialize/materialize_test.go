@@ -495,7 +495,7 @@ func TestDropExpired(t *testing.T) {
 	if before5m == 0 {
 		t.Fatal("no 5m rollups of the old day to expire")
 	}
-	dropped, err := rollup.DropExpired(context.Background(), e.conn, schema.Place{Database: e.db}, e.tiers, e.now)
+	dropped, err := e.st.DropExpiredRollups(context.Background(), e.now)
 	if err != nil {
 		t.Fatal(err)
 	}
