@@ -12,11 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
-	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/schema"
 	"github.com/pyramid-metrics/pyramid/schema/chdbtest"
 	"github.com/pyramid-metrics/pyramid/schema/schematest"
@@ -117,7 +115,7 @@ func BenchmarkCodecs(b *testing.B) {
 				batches = append(batches, batch)
 				dr.Samples += batch.Samples()
 			})
-			st, err := store.New(store.Config{Database: db, TierRefresh: time.Minute}, conn, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+			st, err := openStore(conn, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -125,7 +123,7 @@ func BenchmarkCodecs(b *testing.B) {
 				b.Fatal(err)
 			}
 			batches = nil
-			if err := optimizeFinal(ctx, conn, db, schema.TableSamples); err != nil {
+			if err := st.OptimizeFinal(ctx, schema.TableSamples); err != nil {
 				b.Fatal(err)
 			}
 			samples := uint64(dr.Samples)
@@ -202,7 +200,11 @@ func copyWithCodecs(b *testing.B, db, table string, v codecVariant) (wall, cpu t
 	if err := conn.Exec(ctx, fmt.Sprintf("INSERT INTO %s.%s SELECT * FROM %[1]s.%[3]s", db, table, schema.TableSamples)); err != nil {
 		b.Fatal(err)
 	}
-	if err := optimizeFinal(ctx, conn, db, table); err != nil {
+	st, err := openStore(conn, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := st.OptimizeFinal(ctx, table); err != nil {
 		b.Fatal(err)
 	}
 	return time.Since(start), processCPU(b) - startCPU

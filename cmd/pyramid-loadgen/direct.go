@@ -40,8 +40,8 @@ func resetDatabase(ctx context.Context, conn driver.Conn, db string, retention t
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db); err != nil {
-		return fmt.Errorf("drop database %s: %w", db, err)
+	if err := schema.Drop(ctx, conn, cfg); err != nil {
+		return err
 	}
 	if _, err := schema.Migrate(ctx, conn, cfg, logger); err != nil {
 		return fmt.Errorf("migrate %s: %w", db, err)

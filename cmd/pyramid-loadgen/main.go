@@ -35,7 +35,6 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
 	"github.com/pyramid-metrics/pyramid/adapter/store"
@@ -274,7 +273,11 @@ func run(args []string) error {
 	}
 	if !o.skipDirect {
 		if !o.skipIngest {
-			settle, left, err := waitMerges(ctx, conn, o.settleTimeout)
+			st, err := openStore(conn, o.database, logger)
+			if err != nil {
+				return err
+			}
+			settle, left, err := waitMerges(ctx, st, o.settleTimeout)
 			if err != nil {
 				return err
 			}
@@ -367,10 +370,14 @@ func phaseIngest(ctx context.Context, o options, p *plan, conn driver.Conn, res 
 	if err := waitReady(ctx, client, o.url, o.readyTimeout); err != nil {
 		return err
 	}
-	if ok, err := tableExists(ctx, conn, o.database, schema.TableSamples); err != nil {
+	st, err := openStore(conn, o.database, logger)
+	if err != nil {
+		return err
+	}
+	if ok, err := st.TableExists(ctx, schema.TableSamples); err != nil {
 		return err
 	} else if ok {
-		if res.RowsBefore, err = countRows(ctx, conn, o.database); err != nil {
+		if res.RowsBefore, err = st.CountSamples(ctx); err != nil {
 			return err
 		}
 		if res.RowsBefore > 0 {
@@ -389,7 +396,6 @@ func phaseIngest(ctx context.Context, o options, p *plan, conn driver.Conn, res 
 	}
 
 	var pw, cw *procWatcher
-	var err error
 	if o.pyramidPID > 0 {
 		if pw, err = watchProc(o.pyramidPID, 200*time.Millisecond); err != nil {
 			return err
@@ -443,9 +449,7 @@ func phaseDirect(ctx context.Context, o options, p *plan, conn driver.Conn, res 
 		}
 	}
 	cpu0 := selfCPUSeconds()
-	// The direct database is not pyramid's: its store reads nothing and its metrics go
-	// nowhere.
-	st, err := store.New(store.Config{Database: o.directDatabase, TierRefresh: time.Minute}, conn, logger, prometheus.NewRegistry())
+	st, err := openStore(conn, o.directDatabase, logger)
 	if err != nil {
 		return err
 	}
@@ -474,8 +478,13 @@ func phaseStorage(ctx context.Context, o options, p *plan, conn driver.Conn, res
 		dbs = append(dbs, o.database)
 	}
 	want := uint64(p.totalSamples())
+	var first *store.Store
 	for _, db := range dbs {
-		ok, err := tableExists(ctx, conn, db, schema.TableSamples)
+		st, err := openStore(conn, db, logger)
+		if err != nil {
+			return err
+		}
+		ok, err := st.TableExists(ctx, schema.TableSamples)
 		if err != nil {
 			return err
 		}
@@ -484,11 +493,14 @@ func phaseStorage(ctx context.Context, o options, p *plan, conn driver.Conn, res
 			continue
 		}
 		logger.Info("OPTIMIZE FINAL", "database", db)
-		sr, err := measureStorage(ctx, conn, db)
+		sr, err := measureStorage(ctx, st, db)
 		if err != nil {
 			return err
 		}
 		res.Storage = append(res.Storage, sr)
+		if first == nil {
+			first = st
+		}
 		expect := want
 		if db == o.database {
 			expect += res.RowsBefore
@@ -507,8 +519,8 @@ func phaseStorage(ctx context.Context, o options, p *plan, conn driver.Conn, res
 			res.Checks = append(res.Checks, fmt.Sprintf("FAIL %s and %s differ (checksums %016x, %016x)", a.Database, b.Database, a.Checksum, b.Checksum))
 		}
 	}
-	if len(res.Storage) > 0 {
-		comp, err := detectCompression(ctx, conn, res.Storage[0].Database)
+	if first != nil {
+		comp, err := detectCompression(ctx, first)
 		if err != nil {
 			logger.Warn("cannot detect the server's compression from its files", "err", err)
 			comp = "unknown"
