@@ -14,15 +14,13 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
-
-	"github.com/pyramid-metrics/pyramid/adapter"
 )
 
 // TestSlowBodyHoldsNoDecodeSlot: a request whose body is still arriving holds no decode
 // slot, only the bytes it has sent. With the only slot free, another write is stored at
 // once, and the slow request is stored when its body completes.
 func TestSlowBodyHoldsNoDecodeSlot(t *testing.T) {
-	s := newTestServer(t, func(c *adapter.Config) { c.MaxConcurrentDecodes = 1; c.InsertTimeout = 3 * time.Second })
+	s := newTestServer(t, func(c *serverConfig) { c.MaxConcurrentDecodes = 1; c.InsertTimeout = 3 * time.Second })
 	slowBody := body(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series("slow", nil, prompb.Sample{Timestamp: 1, Value: 1})}})
 	pr, pw := io.Pipe()
 	slow := postInBackground(s.URL+"/api/v1/write", pr)
@@ -53,7 +51,7 @@ func TestSlowBodyHoldsNoDecodeSlot(t *testing.T) {
 // reads alike. A request refused for its headers is answered and closed too, although
 // net/http reads what is left of its body first.
 func TestBodyTimeout(t *testing.T) {
-	s := newTestServer(t, func(c *adapter.Config) { c.BodyTimeout = 300 * time.Millisecond })
+	s := newTestServer(t, func(c *serverConfig) { c.BodyTimeout = 300 * time.Millisecond })
 	for _, tc := range []struct {
 		path, contentType string
 		want              int
@@ -81,7 +79,7 @@ func TestBodyTimeout(t *testing.T) {
 // for its batch longer than the body timeout is stored and answered 204 (a read deadline
 // left in place would cancel the request while it waits).
 func TestBodyDeadlineEndsWithBody(t *testing.T) {
-	s := newTestServer(t, func(c *adapter.Config) {
+	s := newTestServer(t, func(c *serverConfig) {
 		c.BodyTimeout = time.Second
 		c.BatchWait = 3 * time.Second
 	})
@@ -96,7 +94,7 @@ func TestBodyDeadlineEndsWithBody(t *testing.T) {
 // same write is stored. A request whose rows alone need more than the whole budget gets
 // 413. Every byte is returned at the end.
 func TestMemoryBudget(t *testing.T) {
-	s := newTestServer(t, func(c *adapter.Config) { c.MemoryBudget = 1 << 20 })
+	s := newTestServer(t, func(c *serverConfig) { c.MemoryBudget = 1 << 20 })
 
 	many := make([]prompb.Sample, 8000)
 	for i := range many {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/schema"
 )
 
@@ -17,7 +18,7 @@ const day = schema.DayMillis
 
 // daysBatch is a batch with one sample at noon of each of the given days, fingerprint fp.
 func daysBatch(fp uint64, days ...int64) *Batch {
-	b := &Batch{Series: []SeriesRow{{Fingerprint: fp}}}
+	b := &Batch{Series: []store.SeriesRow{{Fingerprint: fp}}}
 	for _, d := range days {
 		b.Targets = append(b.Targets, 1)
 		b.Fingerprints = append(b.Fingerprints, fp)

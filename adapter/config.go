@@ -1,21 +1,16 @@
 package adapter
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/pyramid-metrics/pyramid/rollup"
-	"github.com/pyramid-metrics/pyramid/schema"
 )
 
-// Config holds the write path's limits and batching. cmd/pyramid fills it from flags and
-// environment, where the defaults live.
+// Config holds the write path's limits and batching and the read path's limits. The
+// store's own settings (where the tables are, how reads use the tiers) are store.Config.
+// cmd/pyramid fills both from flags and environment, where the defaults live.
 type Config struct {
-	// Database holds pyramid's tables (see package schema); Cluster is the ClickHouse
-	// cluster they are spread over, empty on one server (schema.Place).
-	Database string
-	Cluster  string
 	// MaxRequestBytes caps the compressed body; MaxDecodedBytes caps it after snappy.
 	MaxRequestBytes int64
 	MaxDecodedBytes int64
@@ -64,29 +59,14 @@ type Config struct {
 	// frameWriter.writeSeries); it should equal the clients' chunked_read_limit.
 	ReadMaxFrameBytes int
 
-	// Tiers is the resolution ladder (rollup.ParseTiers). With ReadRollups set and more
-	// than the raw tier, each remote-read query is routed across the tiers by
-	// rollup.Route; otherwise every read returns raw samples.
-	Tiers       []rollup.Tier
-	ReadRollups bool
-	// ReadLookback is the clients' lookback delta (Prometheus's --query.lookback-delta),
-	// which decides how coarse a tier may answer selectors without a range (see
-	// rollup.Hints.LookbackMs).
-	ReadLookback time.Duration
-	// ReadTierRefresh is how long the routing trusts what it last learnt of which time
-	// range each tier holds. Longer saves a few small queries; shorter lets reads use
-	// rollups that were just computed sooner.
-	ReadTierRefresh time.Duration
-	// Now is the clock that raw retention is counted from when routing reads; nil is
-	// time.Now. Tests move it to put data beyond raw retention.
-	Now func() time.Time
+	// Tiers is the resolution ladder (rollup.ParseTiers): writes refuse samples older than
+	// raw retention (Tiers[0]).
+	Tiers []rollup.Tier
 }
 
 // Validate reports the first setting that cannot work.
 func (c Config) Validate() error {
 	switch {
-	case c.Database == "":
-		return errors.New("database must be set")
 	case c.MaxRequestBytes <= 0 || c.MaxDecodedBytes <= 0:
 		return fmt.Errorf("size limits must be positive (request %d, decoded %d)", c.MaxRequestBytes, c.MaxDecodedBytes)
 	case c.MaxDecodedBytes < c.MaxRequestBytes:
@@ -123,10 +103,6 @@ func (c Config) Validate() error {
 		return fmt.Errorf("read queue wait %s must not be negative", c.ReadQueueWait)
 	case c.ReadMaxFrameBytes < 1024:
 		return fmt.Errorf("read frame size %d must be at least 1024 bytes", c.ReadMaxFrameBytes)
-	case c.ReadLookback < 0:
-		return fmt.Errorf("read lookback %s must not be negative", c.ReadLookback)
-	case c.ReadTierRefresh <= 0:
-		return fmt.Errorf("tier refresh %s must be positive", c.ReadTierRefresh)
 	}
 	if len(c.Tiers) > 0 {
 		if err := rollup.ValidateTiers(c.Tiers); err != nil {
@@ -135,6 +111,3 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
-
-// place is where the tables are.
-func (c Config) place() schema.Place { return schema.Place{Database: c.Database, Cluster: c.Cluster} }

@@ -12,7 +12,6 @@ import (
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/prompb"
 
-	"github.com/pyramid-metrics/pyramid/adapter"
 	"github.com/pyramid-metrics/pyramid/rollup"
 	"github.com/pyramid-metrics/pyramid/schema/chdbtest"
 	"github.com/pyramid-metrics/pyramid/schema/schematest"
@@ -28,7 +27,7 @@ type enginePair struct {
 	legacy, modern *testServer
 }
 
-func newEnginePair(t *testing.T, tweak func(*adapter.Config)) enginePair {
+func newEnginePair(t *testing.T, tweak func(*serverConfig)) enginePair {
 	t.Helper()
 	var servers []*testServer
 	for _, conn := range []driver.Conn{schematest.Conn(t), chdbtest.Conn(t)} {
@@ -73,12 +72,12 @@ func (p enginePair) sameRows(t *testing.T, query string) int {
 
 // withRollups configures the default tiers, so that writes mark rollup units and reads
 // route.
-func withRollups(t *testing.T) func(*adapter.Config) {
+func withRollups(t *testing.T) func(*serverConfig) {
 	tiers, err := rollup.ParseTiers("raw:30d,5m:365d,1h:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return func(c *adapter.Config) {
+	return func(c *serverConfig) {
 		c.Tiers, c.ReadRollups, c.RollupUnitWidth = tiers, true, rollup.UnitWidth(tiers)
 		c.ReadTierRefresh = time.Nanosecond
 	}

@@ -1,6 +1,7 @@
 // Package adapter owns pyramid's HTTP surface, the write path and the read path behind it.
+// Every statement they send is package store's; the Server gets the process's one Store.
 //
-// Write: decode → validate → batch → ClickHouse.
+// Write: decode → validate → batch → store.
 //
 //	body.go           read: bodies under a deadline, growing only as the budget allows
 //	memory.go         the byte budget every request's body, decoding and rows draw on
@@ -10,18 +11,17 @@
 //	validate.go       validate: label rules, fingerprints, columnar rows
 //	batcher.go        batch: group commit of concurrent requests into large inserts; requests
 //	                  spanning many days inserted on their own
-//	clickhouse.go     ClickHouse: the INSERTs and the series cache
+//	caches.go         what this process has already catalogued: series hours and metadata,
+//	                  so that most batches insert samples alone (store.InsertSamples)
 //	write_handler.go  POST /api/v1/write, tying the four together
 //
-// Read: matchers → series → samples → encode.
+// Read: matchers → store.Querier (series, tiers, samples) → encode.
 //
 //	read_codec.go     decode the ReadRequest; encode SAMPLES responses, XOR chunks and frames
-//	matchers.go       Prometheus's matcher semantics, and the exact SQL prefilter they allow
-//	read_store.go     the series and sample queries, deduplication of retried writes and
-//	                  conflicting ones (the last write wins, as merges decide)
-//	read_route.go     which tiers answer a query (rollup.Route), and reading their segments
+//	matchers.go       remote read's matchers: regex dialects and the empty-matcher check
 //	read_handler.go   POST /api/v1/read: per-request budgets, one query at a time, both
 //	                  response types
+//	status.go         GET /api/v1/status/tiers: what each tier holds (store.Status)
 //
 //	errors.go         every error kind and the one function mapping it to a status
 //	server.go         routes, /metrics, /-/healthy, /-/ready

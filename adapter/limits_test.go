@@ -14,8 +14,6 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
-
-	"github.com/pyramid-metrics/pyramid/adapter"
 )
 
 // TestWriteBiggerThanInFlightCap: a request with more rows than may ever be in flight at
@@ -23,7 +21,7 @@ import (
 // than retrying it forever), nothing of it is stored, and a request that fits is stored
 // as before, on the same server, right after.
 func TestWriteBiggerThanInFlightCap(t *testing.T) {
-	s := newTestServer(t, func(c *adapter.Config) { c.BatchRows = 1000; c.MaxRowsInFlight = 1000 })
+	s := newTestServer(t, func(c *serverConfig) { c.BatchRows = 1000; c.MaxRowsInFlight = 1000 })
 	mk := func(name string, n int) []byte {
 		var ts []prompb.TimeSeries
 		for i := range n { // n samples + 1 series row
@@ -117,7 +115,7 @@ func selectorQuery(t *testing.T, ms ...string) *prompb.Query {
 // it, in SAMPLES; a streamed response that passes it in a later query is broken off rather
 // than ended short. X-Pyramid-Tiers has one value per query, in order.
 func TestReadBudgetPerRequest(t *testing.T) {
-	s := newTestServer(t, func(c *adapter.Config) { c.ReadMaxSeries = 15; c.ReadMaxSamples = 150 })
+	s := newTestServer(t, func(c *serverConfig) { c.ReadMaxSeries = 15; c.ReadMaxSamples = 150 })
 	var batch []prompb.TimeSeries
 	for i := range 10 { // b: 10 series of 10 samples
 		ts := series("b", []string{"i", fmt.Sprintf("%02d", i)})

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/prompb"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 )
 
 // The memory a request's rows take, as the budget counts it.
@@ -215,7 +216,7 @@ func appendCharged[T any](s []T, v T, charge func(int64) error) ([]T, error) {
 
 // Sizes of what a parse and a batch hold, per element.
 var (
-	seriesRowBytes = int64(unsafe.Sizeof(SeriesRow{}))
+	seriesRowBytes = int64(unsafe.Sizeof(store.SeriesRow{}))
 	labelRefBytes  = 2 * int64(unsafe.Sizeof(""))
 	metadataBytes  = int64(unsafe.Sizeof(prompb.MetricMetadata{}))
 )

@@ -263,8 +263,8 @@ func FuzzQuoteRoundTrip(f *testing.F) {
 		// One series per input, told apart by a fingerprint of its own.
 		fp := rand.Uint64()
 		fpLabel := strconv.FormatUint(fp, 10)
-		row := SeriesRow{Fingerprint: fp, Target: 1, MetricName: "fuzz", Names: []string{"__name__", "fp", "v"}, Values: []string{"fuzz", fpLabel, v}, LastSeen: 1}
-		if err := InsertSeries(ctx, conn, db, []SeriesRow{row}); err != nil {
+		row := store.SeriesRow{Fingerprint: fp, Target: 1, MetricName: "fuzz", Names: []string{"__name__", "fp", "v"}, Values: []string{"fuzz", fpLabel, v}, LastSeen: 1}
+		if err := st.InsertSeries(ctx, []store.SeriesRow{row}); err != nil {
 			t.Fatal(err)
 		}
 		sel, err := newSelector([]*prompb.LabelMatcher{

@@ -100,7 +100,7 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request) (streaming bool, e
 				" as in PromQL; without one it selects every series that lacks its labels", i, ErrInvalidQuery, sel)
 		}
 		plans[i] = readPlan{sel: sel, querier: s.store.Querier(q.StartTimestampMs, q.EndTimestampMs,
-			store.Options{Lookback: s.cfg.ReadLookback, Budget: budget, Stream: true})}
+			store.Options{Budget: budget, Stream: true})}
 	}
 	for i, q := range req.Queries {
 		p, err := plans[i].querier.Plan(r.Context(), selectHints(q.Hints))

@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 
-	"github.com/pyramid-metrics/pyramid/adapter"
 	"github.com/pyramid-metrics/pyramid/rollup"
+	"github.com/pyramid-metrics/pyramid/rollup/materialize"
 )
 
 const (
@@ -130,7 +130,7 @@ func newTieredServer(t *testing.T, now func() time.Time) (*testServer, []rollup.
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newTestServer(t, func(c *adapter.Config) {
+	s := newTestServer(t, func(c *serverConfig) {
 		c.Tiers, c.ReadRollups, c.RollupUnitWidth = tiers, true, rollup.UnitWidth(tiers)
 		c.ReadTierRefresh = time.Nanosecond
 		c.Now = now
@@ -530,9 +530,9 @@ func TestReadEdgesOfHistory(t *testing.T) {
 // materializeAll runs the materializer until it finds no more work.
 func materializeAll(t *testing.T, s *testServer, tiers []rollup.Tier) {
 	t.Helper()
-	m, err := rollup.NewMaterializer(rollup.MaterializerConfig{
-		Database: s.db, Tiers: tiers, Interval: time.Second, MaxUnits: 1000, TargetsPerRead: 64, Now: time.Now,
-	}, s.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	m, err := materialize.New(materialize.Config{
+		Tiers: tiers, Interval: time.Second, MaxUnits: 1000, TargetsPerRead: 64, Now: time.Now,
+	}, s.srv.Store(), slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

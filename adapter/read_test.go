@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/schema/schematest"
 )
 
@@ -269,7 +270,7 @@ func collect(t testing.TB, ss storage.SeriesSet) (map[string][]readSample, []str
 // out of order, and reads them back through Prometheus's own remote-read client with each
 // response type: every sample must come back once, in time order, with its exact bits.
 func TestReadRoundTripWithPrometheusClient(t *testing.T) {
-	s := newTestServer(t, func(c *adapter.Config) {
+	s := newTestServer(t, func(c *serverConfig) {
 		c.MaxRequestBytes, c.MaxDecodedBytes, c.MaxRowsInFlight = 8<<20, 8<<20, 200_000
 	})
 	const n = 1000
@@ -440,7 +441,7 @@ func TestReadMultipleQueries(t *testing.T) {
 // response types, and that a streamed response that passes the sample limit after it has
 // begun ends as a broken stream that the client reports, never as a shorter answer.
 func TestReadLimits(t *testing.T) {
-	s := newTestServer(t, func(c *adapter.Config) {
+	s := newTestServer(t, func(c *serverConfig) {
 		c.ReadMaxSeries = 30
 		c.ReadMaxSamples = 150
 		c.ReadMaxFrameBytes = 1024
@@ -518,7 +519,7 @@ func TestReadLimits(t *testing.T) {
 // query is slow on purpose), and the next read waits ReadQueueWait and gets 429 with
 // Retry-After, naming the limit.
 func TestReadConcurrencyLimit(t *testing.T) {
-	reader, slowQuery := slowReadServer(t, newTestServer(t, nil), 1_000_000, func(c *adapter.Config) {
+	reader, slowQuery := slowReadServer(t, newTestServer(t, nil), 1_000_000, func(c *serverConfig) {
 		c.ReadMaxConcurrent = 1
 		c.ReadQueueWait = 100 * time.Millisecond
 	})
@@ -681,21 +682,21 @@ func TestReadCancelStopsClickHouseQuery(t *testing.T) {
 // server on the same tables whose ClickHouse connection reads in blocks of one row on one
 // thread, so that reading the series takes seconds. It returns that server and the query
 // that reads the series.
-func slowReadServer(t *testing.T, s *testServer, n int64, tweak func(*adapter.Config)) (*testServer, *prompb.Query) {
+func slowReadServer(t *testing.T, s *testServer, n int64, tweak func(*serverConfig)) (*testServer, *prompb.Query) {
 	t.Helper()
 	b := adapter.Batch{
 		Targets: make([]uint64, n), Fingerprints: make([]uint64, n), Timestamps: make([]int64, n), Values: make([]float64, n),
-		Series: []adapter.SeriesRow{{Fingerprint: 42, Target: 7, MetricName: "slow", Names: []string{"__name__"}, Values: []string{"slow"},
+		Series: []store.SeriesRow{{Fingerprint: 42, Target: 7, MetricName: "slow", Names: []string{"__name__"}, Values: []string{"slow"},
 			FirstSeen: 0, LastSeen: (n - 1) * 100}},
 	}
 	for i := range n {
 		b.Targets[i], b.Fingerprints[i], b.Timestamps[i], b.Values[i] = 7, 42, i*100, float64(i)
 	}
 	ctx := context.Background()
-	if err := adapter.InsertSeries(ctx, s.conn, s.db, b.Series); err != nil {
+	if err := s.srv.Store().InsertSeries(ctx, b.Series); err != nil {
 		t.Fatal(err)
 	}
-	if err := adapter.InsertSamples(ctx, s.conn, s.db, &b); err != nil {
+	if err := s.srv.Store().InsertSamples(ctx, b.Targets, b.Fingerprints, b.Timestamps, b.Values); err != nil {
 		t.Fatal(err)
 	}
 	slow, err := clickhouse.Open(&clickhouse.Options{

@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -27,7 +26,6 @@ const maxMetadataFamilies = 100_000
 // Server is pyramid's HTTP front: remote write, remote read, health, readiness and metrics.
 type Server struct {
 	cfg      Config
-	conn     driver.Conn
 	logger   *slog.Logger
 	m        *metrics
 	cache    *seriesCache
@@ -41,29 +39,23 @@ type Server struct {
 	marker *rollup.Marker
 	// readSlots holds a token per remote read being answered (Config.ReadMaxConcurrent).
 	readSlots chan struct{}
-	// store answers reads.
+	// store holds every statement: the inserts and the reads.
 	store  *store.Store
 	router *mux.Router
 	// schemaReady is set once migrations have run; until then writes get 503.
 	schemaReady atomic.Bool
 }
 
-// New builds a Server that writes through conn. Metrics go to reg and are served from
-// gatherer (normally the same registry).
-func New(cfg Config, conn driver.Conn, logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer) (*Server, error) {
+// New builds a Server that writes to and reads from st. Metrics go to reg and are served
+// from gatherer (normally the same registry).
+func New(cfg Config, st *store.Store, logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("adapter config: %w", err)
 	}
-	s := &Server{cfg: cfg, conn: conn, logger: logger, cache: newSeriesCache(cfg.SeriesCacheSize),
+	s := &Server{cfg: cfg, store: st, logger: logger, cache: newSeriesCache(cfg.SeriesCacheSize),
 		metadata: newMetadataCache(maxMetadataFamilies), decodeSlots: make(chan struct{}, cfg.MaxConcurrentDecodes),
 		readSlots: make(chan struct{}, cfg.ReadMaxConcurrent), marker: rollup.NewMarker(cfg.RollupUnitWidth)}
 	s.m = newMetrics(reg, s.cache.len, func() int { return len(s.decodeSlots) }, func() int { return len(s.readSlots) })
-	st, err := store.New(store.Config{Database: cfg.Database, Cluster: cfg.Cluster, Tiers: cfg.Tiers, Rollups: cfg.ReadRollups,
-		Lookback: cfg.ReadLookback, TierRefresh: cfg.ReadTierRefresh, Now: cfg.Now}, conn, logger, reg)
-	if err != nil {
-		return nil, err
-	}
-	s.store = st
 	s.mem = newMemoryBudget(cfg.MemoryBudget, reg)
 	s.batcher = newBatcher(cfg, s.m, s.insert)
 
@@ -106,17 +98,21 @@ func (s *Server) Close(ctx context.Context) error { return s.batcher.close(ctx) 
 // both are in.
 func (s *Server) insert(ctx context.Context, b *Batch) error {
 	series := s.cache.uncovered(b.Series)
-	if err := InsertSeries(ctx, s.conn, s.cfg.Database, series); err != nil {
+	if err := s.store.InsertSeries(ctx, series); err != nil {
 		return err
 	}
-	if err := InsertSamples(ctx, s.conn, s.cfg.Database, b); err != nil {
+	if err := s.store.InsertSamples(ctx, b.Targets, b.Fingerprints, b.Timestamps, b.Values); err != nil {
 		return err
 	}
 	// The rollups of these samples' buckets are recomputed once the marks are in; a
 	// failure here fails the batch, whose retry stores the samples again (harmlessly) and
 	// the marks for the first time.
-	if err := s.marker.Mark(ctx, s.conn, s.cfg.Database, b.Targets, b.Timestamps, time.Now()); err != nil {
-		return err
+	now := time.Now().UnixMilli()
+	if units := s.marker.Unmarked(b.Targets, b.Timestamps, now); len(units) > 0 {
+		if err := s.store.InsertMarks(ctx, s.marker.Width(), units); err != nil {
+			return err
+		}
+		s.marker.Remember(units, now)
 	}
 	s.cache.add(series)
 	s.m.seriesWritten.Add(float64(len(series)))
@@ -140,7 +136,7 @@ func (s *Server) ready(ctx context.Context) error {
 		return ErrNotReady
 	}
 	// One query answers both questions: ClickHouse is reachable, and holds the schema.
-	v, err := schema.CurrentVersion(ctx, s.conn, schema.Config{Database: s.cfg.Database})
+	v, err := s.store.SchemaVersion(ctx)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 )
 
 // Batch is a columnar block of rows bound for ClickHouse: one entry per sample in the
@@ -22,18 +23,7 @@ type Batch struct {
 	Fingerprints []uint64
 	Timestamps   []int64
 	Values       []float64
-	Series       []SeriesRow
-}
-
-// SeriesRow is one row of schema.TableSeriesInput.
-type SeriesRow struct {
-	Fingerprint uint64
-	Target      uint64
-	MetricName  string
-	// Names and Values are the sorted labels, __name__ included.
-	Names, Values []string
-	// FirstSeen and LastSeen bound the samples of this series in the batch (ms).
-	FirstSeen, LastSeen int64
+	Series       []store.SeriesRow
 }
 
 // Samples is the number of sample rows in b.
@@ -235,8 +225,8 @@ func formatMs(ms int64) string {
 }
 
 // newSeriesRow copies the labels out of the request body, which the row outlives.
-func newSeriesRow(body []byte, ls []wireLabel, fp, target uint64, first, last int64) SeriesRow {
-	row := SeriesRow{
+func newSeriesRow(body []byte, ls []wireLabel, fp, target uint64, first, last int64) store.SeriesRow {
+	row := store.SeriesRow{
 		Fingerprint: fp, Target: target, FirstSeen: first, LastSeen: last,
 		Names: make([]string, len(ls)), Values: make([]string, len(ls)),
 	}

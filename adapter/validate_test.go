@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 )
 
 func lbls(kv ...string) []prompb.Label {
@@ -228,7 +229,7 @@ func TestSeriesCache(t *testing.T) {
 	} {
 		c := newSeriesCache(10)
 		for _, s := range tc.recorded {
-			c.add([]SeriesRow{{Fingerprint: 7, FirstSeen: s[0], LastSeen: s[1]}})
+			c.add([]store.SeriesRow{{Fingerprint: 7, FirstSeen: s[0], LastSeen: s[1]}})
 		}
 		if got := c.covers(7, tc.min, tc.max); got != tc.want {
 			t.Errorf("%s: covers(%d, %d) = %v, want %v", tc.name, tc.min, tc.max, got, tc.want)
@@ -236,7 +237,7 @@ func TestSeriesCache(t *testing.T) {
 	}
 	c := newSeriesCache(3)
 	for fp := range uint64(10) {
-		c.add([]SeriesRow{{Fingerprint: fp}})
+		c.add([]store.SeriesRow{{Fingerprint: fp}})
 	}
 	if c.len() != 3 {
 		t.Errorf("cache holds %d entries, want its bound 3", c.len())

@@ -62,7 +62,7 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request) (proto string, wr
 	}
 
 	if md := s.metadata.unseen(metadata); len(md) > 0 {
-		if err := InsertMetadata(r.Context(), s.conn, s.cfg.Database, md, time.Now().UnixMilli()); err != nil {
+		if err := s.store.InsertMetadata(r.Context(), md, time.Now().UnixMilli()); err != nil {
 			return proto, 0, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 		}
 		s.metadata.add(md)

@@ -23,22 +23,32 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/rollup"
 	"github.com/pyramid-metrics/pyramid/schema/schematest"
 )
 
 const staleBits = 0x7ff0000000000002
 
-func testConfig(db string) adapter.Config {
-	return adapter.Config{
-		Database: db, MaxRequestBytes: 1 << 20, MaxDecodedBytes: 4 << 20,
+// serverConfig is a test server's configuration: the adapter's, and its store's.
+type serverConfig struct {
+	adapter.Config
+	Database                      string
+	ReadRollups                   bool
+	ReadLookback, ReadTierRefresh time.Duration
+	Now                           func() time.Time
+}
+
+func testConfig(db string) serverConfig {
+	return serverConfig{Database: db, ReadLookback: 5 * time.Minute, ReadTierRefresh: time.Minute, Config: adapter.Config{
+		MaxRequestBytes: 1 << 20, MaxDecodedBytes: 4 << 20,
 		BatchRows: 10_000, BatchWait: 20 * time.Millisecond, InsertWorkers: 2, MaxConcurrentDecodes: 4,
 		MemoryBudget: 256 << 20, BodyTimeout: 10 * time.Second,
 		MaxRowsInFlight: 100_000, InsertTimeout: 10 * time.Second, RetryAfter: 2 * time.Second,
 		SeriesCacheSize: 1000, MaxFuture: 10 * time.Minute,
 		ReadMaxSeries: 10_000, ReadMaxSamples: 1_000_000, ReadMaxConcurrent: 4, ReadQueueWait: time.Second,
-		ReadMaxFrameBytes: 50e6, ReadLookback: 5 * time.Minute, ReadTierRefresh: time.Minute,
-	}
+		ReadMaxFrameBytes: 50e6,
+	}}
 }
 
 type testServer struct {
@@ -50,7 +60,7 @@ type testServer struct {
 }
 
 // newTestServer runs the write path against a fresh database on the real test ClickHouse.
-func newTestServer(t *testing.T, tweak func(*adapter.Config)) *testServer {
+func newTestServer(t *testing.T, tweak func(*serverConfig)) *testServer {
 	t.Helper()
 	conn := schematest.Conn(t)
 	scfg := schematest.Database(t, conn, 0)
@@ -61,10 +71,16 @@ func newTestServer(t *testing.T, tweak func(*adapter.Config)) *testServer {
 	return startServer(t, conn, cfg, true)
 }
 
-func startServer(t *testing.T, conn driver.Conn, cfg adapter.Config, ready bool) *testServer {
+func startServer(t *testing.T, conn driver.Conn, cfg serverConfig, ready bool) *testServer {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	srv, err := adapter.New(cfg, conn, slog.New(slog.NewTextHandler(io.Discard, nil)), reg, reg)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := store.New(store.Config{Database: cfg.Database, Tiers: cfg.Tiers, Rollups: cfg.ReadRollups,
+		Lookback: cfg.ReadLookback, TierRefresh: cfg.ReadTierRefresh, Now: cfg.Now}, conn, logger, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := adapter.New(cfg.Config, st, logger, reg, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +266,7 @@ func TestWriteRetryIsIdempotent(t *testing.T) {
 // TestWriteMarksRollupWork: stored samples mark their target's rollup units, one per
 // target and coarsest bucket, so the materializer recomputes exactly those.
 func TestWriteMarksRollupWork(t *testing.T) {
-	s := newTestServer(t, func(c *adapter.Config) { c.RollupUnitWidth = 3_600_000 })
+	s := newTestServer(t, func(c *serverConfig) { c.RollupUnitWidth = 3_600_000 })
 	req := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
 		series("m", []string{"job", "a"}, prompb.Sample{Timestamp: 1000, Value: 1}, prompb.Sample{Timestamp: 3_600_000, Value: 2}),
 		series("n", []string{"job", "a"}, prompb.Sample{Timestamp: 2000, Value: 1}),
@@ -313,7 +329,7 @@ func TestWriteMetadataOnly(t *testing.T) {
 
 // TestWriteStatuses covers each bad-input class end to end: status, message, nothing stored.
 func TestWriteStatuses(t *testing.T) {
-	s := newTestServer(t, func(c *adapter.Config) { c.MaxRequestBytes = 2048; c.MaxDecodedBytes = 4096 })
+	s := newTestServer(t, func(c *serverConfig) { c.MaxRequestBytes = 2048; c.MaxDecodedBytes = 4096 })
 	valid := body(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series("x", nil, prompb.Sample{Timestamp: 1, Value: 1})}})
 	big := &prompb.WriteRequest{}
 	for i := range 200 { // compresses well below 2 KiB but decodes past 4 KiB
@@ -411,7 +427,7 @@ func TestWriteBeforeSchema(t *testing.T) {
 // and BatchWait is long, so the one insert happens when the last request arrives.
 func TestGroupCommit(t *testing.T) {
 	const requests, perRequest = 8, 250
-	s := newTestServer(t, func(c *adapter.Config) { c.BatchRows = requests * perRequest; c.BatchWait = time.Minute })
+	s := newTestServer(t, func(c *serverConfig) { c.BatchRows = requests * perRequest; c.BatchWait = time.Minute })
 	var wg sync.WaitGroup
 	codes := make([]int, requests)
 	for r := range requests {
@@ -445,7 +461,7 @@ func TestGroupCommit(t *testing.T) {
 // larger than the cap 413; on shutdown the rows already accepted are inserted and their
 // request gets its 204.
 func TestOverloadAndShutdown(t *testing.T) {
-	s := newTestServer(t, func(c *adapter.Config) { c.BatchRows = 1000; c.MaxRowsInFlight = 1000; c.BatchWait = time.Minute })
+	s := newTestServer(t, func(c *serverConfig) { c.BatchRows = 1000; c.MaxRowsInFlight = 1000; c.BatchWait = time.Minute })
 	mk := func(name string) []byte {
 		var ts []prompb.TimeSeries
 		for i := range 600 { // 600 samples + 1 series row
@@ -539,7 +555,7 @@ func TestWriteTimestampBounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newTestServer(t, func(c *adapter.Config) { c.Tiers, c.MaxFuture = tiers, 10*time.Minute })
+	s := newTestServer(t, func(c *serverConfig) { c.Tiers, c.MaxFuture = tiers, 10*time.Minute })
 	now := time.Now().UnixMilli()
 	const dayMs = 24 * 3_600_000
 	req := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{

@@ -70,7 +70,7 @@ func rollupsComplete(ctx context.Context, pyr *pyramidServer, conn driver.Conn, 
 		return fmt.Errorf("tiers %s have not reached the data's last bucket: %s", strings.Join(behind, ", "), strings.Join(parts, ", "))
 	}
 	// A unit is pending while its newest mark is at or after its last computation's
-	// version, as the materializer decides (rollup/materialize.go); a unit never computed
+	// version, as the materializer decides (rollup/materialize); a unit never computed
 	// has version 0 after the join.
 	q := fmt.Sprintf(`SELECT count() FROM
 (SELECT width, unit, target, max(marked) AS m FROM %[1]s.rollup_dirty GROUP BY width, unit, target)

@@ -1,9 +1,6 @@
 package rollup
 
-import (
-	"testing"
-	"time"
-)
+import "testing"
 
 // TestMarkerSkipsOpenUnits: a unit that has not ended is marked once however many batches
 // it receives, an ended one on every batch (its computation may begin at any moment), and
@@ -15,8 +12,8 @@ func TestMarkerSkipsOpenUnits(t *testing.T) {
 	now := unit + hour/2
 	// mark is Mark without the INSERT: the units it would write, then remembered.
 	mark := func(targets []uint64, ts []int64) int {
-		units := m.unmarked(targets, ts, now)
-		m.remember(units, now)
+		units := m.Unmarked(targets, ts, now)
+		m.Remember(units, now)
 		return len(units)
 	}
 	open, ended := 0, 0
@@ -34,7 +31,7 @@ func TestMarkerSkipsOpenUnits(t *testing.T) {
 	if len(m.open) != 0 {
 		t.Errorf("ended units still remembered: %v", m.open)
 	}
-	if n := len(NewMarker(0).unmarked([]uint64{1}, []int64{1}, now)); n != 0 {
+	if n := len(NewMarker(0).Unmarked([]uint64{1}, []int64{1}, now)); n != 0 {
 		t.Errorf("width 0 marked %d units", n)
 	}
 }
@@ -51,29 +48,6 @@ func BenchmarkMarkerUnits(b *testing.B) {
 	m := NewMarker(3_600_000)
 	b.ReportAllocs()
 	for b.Loop() {
-		m.unmarked(targets, ts, 0)
-	}
-}
-
-// TestReplicaLag holds the cluster allowances to hand-computed values: the delay setting is
-// whole seconds rounded up and at least one, and the visibility adds the clock skew rounded
-// up and the second of the servers' clock resolution.
-func TestReplicaLag(t *testing.T) {
-	for _, tc := range []struct {
-		delay, skew time.Duration
-		wantDelay   int
-		wantVis     time.Duration
-	}{
-		{0, 0, 0, 0},
-		{5 * time.Second, time.Second, 5, 7 * time.Second},
-		{5 * time.Second, 0, 5, 6 * time.Second},
-		{1500 * time.Millisecond, 200 * time.Millisecond, 2, 4 * time.Second},
-		{100 * time.Millisecond, 0, 1, 2 * time.Second},
-		{0, 3 * time.Second, 1, 5 * time.Second},
-	} {
-		d, v := replicaLag(tc.delay, tc.skew)
-		if d != tc.wantDelay || v != tc.wantVis {
-			t.Errorf("replicaLag(%s, %s) = %d, %s; want %d, %s", tc.delay, tc.skew, d, v, tc.wantDelay, tc.wantVis)
-		}
+		m.Unmarked(targets, ts, 0)
 	}
 }

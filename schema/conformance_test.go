@@ -3,13 +3,18 @@ package schema_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pyramid-metrics/pyramid/adapter/store"
+	"github.com/pyramid-metrics/pyramid/rollup"
 	"github.com/pyramid-metrics/pyramid/schema"
 	"github.com/pyramid-metrics/pyramid/schema/chdbtest"
 	"github.com/pyramid-metrics/pyramid/schema/schematest"
@@ -94,7 +99,7 @@ func TestConformanceMigrations(t *testing.T) {
 }
 
 // TestConformanceRawRetention stores samples on days around a 30-day raw retention on both
-// engines: 18.16 drops expired day partitions (DropExpiredPartitions), 26.5 expires them
+// engines: 18.16 drops expired day partitions (store.DropExpiredRaw), 26.5 expires them
 // by the table's TTL when parts merge. The same samples must remain.
 func TestConformanceRawRetention(t *testing.T) {
 	ctx := context.Background()
@@ -122,7 +127,16 @@ func TestConformanceRawRetention(t *testing.T) {
 			t.Fatal(err)
 		}
 		if e.name == "18.16" {
-			if _, err := schema.DropExpiredPartitions(ctx, e.conn, cfg, now); err != nil {
+			tiers, err := rollup.ParseTiers("raw:30d")
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := store.New(store.Config{Database: cfg.Database, Tiers: tiers, TierRefresh: time.Minute}, e.conn,
+				slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.DropExpiredRaw(ctx, now); err != nil {
 				t.Fatal(err)
 			}
 		} else {

@@ -57,6 +57,19 @@ func CurrentVersion(ctx context.Context, conn driver.Conn, cfg Config) (uint32, 
 	return v, nil
 }
 
+// Drop drops the database and every table in it, on every server of the cluster when
+// there is one. The load generator starts its runs from empty tables with it.
+func Drop(ctx context.Context, conn driver.Conn, cfg Config) error {
+	q := "DROP DATABASE IF EXISTS " + cfg.Database
+	if cfg.Cluster != "" {
+		q += " ON CLUSTER " + cfg.Cluster
+	}
+	if err := conn.Exec(ctx, q); err != nil {
+		return fmt.Errorf("drop database %s: %w", cfg.Database, err)
+	}
+	return nil
+}
+
 // Migrate creates the database and applies every migration newer than the one recorded.
 // All DDL is IF NOT EXISTS, so replicas that migrate at the same time do no harm: the worst
 // case is a step recorded twice.

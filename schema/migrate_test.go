@@ -101,58 +101,6 @@ func TestSeriesInputFansOut(t *testing.T) {
 	}
 }
 
-// TestDropExpiredPartitions writes one sample into each of several days and checks which
-// day partitions a 30-day retention drops, computed by hand from a fixed "now".
-func TestDropExpiredPartitions(t *testing.T) {
-	conn := schematest.Conn(t)
-	cfg := schematest.Database(t, conn, 30*24*time.Hour)
-	ctx := context.Background()
-	const day = int64(86_400_000)
-	// now is day 20000 (2024-10-04) at 12:00 UTC; the cutoff is day 19970 at 12:00, so days
-	// up to 19969 are wholly expired while 19970 still holds unexpired hours.
-	now := time.UnixMilli(20000*day + day/2)
-	days := []int64{19950, 19969, 19970, 19999, 20000}
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+cfg.Database+"."+schema.TableSamples+" (target, fingerprint, ts, value)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range days {
-		if err := b.Append(uint64(1), uint64(1), d*day+1, 1.0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := b.Send(); err != nil {
-		t.Fatal(err)
-	}
-	dropped, err := schema.DropExpiredPartitions(ctx, conn, cfg, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	slices.Sort(dropped)
-	if want := []int64{19950, 19969}; !slices.Equal(dropped, want) {
-		t.Errorf("dropped %v, want %v", dropped, want)
-	}
-	var left []int64
-	rows, err := conn.Query(ctx, "SELECT intDiv(ts, 86400000) AS d FROM "+cfg.Database+"."+schema.TableSamples+" ORDER BY d")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var d int64
-		if err := rows.Scan(&d); err != nil {
-			t.Fatal(err)
-		}
-		left = append(left, d)
-	}
-	if want := []int64{19970, 19999, 20000}; !slices.Equal(left, want) {
-		t.Errorf("days left %v, want %v", left, want)
-	}
-	// A second run finds nothing more to drop.
-	if again, err := schema.DropExpiredPartitions(ctx, conn, cfg, now); err != nil || len(again) != 0 {
-		t.Errorf("second run dropped %v, %v; want nothing", again, err)
-	}
-}
-
 // TestMigrateRefusesAnotherPlacement: a database created for one server is not taken for a
 // cluster's, and nothing is created in it: the check comes before any DDL (on this server,
 // without the cluster, the ON CLUSTER DDL would fail otherwise, with another error).

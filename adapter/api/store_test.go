@@ -18,9 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/prompb"
 
-	"github.com/pyramid-metrics/pyramid/adapter"
 	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/rollup"
+	"github.com/pyramid-metrics/pyramid/rollup/materialize"
 	"github.com/pyramid-metrics/pyramid/schema/schematest"
 )
 
@@ -56,13 +56,18 @@ func newStoreFixture(t *testing.T, cfg Config, n int) *storeFixture {
 	}
 	const steps = 480
 	start := (time.Now().Add(-3*time.Hour).UnixMilli() / 15_000) * 15_000
-	var b adapter.Batch
-	add := func(fp uint64, from int, names, values []string) {
+	var (
+		targets, fps []uint64
+		stamps       []int64
+		values       []float64
+		series       []store.SeriesRow
+	)
+	add := func(fp uint64, from int, names, vals []string) {
 		for k := from; k < steps; k++ {
-			b.Targets, b.Fingerprints = append(b.Targets, 1), append(b.Fingerprints, fp)
-			b.Timestamps, b.Values = append(b.Timestamps, start+int64(k)*15_000), append(b.Values, float64(k))
+			targets, fps = append(targets, 1), append(fps, fp)
+			stamps, values = append(stamps, start+int64(k)*15_000), append(values, float64(k))
 		}
-		b.Series = append(b.Series, adapter.SeriesRow{Fingerprint: fp, Target: 1, MetricName: values[0], Names: names, Values: values,
+		series = append(series, store.SeriesRow{Fingerprint: fp, Target: 1, MetricName: vals[0], Names: names, Values: vals,
 			FirstSeen: start + int64(from)*15_000, LastSeen: start + (steps-1)*15_000})
 	}
 	for i := range n {
@@ -70,34 +75,35 @@ func newStoreFixture(t *testing.T, cfg Config, n int) *storeFixture {
 	}
 	add(99, 240, []string{"__name__", "job"}, []string{"fresh_total", "new"})
 	ctx := context.Background()
-	if err := adapter.InsertSeries(ctx, conn, db, b.Series); err != nil {
+	if err := st.InsertSeries(ctx, series); err != nil {
 		t.Fatal(err)
 	}
-	if err := adapter.InsertSamples(ctx, conn, db, &b); err != nil {
+	if err := st.InsertSamples(ctx, targets, fps, stamps, values); err != nil {
 		t.Fatal(err)
 	}
 	// The rollups of the samples, as the write path marks them and the materializer
 	// computes them.
-	if err := rollup.NewMarker(rollup.UnitWidth(tiers)).Mark(ctx, conn, db, b.Targets, b.Timestamps, time.Now()); err != nil {
+	width := rollup.UnitWidth(tiers)
+	if err := st.InsertMarks(ctx, width, rollup.NewMarker(width).Unmarked(targets, stamps, time.Now().UnixMilli())); err != nil {
 		t.Fatal(err)
 	}
-	materialize(t, conn, db, tiers)
+	materializeAll(t, st, tiers)
 	md := []prompb.MetricMetadata{
 		{MetricFamilyName: "guard_total", Type: prompb.MetricMetadata_COUNTER, Help: "Guarded things.", Unit: ""},
 		{MetricFamilyName: "fresh_total", Type: prompb.MetricMetadata_COUNTER, Help: "Fresh things.", Unit: "seconds"},
 	}
-	if err := adapter.InsertMetadata(ctx, conn, db, md, time.Now().UnixMilli()); err != nil {
+	if err := st.InsertMetadata(ctx, md, time.Now().UnixMilli()); err != nil {
 		t.Fatal(err)
 	}
 	return &storeFixture{testServer: newServerOn(t, cfg, st), conn: conn, db: db, start: start, end: start + (steps-1)*15_000}
 }
 
-// materialize runs the materializer until it finds no more work.
-func materialize(t *testing.T, conn driver.Conn, db string, tiers []rollup.Tier) {
+// materializeAll runs the materializer until it finds no more work.
+func materializeAll(t *testing.T, st *store.Store, tiers []rollup.Tier) {
 	t.Helper()
-	m, err := rollup.NewMaterializer(rollup.MaterializerConfig{
-		Database: db, Tiers: tiers, Interval: time.Second, MaxUnits: 1000, TargetsPerRead: 64, Now: time.Now,
-	}, conn, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	m, err := materialize.New(materialize.Config{
+		Tiers: tiers, Interval: time.Second, MaxUnits: 1000, TargetsPerRead: 64, Now: time.Now,
+	}, st, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

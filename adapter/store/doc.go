@@ -1,5 +1,9 @@
-// Package store answers pyramid's reads from ClickHouse through Prometheus's own query
-// interface, storage.Queryable: remote read and PromQL consume the same series sets.
+// Package store owns every statement pyramid sends to ClickHouse but the DDL (package
+// schema): it answers pyramid's reads through Prometheus's own query interface,
+// storage.Queryable, so that remote read and PromQL consume the same series sets, and it
+// holds the write path's inserts, the rollup job's statements, the tier status and
+// retention. A Store holds the connection and where the tables are; one per process,
+// shared by the handlers, the rollup job and the status collector.
 //
 // Matchers → series → samples from the right tier:
 //
@@ -10,6 +14,15 @@
 //	route.go     which tiers answer a selection (rollup.Route, from the select hints), and
 //	             reading their segments
 //	querier.go   storage.Querier: plans, budgets and series sets fetched batch by batch
+//	estimate.go  how many series and points a selection would read, from the catalogue
 //
-// Every statement here reads; the write path, the materializer and retention keep theirs.
+// Writes, the rollup job, status and retention:
+//
+//	write.go      the samples, series and metadata INSERTs, and the schema version
+//	marks.go      the rollup work marks the write path leaves (rollup.Marker decides which)
+//	rollups.go    rollup reads (ReadBuckets), the kept value of conflicting samples
+//	              (ReadWinners), and the rollup job's statements (rollup/materialize runs it)
+//	status.go     what each tier holds (Status), and its cached pyramid_tier_* metrics
+//	retention.go  dropping expired partitions: raw on servers without TTL, and rollups
+//	storage.go    what the tables take on disk, for the load generator's report
 package store

@@ -66,7 +66,7 @@ func (p Plan) Coarsest() int64 {
 
 // tierExtents caches what each tier holds, for routing. It is refreshed at most every
 // Config.TierRefresh: reads only need to know roughly where raw data ends and how far
-// the rollup job has come, and rollup.Status costs a handful of queries.
+// the rollup job has come, and Status costs a handful of queries.
 type tierExtents struct {
 	mu     sync.Mutex
 	at     time.Time
@@ -95,7 +95,7 @@ func (s *Store) refresh(ctx context.Context, now time.Time) error {
 	if e.status != nil && now.Sub(e.at) < s.cfg.TierRefresh && !now.Before(e.at) {
 		return nil
 	}
-	status, err := rollup.Status(ctx, s.conn, s.cfg.place(), s.cfg.Tiers)
+	status, err := s.Status(ctx)
 	if err != nil {
 		return unavailable(err)
 	}
@@ -300,7 +300,7 @@ func (s *Store) routedBuckets(ctx context.Context, sg rollup.Segment, batch []*s
 		tres := sg.Tier.ResolutionMs()
 		// Rows of a finer tier are merged, so every one starting within the coarse
 		// buckets is read.
-		stored, n, err := rollup.ReadBuckets(ctx, s.conn, s.cfg.Database, tres, targets, fps, from, to)
+		stored, n, err := s.ReadBuckets(ctx, tres, targets, fps, from, to)
 		if err != nil {
 			return n, unavailable(err)
 		}

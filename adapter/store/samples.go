@@ -17,7 +17,7 @@ import (
 // happen here.
 //
 // Samples that disagree at one timestamp (a later write with another value) are resolved
-// as the table's merges will resolve them, the last write kept (rollup.ReadWinners), so
+// as the table's merges will resolve them, the last write kept (ReadWinners), so
 // that the answer does not change when ClickHouse merges; each such timestamp is counted.
 func (s *Store) fetchSamples(ctx context.Context, batch []*selected, mint, maxt int64, budget int) (int, error) {
 	db := s.cfg.Database
@@ -81,7 +81,7 @@ func (s *Store) fetchSamples(ctx context.Context, batch []*selected, mint, maxt 
 		n += len(rs.ts)
 	}
 	if conflicts != nil {
-		winners, err := rollup.ReadWinners(ctx, s.conn, db, targets, conflicts)
+		winners, err := s.ReadWinners(ctx, targets, conflicts)
 		if err != nil {
 			return 0, unavailable(err)
 		}

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
@@ -94,11 +93,11 @@ func newFixture(t *testing.T, cfg store.Config) *fixture {
 	// Samples end a little before now, so that no window reaches past the catalogue.
 	start := (time.Now().Add(-3*time.Hour).UnixMilli() / 15_000) * 15_000
 	f := &fixture{st: st, tsdb: ts, start: start, end: start + (steps-1)*15_000}
-	insert(t, conn, db, ts, start)
+	insert(t, st, ts, start)
 	return f
 }
 
-func insert(t *testing.T, conn driver.Conn, db string, ts *teststorage.TestStorage, start int64) {
+func insert(t *testing.T, st *store.Store, ts *teststorage.TestStorage, start int64) {
 	ctx := context.Background()
 	app := ts.Appender(ctx)
 	var b adapter.Batch
@@ -118,17 +117,17 @@ func insert(t *testing.T, conn driver.Conn, db string, ts *teststorage.TestStora
 			b.Timestamps, b.Values = append(b.Timestamps, tms), append(b.Values, v)
 			first, last = min(first, tms), max(last, tms)
 		}
-		row := adapter.SeriesRow{Fingerprint: fp, Target: target, MetricName: lset.Get("__name__"), FirstSeen: first, LastSeen: last}
+		row := store.SeriesRow{Fingerprint: fp, Target: target, MetricName: lset.Get("__name__"), FirstSeen: first, LastSeen: last}
 		lset.Range(func(l labels.Label) { row.Names, row.Values = append(row.Names, l.Name), append(row.Values, l.Value) })
 		b.Series = append(b.Series, row)
 	}
 	if err := app.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	if err := adapter.InsertSeries(ctx, conn, db, b.Series); err != nil {
+	if err := st.InsertSeries(ctx, b.Series); err != nil {
 		t.Fatal(err)
 	}
-	if err := adapter.InsertSamples(ctx, conn, db, &b); err != nil {
+	if err := st.InsertSamples(ctx, b.Targets, b.Fingerprints, b.Timestamps, b.Values); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"syscall"
@@ -113,11 +115,15 @@ func BenchmarkCodecs(b *testing.B) {
 				batches = append(batches, batch)
 				dr.Samples += batch.Samples()
 			})
-			if err := insertDirect(ctx, conn, db, batches, 2, dr); err != nil {
+			st, err := openStore(conn, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := insertDirect(ctx, st, batches, 2, dr); err != nil {
 				b.Fatal(err)
 			}
 			batches = nil
-			if err := optimizeFinal(ctx, conn, db, schema.TableSamples); err != nil {
+			if err := st.OptimizeFinal(ctx, schema.TableSamples); err != nil {
 				b.Fatal(err)
 			}
 			samples := uint64(dr.Samples)
@@ -194,7 +200,11 @@ func copyWithCodecs(b *testing.B, db, table string, v codecVariant) (wall, cpu t
 	if err := conn.Exec(ctx, fmt.Sprintf("INSERT INTO %s.%s SELECT * FROM %[1]s.%[3]s", db, table, schema.TableSamples)); err != nil {
 		b.Fatal(err)
 	}
-	if err := optimizeFinal(ctx, conn, db, table); err != nil {
+	st, err := openStore(conn, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := st.OptimizeFinal(ctx, table); err != nil {
 		b.Fatal(err)
 	}
 	return time.Since(start), processCPU(b) - startCPU

@@ -11,6 +11,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/schema"
 )
 
@@ -39,8 +40,8 @@ func resetDatabase(ctx context.Context, conn driver.Conn, db string, retention t
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db); err != nil {
-		return fmt.Errorf("drop database %s: %w", db, err)
+	if err := schema.Drop(ctx, conn, cfg); err != nil {
+		return err
 	}
 	if _, err := schema.Migrate(ctx, conn, cfg, logger); err != nil {
 		return fmt.Errorf("migrate %s: %w", db, err)
@@ -50,7 +51,7 @@ func resetDatabase(ctx context.Context, conn driver.Conn, db string, retention t
 
 // insertDirect inserts batches with `workers` concurrent inserters, each doing what
 // pyramid's insert does for one batch: series rows first, then the samples.
-func insertDirect(ctx context.Context, conn driver.Conn, db string, batches []*adapter.Batch, workers int, res *directResult) error {
+func insertDirect(ctx context.Context, st *store.Store, batches []*adapter.Batch, workers int, res *directResult) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	work := make(chan *adapter.Batch)
@@ -65,9 +66,9 @@ func insertDirect(ctx context.Context, conn driver.Conn, db string, batches []*a
 			defer wg.Done()
 			for b := range work {
 				t0 := time.Now()
-				err := adapter.InsertSeries(ctx, conn, db, b.Series)
+				err := st.InsertSeries(ctx, b.Series)
 				if err == nil {
-					err = adapter.InsertSamples(ctx, conn, db, b)
+					err = st.InsertSamples(ctx, b.Targets, b.Fingerprints, b.Timestamps, b.Values)
 				}
 				d := time.Since(t0)
 				mu.Lock()

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 )
 
 // genConfig fixes the generated data completely.
@@ -290,7 +291,7 @@ type seriesDef struct {
 	labels        []prompb.Label // sorted by name, __name__ included
 	fp, targetH   uint64         // what pyramid computes (adapter/validate.go)
 	spec          *metricSpec
-	row           adapter.SeriesRow // Names/Values/MetricName filled; spans set per batch
+	row           store.SeriesRow // Names/Values/MetricName filled; spans set per batch
 }
 
 // fingerprintOf is pyramid's own fingerprint (labels.StableHash) of sorted labels.
@@ -331,7 +332,7 @@ func newSeriesDef(job string, target, index int, spec *metricSpec) *seriesDef {
 	d := &seriesDef{target: target, index: index, labels: ls, spec: spec}
 	d.fp = fingerprintOf(ls)
 	d.targetH = targetHashOf(ls)
-	d.row = adapter.SeriesRow{Fingerprint: d.fp, Target: d.targetH, MetricName: spec.name,
+	d.row = store.SeriesRow{Fingerprint: d.fp, Target: d.targetH, MetricName: spec.name,
 		Names: make([]string, len(ls)), Values: make([]string, len(ls))}
 	for i, l := range ls {
 		d.row.Names[i], d.row.Values[i] = l.Name, l.Value

@@ -4,7 +4,7 @@
 //     requests (2,000 samples each, one sample per TimeSeries, time-ordered, one sender per
 //     shard of series) to pyramid, with retries like Prometheus;
 //  2. direct: the same rows inserted straight into ClickHouse with pyramid's own insert
-//     functions (adapter.InsertSeries / InsertSamples), batch size and concurrency, into a
+//     functions (store.InsertSeries / InsertSamples), batch size and concurrency, into a
 //     second database with the same schema: the physical limit pyramid could reach;
 //  3. storage: bytes per sample after OPTIMIZE FINAL, in total and per column.
 //
@@ -37,6 +37,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/schema"
 )
 
@@ -272,7 +273,11 @@ func run(args []string) error {
 	}
 	if !o.skipDirect {
 		if !o.skipIngest {
-			settle, left, err := waitMerges(ctx, conn, o.settleTimeout)
+			st, err := openStore(conn, o.database, logger)
+			if err != nil {
+				return err
+			}
+			settle, left, err := waitMerges(ctx, st, o.settleTimeout)
 			if err != nil {
 				return err
 			}
@@ -365,10 +370,14 @@ func phaseIngest(ctx context.Context, o options, p *plan, conn driver.Conn, res 
 	if err := waitReady(ctx, client, o.url, o.readyTimeout); err != nil {
 		return err
 	}
-	if ok, err := tableExists(ctx, conn, o.database, schema.TableSamples); err != nil {
+	st, err := openStore(conn, o.database, logger)
+	if err != nil {
+		return err
+	}
+	if ok, err := st.TableExists(ctx, schema.TableSamples); err != nil {
 		return err
 	} else if ok {
-		if res.RowsBefore, err = countRows(ctx, conn, o.database); err != nil {
+		if res.RowsBefore, err = st.CountSamples(ctx); err != nil {
 			return err
 		}
 		if res.RowsBefore > 0 {
@@ -387,7 +396,6 @@ func phaseIngest(ctx context.Context, o options, p *plan, conn driver.Conn, res 
 	}
 
 	var pw, cw *procWatcher
-	var err error
 	if o.pyramidPID > 0 {
 		if pw, err = watchProc(o.pyramidPID, 200*time.Millisecond); err != nil {
 			return err
@@ -441,7 +449,11 @@ func phaseDirect(ctx context.Context, o options, p *plan, conn driver.Conn, res 
 		}
 	}
 	cpu0 := selfCPUSeconds()
-	err = insertDirect(ctx, conn, o.directDatabase, batches, o.directWorkers, dr)
+	st, err := openStore(conn, o.directDatabase, logger)
+	if err != nil {
+		return err
+	}
+	err = insertDirect(ctx, st, batches, o.directWorkers, dr)
 	dr.LoadgenCPUSec = selfCPUSeconds() - cpu0
 	if cw != nil {
 		dr.ClickHouse = cw.finish()
@@ -466,8 +478,13 @@ func phaseStorage(ctx context.Context, o options, p *plan, conn driver.Conn, res
 		dbs = append(dbs, o.database)
 	}
 	want := uint64(p.totalSamples())
+	var first *store.Store
 	for _, db := range dbs {
-		ok, err := tableExists(ctx, conn, db, schema.TableSamples)
+		st, err := openStore(conn, db, logger)
+		if err != nil {
+			return err
+		}
+		ok, err := st.TableExists(ctx, schema.TableSamples)
 		if err != nil {
 			return err
 		}
@@ -476,11 +493,14 @@ func phaseStorage(ctx context.Context, o options, p *plan, conn driver.Conn, res
 			continue
 		}
 		logger.Info("OPTIMIZE FINAL", "database", db)
-		sr, err := measureStorage(ctx, conn, db)
+		sr, err := measureStorage(ctx, st, db)
 		if err != nil {
 			return err
 		}
 		res.Storage = append(res.Storage, sr)
+		if first == nil {
+			first = st
+		}
 		expect := want
 		if db == o.database {
 			expect += res.RowsBefore
@@ -499,8 +519,8 @@ func phaseStorage(ctx context.Context, o options, p *plan, conn driver.Conn, res
 			res.Checks = append(res.Checks, fmt.Sprintf("FAIL %s and %s differ (checksums %016x, %016x)", a.Database, b.Database, a.Checksum, b.Checksum))
 		}
 	}
-	if len(res.Storage) > 0 {
-		comp, err := detectCompression(ctx, conn, res.Storage[0].Database)
+	if first != nil {
+		comp, err := detectCompression(ctx, first)
 		if err != nil {
 			logger.Warn("cannot detect the server's compression from its files", "err", err)
 			comp = "unknown"
@@ -551,7 +571,7 @@ func printReport(w io.Writer, r *result) {
 		fmt.Fprintf(tw, "  loadgen\tCPU %.1f s = %.2f cores\n", in.LoadgenCPUSec, in.LoadgenCPUSec/in.WallSeconds)
 	}
 	if d := r.Direct; d != nil {
-		fmt.Fprintf(tw, "direct inserts (adapter.InsertSeries/InsertSamples into %s)\n", d.Database)
+		fmt.Fprintf(tw, "direct inserts (store.InsertSeries/InsertSamples into %s)\n", d.Database)
 		fmt.Fprintf(tw, "  batches\t%d x <=%d rows, %d series rows, %d workers; built in %.1f s before the clock; waited %.1f s for merges first (%d left)\n",
 			d.Batches, d.BatchRows, d.SeriesRows, d.Workers, d.PregenSeconds, r.SettleSeconds, r.MergesLeft)
 		fmt.Fprintf(tw, "  inserted\t%d rows in %.2f s = %.0f rows/s; batch p50 %.1f ms, max %.1f ms\n", d.Samples, d.WallSeconds, d.RowsPerSec, d.BatchP50Ms, d.BatchMaxMs)

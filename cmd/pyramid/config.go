@@ -14,7 +14,9 @@ import (
 
 	"github.com/pyramid-metrics/pyramid/adapter"
 	"github.com/pyramid-metrics/pyramid/adapter/api"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/rollup"
+	"github.com/pyramid-metrics/pyramid/rollup/materialize"
 	"github.com/pyramid-metrics/pyramid/schema"
 )
 
@@ -80,8 +82,6 @@ type config struct {
 
 func (c config) adapterConfig() adapter.Config {
 	return adapter.Config{
-		Database:             c.ClickHouseDatabase,
-		Cluster:              c.ClickHouseCluster,
 		MaxRequestBytes:      c.MaxRequestBytes,
 		MaxDecodedBytes:      c.MaxDecodedBytes,
 		BatchRows:            c.BatchRows,
@@ -102,9 +102,13 @@ func (c config) adapterConfig() adapter.Config {
 		ReadQueueWait:        c.ReadQueueWait,
 		ReadMaxFrameBytes:    c.ReadMaxFrameBytes,
 		Tiers:                c.tiers,
-		ReadRollups:          c.ReadRollups,
-		ReadLookback:         c.ReadLookback,
-		ReadTierRefresh:      c.ReadTierRefresh,
+	}
+}
+
+func (c config) storeConfig() store.Config {
+	return store.Config{
+		Database: c.ClickHouseDatabase, Cluster: c.ClickHouseCluster, Tiers: c.tiers, Rollups: c.ReadRollups,
+		Lookback: c.ReadLookback, TierRefresh: c.ReadTierRefresh,
 	}
 }
 
@@ -157,9 +161,9 @@ func (c config) clickhouseSettings() map[string]any {
 // rawRetention is the raw tier's retention, 0 for forever.
 func (c config) rawRetention() time.Duration { return c.tiers[0].Retention }
 
-func (c config) materializerConfig() rollup.MaterializerConfig {
-	mc := rollup.MaterializerConfig{
-		Database: c.ClickHouseDatabase, Tiers: c.tiers, Interval: c.RollupInterval, Settle: c.RollupSettle,
+func (c config) materializerConfig() materialize.Config {
+	mc := materialize.Config{
+		Tiers: c.tiers, Interval: c.RollupInterval, Settle: c.RollupSettle,
 		MaxUnits: 10_000, TargetsPerRead: 64, Now: time.Now,
 	}
 	if c.ClickHouseCluster != "" {

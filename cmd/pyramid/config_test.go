@@ -27,7 +27,7 @@ func TestLoadConfigPrecedence(t *testing.T) {
 		{"environment", map[string]string{"PYRAMID_LISTEN_ADDR": ":1", "PYRAMID_BATCH_WAIT": "2s", "PYRAMID_TIERS": "raw:0,5m:0", "PYRAMID_READ_ROLLUPS": "false"}, nil,
 			func(c config) bool {
 				return c.ListenAddr == ":1" && c.BatchWait == 2*time.Second && c.rawRetention() == 0 &&
-					c.adapterConfig().RollupUnitWidth == 300_000 && !c.adapterConfig().ReadRollups
+					c.adapterConfig().RollupUnitWidth == 300_000 && !c.storeConfig().Rollups
 			}, nil},
 		{"flags win", map[string]string{"PYRAMID_LISTEN_ADDR": ":1"}, []string{"-listen-addr", ":2", "-max-rows-in-flight", "7", "migrate"},
 			func(c config) bool { return c.ListenAddr == ":2" && c.MaxRowsInFlight == 7 }, []string{"migrate"}},

@@ -25,7 +25,8 @@ import (
 	"github.com/pyramid-metrics/pyramid/adapter"
 	"github.com/pyramid-metrics/pyramid/adapter/api"
 	"github.com/pyramid-metrics/pyramid/adapter/auth"
-	"github.com/pyramid-metrics/pyramid/rollup"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
+	"github.com/pyramid-metrics/pyramid/rollup/materialize"
 	"github.com/pyramid-metrics/pyramid/schema"
 )
 
@@ -101,21 +102,25 @@ func run(args []string) error {
 func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv, err := adapter.New(cfg.adapterConfig(), conn, logger, reg, reg)
+	st, err := store.New(cfg.storeConfig(), conn, logger, reg)
 	if err != nil {
 		return err
 	}
-	promAPI, err := api.New(cfg.apiConfig(), srv.Store(), logger, reg)
+	srv, err := adapter.New(cfg.adapterConfig(), st, logger, reg, reg)
+	if err != nil {
+		return err
+	}
+	promAPI, err := api.New(cfg.apiConfig(), st, logger, reg)
 	if err != nil {
 		return err
 	}
 	promAPI.Register(srv.Router())
-	mat, err := rollup.NewMaterializer(cfg.materializerConfig(), conn, logger, reg)
+	mat, err := materialize.New(cfg.materializerConfig(), st, logger, reg)
 	if err != nil {
 		return err
 	}
-	reg.MustRegister(rollup.NewStatusCollector(conn, cfg.schemaConfig().Place(), cfg.tiers, logger))
-	srv.Handle("/api/v1/status/tiers", rollup.StatusHandler(conn, cfg.schemaConfig().Place(), cfg.tiers, logger))
+	reg.MustRegister(store.NewStatusCollector(st, logger))
+	srv.Handle("/api/v1/status/tiers", adapter.StatusHandler(st, logger))
 	handler := srv.Handler()
 	var guard *auth.Guard
 	if cfg.WebConfigFile != "" {
@@ -160,7 +165,7 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 	// ClickHouse may start after pyramid (a sidecar races its peers), so the schema is
 	// applied in the background until it works; writes get 503 until then.
 	migrateErr := make(chan error, 1)
-	go migrateUntilDone(ctx, cfg, conn, srv, mat, logger, migrateErr)
+	go migrateUntilDone(ctx, cfg, conn, st, srv, mat, logger, migrateErr)
 
 	select {
 	case err := <-serveErr:
@@ -186,7 +191,7 @@ func serve(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logge
 // migrateUntilDone applies the schema, retrying with backoff while ClickHouse is away,
 // then opens the write path, starts the rollup materializer and, on servers without TTL,
 // enforces raw retention. An error no retry can mend goes to fatal, which ends pyramid.
-func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, srv *adapter.Server, mat *rollup.Materializer, logger *slog.Logger, fatal chan<- error) {
+func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, st *store.Store, srv *adapter.Server, mat *materialize.Materializer, logger *slog.Logger, fatal chan<- error) {
 	backoff := time.Second
 	var info schema.Info
 	for {
@@ -209,7 +214,7 @@ func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, srv *ad
 	}
 	srv.SchemaReady()
 	go mat.Run(ctx)
-	go dropExpiredRollups(ctx, cfg, conn, logger)
+	go dropExpiredRollups(ctx, cfg, st, logger)
 	logger.Info("schema is current; accepting writes", "server", info.Server.String(), "dialect", info.Dialect.String(), "version", info.Schema)
 	if info.Dialect.TTL() || cfg.rawRetention() == 0 {
 		return
@@ -217,7 +222,7 @@ func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, srv *ad
 	ticker := time.NewTicker(cfg.RetentionInterval)
 	defer ticker.Stop()
 	for {
-		dropped, err := schema.DropExpiredPartitions(ctx, conn, cfg.schemaConfig(), time.Now())
+		dropped, err := st.DropExpiredRaw(ctx, time.Now())
 		if err != nil {
 			logger.Error("drop expired raw partitions", "err", err)
 		} else if len(dropped) > 0 {
@@ -233,11 +238,11 @@ func migrateUntilDone(ctx context.Context, cfg config, conn driver.Conn, srv *ad
 
 // dropExpiredRollups enforces the rollup tiers' retention every RetentionInterval, on
 // every server version: the rollups table keeps all tiers, so no TTL could tell them apart.
-func dropExpiredRollups(ctx context.Context, cfg config, conn driver.Conn, logger *slog.Logger) {
+func dropExpiredRollups(ctx context.Context, cfg config, st *store.Store, logger *slog.Logger) {
 	ticker := time.NewTicker(cfg.RetentionInterval)
 	defer ticker.Stop()
 	for {
-		dropped, err := rollup.DropExpired(ctx, conn, cfg.schemaConfig().Place(), cfg.tiers, time.Now())
+		dropped, err := st.DropExpiredRollups(ctx, time.Now())
 		if err != nil && ctx.Err() == nil {
 			logger.Error("drop expired rollup partitions", "err", err)
 		} else if len(dropped) > 0 {

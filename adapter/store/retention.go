@@ -1,4 +1,4 @@
-package rollup
+package store
 
 import (
 	"context"
@@ -6,18 +6,65 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-
 	"github.com/pyramid-metrics/pyramid/schema"
 )
 
-// DropExpired enforces each rollup tier's retention by dropping the tier's 30-day
+// DropExpiredRaw enforces raw retention (the first tier's) on servers without TTL: it drops every day
+// partition of the samples table that ends before now minus the retention. It returns the
+// day numbers (days since 1970-01-01 UTC) it dropped. Dropping a partition that another
+// replica dropped a moment ago is a no-op on the server, so replicas may all run this. On a
+// cluster it lists the partitions of every shard and drops them on every server.
+func (s *Store) DropExpiredRaw(ctx context.Context, now time.Time) ([]int64, error) {
+	if len(s.cfg.Tiers) == 0 || s.cfg.Tiers[0].Retention == 0 {
+		return nil, nil
+	}
+	days := int64(s.cfg.Tiers[0].Retention / (24 * time.Hour))
+	// A partition holds day d, [d, d+1) days; it has expired once d+1 <= cutoff.
+	cutoff := now.UnixMilli()/schema.DayMillis - days
+	p := s.cfg.place()
+	rows, err := s.conn.Query(ctx, "SELECT DISTINCT partition FROM "+p.Parts()+
+		" WHERE database = ? AND table = ? AND active", p.Database, p.Stored(schema.TableSamples))
+	if err != nil {
+		return nil, fmt.Errorf("list partitions of %s.%s: %w", s.cfg.Database, schema.TableSamples, err)
+	}
+	defer rows.Close()
+	var expired []int64
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err != nil {
+			return nil, fmt.Errorf("scan partition: %w", err)
+		}
+		day, err := strconv.ParseInt(p, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("partition %q of %s is not a day number: %w", p, schema.TableSamples, err)
+		}
+		if day+1 <= cutoff {
+			expired = append(expired, day)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list partitions of %s.%s: %w", s.cfg.Database, schema.TableSamples, err)
+	}
+	for i, day := range expired {
+		q := fmt.Sprintf("%s DROP PARTITION %d", p.AlterStored(schema.TableSamples), day)
+		if err := s.conn.Exec(ctx, q); err != nil {
+			return expired[:i], fmt.Errorf("drop expired partition %d (%d of %d): %w", day, i+1, len(expired), err)
+		}
+	}
+	return expired, nil
+}
+
+// DropExpiredRollups enforces each rollup tier's retention by dropping the tier's 30-day
 // partitions that end before now minus the retention, and drops the work marks of units
 // older than raw retention, which can never be computed again. A tier no longer in the
 // ladder keeps its rows: dropping data because a setting changed would be a surprise.
 // Dropping a partition another replica dropped a moment ago is a no-op, so replicas may
 // all run this. It returns the partitions dropped, as "table:partition".
-func DropExpired(ctx context.Context, conn driver.Conn, p schema.Place, tiers []Tier, now time.Time) ([]string, error) {
+func (s *Store) DropExpiredRollups(ctx context.Context, now time.Time) ([]string, error) {
+	p, tiers := s.cfg.place(), s.cfg.Tiers
+	if len(tiers) == 0 {
+		return nil, nil
+	}
 	retention := map[int64]time.Duration{}
 	for _, t := range tiers {
 		if !t.IsRaw() {
@@ -30,7 +77,7 @@ func DropExpired(ctx context.Context, conn driver.Conn, p schema.Place, tiers []
 	for _, t := range []string{schema.TableRollups, schema.TableRollupDirty, schema.TableRollupDone} {
 		logical[p.Stored(t)] = t
 	}
-	rows, err := conn.Query(ctx, "SELECT DISTINCT table, partition, partition_id FROM "+p.Parts()+
+	rows, err := s.conn.Query(ctx, "SELECT DISTINCT table, partition, partition_id FROM "+p.Parts()+
 		" WHERE active AND database = ? AND table IN (?, ?, ?)", p.Database,
 		p.Stored(schema.TableRollups), p.Stored(schema.TableRollupDirty), p.Stored(schema.TableRollupDone))
 	if err != nil {
@@ -73,7 +120,7 @@ func DropExpired(ctx context.Context, conn driver.Conn, p schema.Place, tiers []
 	}
 	var dropped []string
 	for i, part := range expired {
-		if err := conn.Exec(ctx, p.AlterStored(part.table)+" DROP PARTITION ID ?", part.id); err != nil {
+		if err := s.conn.Exec(ctx, p.AlterStored(part.table)+" DROP PARTITION ID ?", part.id); err != nil {
 			return dropped, fmt.Errorf("drop expired partition %s of %s (%d of %d): %w", part.name, part.table, i+1, len(expired), err)
 		}
 		dropped = append(dropped, part.table+":"+part.name)

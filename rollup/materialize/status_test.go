@@ -1,4 +1,4 @@
-package rollup_test
+package materialize_test
 
 import (
 	"context"
@@ -12,8 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/pyramid-metrics/pyramid/adapter"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/rollup"
-	"github.com/pyramid-metrics/pyramid/schema"
 )
 
 // TestStatus reports what each tier holds, before and after the rollups are computed,
@@ -23,7 +24,7 @@ func TestStatus(t *testing.T) {
 	base := epoch + 700*hour
 	e.write(t, counterSamples(9, 91, base, 480)) // Two hours at 15 s, then a stale marker.
 
-	st, err := rollup.Status(context.Background(), e.conn, schema.Place{Database: e.db}, e.tiers)
+	st, err := e.st.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func TestStatus(t *testing.T) {
 	if err := e.conn.Exec(context.Background(), "OPTIMIZE TABLE "+e.db+".rollups FINAL"); err != nil {
 		t.Fatal(err)
 	}
-	st, err = rollup.Status(context.Background(), e.conn, schema.Place{Database: e.db}, e.tiers)
+	st, err = e.st.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +64,7 @@ func TestStatus(t *testing.T) {
 	}
 
 	rec := httptest.NewRecorder()
-	rollup.StatusHandler(e.conn, schema.Place{Database: e.db}, e.tiers, slog.New(slog.NewTextHandler(io.Discard, nil))).ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	adapter.StatusHandler(e.st, slog.New(slog.NewTextHandler(io.Discard, nil))).ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
 	var body struct {
 		Tiers []rollup.TierStatus `json:"tiers"`
 	}
@@ -74,7 +75,7 @@ func TestStatus(t *testing.T) {
 	// A sample in another partition: the bounds come from the oldest and the newest one.
 	later := base + 40*24*hour
 	e.write(t, []sample{{9, 91, later, 1}})
-	st, err = rollup.Status(context.Background(), e.conn, schema.Place{Database: e.db}, e.tiers)
+	st, err = e.st.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +84,7 @@ func TestStatus(t *testing.T) {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(rollup.NewStatusCollector(e.conn, schema.Place{Database: e.db}, e.tiers, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	reg.MustRegister(store.NewStatusCollector(e.st, slog.New(slog.NewTextHandler(io.Discard, nil))))
 	// The collector reads the status in the background; the first figures come with a
 	// scrape soon.
 	waitTierFigures(t, reg, "the tier metrics", func(map[string]float64, float64) error {

@@ -1,4 +1,4 @@
-package rollup_test
+package materialize_test
 
 import (
 	"errors"
@@ -13,8 +13,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/pyramid-metrics/pyramid/rollup"
-	"github.com/pyramid-metrics/pyramid/schema"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/schema/schematest"
 )
 
@@ -170,8 +169,13 @@ func TestStatusMetricsWhileClickHouseStalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := store.New(store.Config{Database: e.db, Tiers: e.tiers, TierRefresh: time.Minute}, conn, logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(rollup.NewStatusCollector(conn, schema.Place{Database: e.db}, e.tiers, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	reg.MustRegister(store.NewStatusCollector(st, logger))
 
 	_, fresh := waitTierFigures(t, reg, "the first figures", func(rows map[string]float64, age float64) error {
 		if rows["raw"] != 101 {

@@ -1,4 +1,4 @@
-package rollup_test
+package materialize_test
 
 import (
 	"context"
@@ -16,7 +16,9 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/rollup"
+	"github.com/pyramid-metrics/pyramid/rollup/materialize"
 	"github.com/pyramid-metrics/pyramid/schema"
 	"github.com/pyramid-metrics/pyramid/schema/schematest"
 )
@@ -38,10 +40,11 @@ type sample struct {
 
 type env struct {
 	marker *rollup.Marker
+	st     *store.Store
 	conn   driver.Conn
 	db     string
 	tiers  []rollup.Tier
-	m      *rollup.Materializer
+	m      *materialize.Materializer
 	now    time.Time
 }
 
@@ -59,10 +62,14 @@ func newEnvOn(t *testing.T, conn driver.Conn, tiers string) *env {
 		t.Fatal(err)
 	}
 	e := &env{conn: conn, db: db, tiers: ts, now: time.UnixMilli(epoch + 1000*hour), marker: rollup.NewMarker(rollup.UnitWidth(ts))}
-	e.m, err = rollup.NewMaterializer(rollup.MaterializerConfig{
-		Database: db, Tiers: ts, Interval: time.Second, Settle: time.Minute,
+	e.st, err = store.New(store.Config{Database: db, Tiers: ts, TierRefresh: time.Minute}, conn, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.m, err = materialize.New(materialize.Config{
+		Tiers: ts, Interval: time.Second, Settle: time.Minute,
 		MaxUnits: 1000, TargetsPerRead: 2, Now: func() time.Time { return e.now },
-	}, conn, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	}, e.st, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,9 +95,11 @@ func (e *env) write(t *testing.T, samples []sample) {
 	if err := batch.Send(); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.marker.Mark(ctx, e.conn, e.db, targets, stamps, e.now); err != nil {
+	units := e.marker.Unmarked(targets, stamps, e.now.UnixMilli())
+	if err := e.st.InsertMarks(ctx, e.marker.Width(), units); err != nil {
 		t.Fatal(err)
 	}
+	e.marker.Remember(units, e.now.UnixMilli())
 }
 
 // materialize runs cycles until one finds nothing to do and returns the units the first
@@ -353,10 +362,10 @@ func TestMaterializeMatchesRaw(t *testing.T) {
 // aggregation of the deduplicated raw samples.
 func TestMaterializeReplicas(t *testing.T) {
 	e := newEnv(t, "raw:0,5m:0,1h:0")
-	second, err := rollup.NewMaterializer(rollup.MaterializerConfig{
-		Database: e.db, Tiers: e.tiers, Interval: time.Second, Settle: time.Minute,
+	second, err := materialize.New(materialize.Config{
+		Tiers: e.tiers, Interval: time.Second, Settle: time.Minute,
 		MaxUnits: 1000, TargetsPerRead: 2, Now: func() time.Time { return e.now },
-	}, e.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	}, e.st, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +384,7 @@ func TestMaterializeReplicas(t *testing.T) {
 		idle     [2]atomic.Bool
 		errs     = make(chan error, 2)
 	)
-	for i, m := range []*rollup.Materializer{e.m, second} {
+	for i, m := range []*materialize.Materializer{e.m, second} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -445,15 +454,14 @@ func TestMaterializeWaits(t *testing.T) {
 	}
 
 	// With 2 days of raw, a unit 3 days old is left alone.
-	conn := e.conn
 	tiers, err := rollup.ParseTiers("raw:2d,1h:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	old, err := rollup.NewMaterializer(rollup.MaterializerConfig{
-		Database: e.db, Tiers: tiers, Interval: time.Second, Settle: 0, MaxUnits: 10, TargetsPerRead: 1,
+	old, err := materialize.New(materialize.Config{
+		Tiers: tiers, Interval: time.Second, Settle: 0, MaxUnits: 10, TargetsPerRead: 1,
 		Now: func() time.Time { return time.UnixMilli(unit + 72*hour) },
-	}, conn, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	}, e.st, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,7 +495,7 @@ func TestDropExpired(t *testing.T) {
 	if before5m == 0 {
 		t.Fatal("no 5m rollups of the old day to expire")
 	}
-	dropped, err := rollup.DropExpired(context.Background(), e.conn, schema.Place{Database: e.db}, e.tiers, e.now)
+	dropped, err := e.st.DropExpiredRollups(context.Background(), e.now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -559,11 +567,11 @@ func TestMaterializeReplicaLag(t *testing.T) {
 			unit := epoch + 3000*hour
 			e.write(t, counterSamples(5, 51, unit, 10))
 			e.now = time.UnixMilli(unit + 2*hour)
-			m, err := rollup.NewMaterializer(rollup.MaterializerConfig{
-				Database: e.db, Tiers: e.tiers, Interval: time.Second, Settle: time.Minute,
+			m, err := materialize.New(materialize.Config{
+				Tiers: e.tiers, Interval: time.Second, Settle: time.Minute,
 				MaxUnits: 1000, TargetsPerRead: 2, Now: func() time.Time { return e.now },
 				ReplicaDelay: tc.replicaDelay,
-			}, e.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+			}, e.st, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package rollup_test
+package materialize_test
 
 import (
 	"context"
@@ -60,7 +60,7 @@ func bucketRows(t *testing.T, e *env, res int64, targets, fps []uint64, from, to
 	t.Helper()
 	// The rows read count versions that merges have not collapsed yet, which depends on
 	// when each engine merged; the buckets returned do not.
-	got, _, err := rollup.ReadBuckets(context.Background(), e.conn, e.db, res, targets, fps, from, to)
+	got, _, err := e.st.ReadBuckets(context.Background(), res, targets, fps, from, to)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func TestConformanceStatusAndRetention(t *testing.T) {
 	for i, e := range both {
 		e.optimize(t)
 
-		st, err := rollup.Status(context.Background(), e.conn, schema.Place{Database: e.db}, e.tiers)
+		st, err := e.st.Status(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -220,7 +220,7 @@ func TestConformanceStatusAndRetention(t *testing.T) {
 		}
 		status[i] = st
 
-		d, err := rollup.DropExpired(context.Background(), e.conn, schema.Place{Database: e.db}, e.tiers, e.now)
+		d, err := e.st.DropExpiredRollups(context.Background(), e.now)
 		if err != nil {
 			t.Fatal(err)
 		}

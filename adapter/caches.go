@@ -1,85 +1,12 @@
 package adapter
 
 import (
-	"context"
-	"fmt"
-	"strings"
 	"sync"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/prometheus/prompb"
 
-	"github.com/pyramid-metrics/pyramid/schema"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 )
-
-// InsertSamples writes b's sample columns into the samples table as one block, appending
-// whole columns rather than rows. The load generator calls it directly to measure what
-// ClickHouse takes without pyramid's HTTP and batching in front.
-func InsertSamples(ctx context.Context, conn driver.Conn, db string, b *Batch) error {
-	n := b.Samples()
-	if n == 0 {
-		return nil
-	}
-	batch, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+"."+schema.TableSamples+" (target, fingerprint, ts, value)")
-	if err != nil {
-		return fmt.Errorf("prepare insert of %d samples: %w", n, err)
-	}
-	defer batch.Close()
-	for i, col := range []any{b.Targets, b.Fingerprints, b.Timestamps, b.Values} {
-		if err := batch.Column(i).Append(col); err != nil {
-			return fmt.Errorf("append column %d of %d samples: %w", i, n, err)
-		}
-	}
-	if err := batch.Send(); err != nil {
-		return fmt.Errorf("insert %d samples: %w", n, err)
-	}
-	return nil
-}
-
-// InsertSeries writes series rows into series_input, whose views fill the series
-// catalogue and the label index.
-func InsertSeries(ctx context.Context, conn driver.Conn, db string, rows []SeriesRow) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	batch, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+"."+schema.TableSeriesInput+
-		" (fingerprint, target, metric_name, label_names, label_values, first_seen, last_seen)")
-	if err != nil {
-		return fmt.Errorf("prepare insert of %d series: %w", len(rows), err)
-	}
-	defer batch.Close()
-	for _, r := range rows {
-		if err := batch.Append(r.Fingerprint, r.Target, r.MetricName, r.Names, r.Values, r.FirstSeen, r.LastSeen); err != nil {
-			return fmt.Errorf("append series %d of %d: %w", r.Fingerprint, len(rows), err)
-		}
-	}
-	if err := batch.Send(); err != nil {
-		return fmt.Errorf("insert %d series: %w", len(rows), err)
-	}
-	return nil
-}
-
-// InsertMetadata stores metric metadata; nowMs versions the rows so the newest wins.
-func InsertMetadata(ctx context.Context, conn driver.Conn, db string, md []prompb.MetricMetadata, nowMs int64) error {
-	if len(md) == 0 {
-		return nil
-	}
-	batch, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+"."+schema.TableMetadata+
-		" (metric_family_name, type, help, unit, updated_ms)")
-	if err != nil {
-		return fmt.Errorf("prepare insert of %d metadata: %w", len(md), err)
-	}
-	defer batch.Close()
-	for _, m := range md {
-		if err := batch.Append(m.MetricFamilyName, strings.ToLower(m.Type.String()), m.Help, m.Unit, nowMs); err != nil {
-			return fmt.Errorf("append metadata of %q: %w", m.MetricFamilyName, err)
-		}
-	}
-	if err := batch.Send(); err != nil {
-		return fmt.Errorf("insert %d metadata: %w", len(md), err)
-	}
-	return nil
-}
 
 // hourMillis is the resolution of the series catalogue's first_seen and last_seen: a
 // series row is written again only when its samples reach an hour not yet recorded.
@@ -121,7 +48,7 @@ func (c *seriesCache) covers(fp uint64, minTs, maxTs int64) bool {
 
 // uncovered returns the rows whose span is not yet recorded. Call it just before an insert:
 // another batch may have recorded a row since validation.
-func (c *seriesCache) uncovered(rows []SeriesRow) []SeriesRow {
+func (c *seriesCache) uncovered(rows []store.SeriesRow) []store.SeriesRow {
 	out := rows[:0:0]
 	for _, r := range rows {
 		if !c.covers(r.Fingerprint, r.FirstSeen, r.LastSeen) {
@@ -132,7 +59,7 @@ func (c *seriesCache) uncovered(rows []SeriesRow) []SeriesRow {
 }
 
 // add records rows that ClickHouse has accepted.
-func (c *seriesCache) add(rows []SeriesRow) {
+func (c *seriesCache) add(rows []store.SeriesRow) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, r := range rows {
