@@ -147,7 +147,12 @@ func promAPI(ctx context.Context, baseURL, path string, form url.Values) (json.R
 // runQuery evaluates expr in mode on the Prometheus at baseURL.
 func runQuery(ctx context.Context, baseURL, expr string, mode queryMode) (promResult, error) {
 	path, form := mode.params(expr)
-	data, err := promAPI(ctx, baseURL, path, form)
+	return decodeQuery(promAPI(ctx, baseURL, path, form))
+}
+
+// decodeQuery decodes the data of a /api/v1/query or /api/v1/query_range answer; it takes
+// the request's error too, so that it can wrap any call that returns both.
+func decodeQuery(data json.RawMessage, err error) (promResult, error) {
 	if err != nil {
 		return promResult{}, err
 	}
