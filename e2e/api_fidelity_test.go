@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"net/url"
 	"sort"
 	"strconv"
@@ -184,7 +185,8 @@ func (r labelRequest) String() string {
 // runLabelList asks the API at baseURL for a list of strings (label names or values)
 // and returns it sorted.
 func runLabelList(ctx context.Context, baseURL string, r labelRequest) ([]string, error) {
-	data, err := promAPI(ctx, baseURL, r.path, r.form)
+	// Prometheus 2.42 serves label values to GET only.
+	data, err := apiDo(ctx, http.MethodGet, baseURL, r.path, r.form)
 	if err != nil {
 		return nil, err
 	}

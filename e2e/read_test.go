@@ -612,7 +612,7 @@ func readQueries(tl readTimeline) []readQuery {
 		`absent(e2e_nonexistent{job="x"})`,
 		`absent_over_time(e2e_nonexistent[1m])`,
 	)
-	add([]queryMode{atLate, atEnd, r5, r10, r1m}, `e2e_flapping`)
+	add([]queryMode{atLate, atEnd, r5, r10, r1m}, `e2e_flapping`, `timestamp(e2e_flapping)`)
 	add([]queryMode{atGap, r5, r10}, `absent(e2e_flapping)`)
 	addEmpty([]queryMode{atGap}, `e2e_flapping`)
 	addEmpty([]queryMode{atLate, atGap, atEnd, r5, r10}, `absent(e2e_scrapes_total)`, `absent(e2e_random{shard="a"})`)
@@ -628,7 +628,7 @@ func readQueries(tl readTimeline) []readQuery {
 	// More selectors.
 	add(std,
 		`e2e_requests_total{code=~"[45].."}`,
-		`e2e_requests_total{code!="200", method!~"(?i)get"}`,
+		`e2e_requests_total{code!="200", method!~"(?i)post"}`,
 		`e2e_latency_seconds_bucket{le="+Inf"}`,
 		`e2e_latency_seconds_bucket{handler="ui", le=~"0\\.[0-9]+"}`,
 		`{__name__=~"e2e_latency_seconds_(sum|count)", handler!="api"}`,
@@ -678,8 +678,8 @@ func readQueries(tl readTimeline) []readQuery {
 	)
 	// More binary operators: matching, comparison with and without bool, set operators.
 	add(std,
-		`e2e_requests_total / ignoring(method) group_left sum by (code) (e2e_requests_total)`,
-		`sum by (code) (e2e_requests_total) / ignoring(method) group_right e2e_requests_total`,
+		`e2e_requests_total / on(code) group_left sum by (code) (e2e_requests_total)`,
+		`sum by (code) (e2e_requests_total) / on(code) group_right e2e_requests_total`,
 		`e2e_latency_seconds_bucket / on(handler) group_left e2e_latency_seconds_count`,
 		`e2e_requests_total > 100`,
 		`e2e_requests_total > bool 100`,
@@ -722,7 +722,6 @@ func readQueries(tl readTimeline) []readQuery {
 		`scalar(sum(e2e_scrapes_total))`,
 		`scalar(e2e_requests_total)`,
 		`timestamp(e2e_scrapes_total)`,
-		`timestamp(e2e_flapping)`,
 		`sort(e2e_random)`,
 		`sort_desc(e2e_requests_total)`,
 		`label_replace(e2e_requests_total, "status", "${1}xx", "code", "(.).*")`,
@@ -737,7 +736,7 @@ func readQueries(tl readTimeline) []readQuery {
 		`max_over_time(e2e_random[30s:5s])`,
 		`rate(e2e_requests_total[1m:10s])`,
 		`sum_over_time(rate(e2e_requests_total[10s])[30s:5s] offset 5s)`,
-		`sum(e2e_requests_total offset 20s)`,
+		`sum(e2e_requests_total offset 10s)`,
 		fmt.Sprintf(`e2e_requests_total @ %s offset 5s`, promTime(tl.late)),
 	)
 	add([]queryMode{atGap}, `absent_over_time(e2e_flapping[3s])`)
