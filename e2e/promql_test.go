@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -68,9 +69,24 @@ func (p *promPoint) UnmarshalJSON(data []byte) error {
 	if len(pair) != 2 {
 		return fmt.Errorf("point %s has %d elements, want 2", data, len(pair))
 	}
-	p.t = string(pair[0])
+	// The timestamp is kept as Prometheus writes it (seconds with three decimals), so
+	// that 1.5 and 1.500 compare equal: the same instant, whatever the JSON spelling.
+	var ts json.Number
+	if err := json.Unmarshal(pair[0], &ts); err != nil {
+		return fmt.Errorf("decode timestamp of point %s: %w", data, err)
+	}
+	sec, err := ts.Float64()
+	if err != nil {
+		return fmt.Errorf("decode timestamp of point %s: %w", data, err)
+	}
+	p.t = promTime(int64(math.Round(sec * 1000)))
 	if err := json.Unmarshal(pair[1], &p.v); err != nil {
 		return fmt.Errorf("decode value of point %s: %w", data, err)
+	}
+	// A number is kept in one spelling of its bits, so that 1e+308 and the same value
+	// written out in full compare equal; a string result stays as it is.
+	if f, err := strconv.ParseFloat(p.v, 64); err == nil {
+		p.v = strconv.FormatFloat(f, 'g', -1, 64)
 	}
 	return nil
 }
@@ -147,7 +163,12 @@ func promAPI(ctx context.Context, baseURL, path string, form url.Values) (json.R
 // runQuery evaluates expr in mode on the Prometheus at baseURL.
 func runQuery(ctx context.Context, baseURL, expr string, mode queryMode) (promResult, error) {
 	path, form := mode.params(expr)
-	data, err := promAPI(ctx, baseURL, path, form)
+	return decodeQuery(promAPI(ctx, baseURL, path, form))
+}
+
+// decodeQuery decodes the data of a /api/v1/query or /api/v1/query_range answer; it takes
+// the request's error too, so that it can wrap any call that returns both.
+func decodeQuery(data json.RawMessage, err error) (promResult, error) {
 	if err != nil {
 		return promResult{}, err
 	}

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,6 +68,12 @@ func TestReadMatchesPrometheus(t *testing.T) {
 	backAt := time.Now()
 	sleepUntil(t, backAt.Add(18*time.Second), pyr.process, promA.process)
 	stopAt := time.Now()
+	// Prometheus answers /api/v1/metadata from its live targets only, so A's answer is
+	// taken while it still scrapes, for the Grafana replay.
+	metaA, err := apiDo(context.Background(), http.MethodGet, promA.url, "/api/v1/metadata", url.Values{"limit": {"40000"}})
+	if err != nil {
+		t.Fatalf("read A's metadata: %v", err)
+	}
 	promA.dropTargets(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -142,7 +151,7 @@ func TestReadMatchesPrometheus(t *testing.T) {
 	// anywhere would show up as a difference that remote read did not cause. A failure
 	// here is the write path's.
 	var writeDiff string
-	err := poll(90*time.Second, func() error {
+	err = poll(90*time.Second, func() error {
 		if err := allAlive(pyr.process, promA.process); err != nil {
 			return stopWaiting(err)
 		}
@@ -178,24 +187,55 @@ func TestReadMatchesPrometheus(t *testing.T) {
 	promB := startRemoteReader(t, st.prometheusBin, work, pyr.url)
 	logf("Prometheus B ready on %s, reading from pyramid", promB.url)
 
-	tl := readTimeline{
-		start:      firstScrape + 3000,
-		end:        stopAt.Add(-1500 * time.Millisecond).UnixMilli(),
-		late:       lateAt.Add(4 * time.Second).UnixMilli(),
-		gap:        goneAt.Add(backAt.Sub(goneAt) / 2).UnixMilli(),
-		beforeLate: lateAt.Add(-3 * time.Second).UnixMilli(),
-		lastReal:   lastReal,
-		afterStop:  lastStale + 2000,
+	// pyramid's own API answers with Prometheus 3's engine, whose windows are left-open
+	// (see apiDifferences). A's scrapes all land on the same millisecond of the second, so
+	// instants taken from them would put samples on window edges; every instant moves to
+	// a millisecond that holds no sample, except the edge instant, which puts an
+	// e2e_scrapes_total sample exactly 10s before it on purpose.
+	residue, err := edgeFreeResidue(want)
+	if err != nil {
+		t.Fatalf("choose the evaluation instants: %v", err)
 	}
+	var edgeSample int64
+	for _, ss := range scrapes {
+		edgeSample = ss[len(ss)/2].ts
+	}
+	at := func(ms int64) int64 { return withResidue(ms, residue) }
+	tl := readTimeline{
+		start:      at(firstScrape + 3000),
+		end:        at(stopAt.Add(-1500 * time.Millisecond).UnixMilli()),
+		late:       at(lateAt.Add(4 * time.Second).UnixMilli()),
+		gap:        at(goneAt.Add(backAt.Sub(goneAt) / 2).UnixMilli()),
+		beforeLate: at(lateAt.Add(-3 * time.Second).UnixMilli()),
+		lastReal:   lastReal,
+		afterStop:  at(lastStale + 2000),
+		edge:       edgeSample + 10_000,
+	}
+	logf("instants fall on millisecond %d of the second, which holds no sample; the edge instant is %s", residue, promTime(tl.edge))
+	// Subqueries evaluate on whole seconds; a sample there would sit on an inner window's
+	// edge whatever the instants, so pyramid's answers to them are compared only when no
+	// sample lies on a whole second.
+	subqueriesComparable := subqueryEdgeFree(want)
+	if !subqueriesComparable {
+		logf("a sample lies on a whole second: subqueries are compared between A and B only")
+	}
+	// apiURL is pyramid's own Prometheus query API.
+	apiURL := pyr.url
 	queries := readQueries(tl)
 	var (
 		table       strings.Builder
 		compared    int
 		differences int
+		apiCompared int
+		apiSkipped  int
 	)
-	fmt.Fprintf(&table, "%-84s %5s %8s %8s  %s\n", "query", "modes", "series", "points", "result")
+	fmt.Fprintf(&table, "%-84s %5s %8s %8s  %-6s %s\n", "query", "modes", "series", "points", "B", "API")
 	for _, q := range queries {
-		series, points, status := 0, 0, "same"
+		series, points, status, apiStatus := 0, 0, "same", "same"
+		diff, known := apiDifferences[q.expr]
+		if known {
+			apiStatus = "3.x"
+		}
 		for _, mode := range q.modes {
 			a, err := runQuery(ctx, promA.url, q.expr, mode)
 			if err != nil {
@@ -227,15 +267,53 @@ func TestReadMatchesPrometheus(t *testing.T) {
 				t.Errorf("query %s (%s, %s): A (Prometheus TSDB) and B (remote read from pyramid) differ; A has %d series and %d points, B %d and %d:\n%s",
 					q.expr, mode.name, mode.describe(), len(a.series), a.points(), len(b.series), b.points(), d)
 			}
+
+			// The third answer: pyramid's own API, which must be A's, or for the
+			// expressions of apiDifferences what A answers for their 3.x spelling.
+			if !subqueriesComparable && isSubquery.MatchString(q.expr) {
+				apiSkipped++
+				apiStatus = "skip"
+				continue
+			}
+			p, err := runQuery(ctx, apiURL, q.expr, mode)
+			if err != nil {
+				t.Errorf("query %s (%s) on pyramid's API: %v", q.expr, mode.name, err)
+				apiStatus = "ERROR"
+				continue
+			}
+			apiCompared++
+			wantAPI := a
+			if known {
+				if wantAPI, err = runQuery(ctx, promA.url, diff.onA, mode); err != nil {
+					t.Errorf("query %s (%s) on A: %v", diff.onA, mode.name, err)
+					apiStatus = "ERROR"
+					continue
+				}
+				if diff.differs && diffResults(a, wantAPI) == "" {
+					t.Errorf("query %s (%s): A answers %s the same, so the difference %q does not show; the test's timeline is off",
+						q.expr, mode.name, diff.onA, diff.reason)
+					apiStatus = "ERROR"
+				}
+			}
+			if d := diffResults(wantAPI, p); d != "" {
+				differences++
+				apiStatus = "DIFF"
+				what := "A (Prometheus TSDB)"
+				if known {
+					what = "A's answer to " + diff.onA + " (" + diff.reason + ")"
+				}
+				t.Errorf("query %s (%s, %s): %s and pyramid's API differ; A has %d series and %d points, pyramid %d and %d:\n%s",
+					q.expr, mode.name, mode.describe(), what, len(wantAPI.series), wantAPI.points(), len(p.series), p.points(), d)
+			}
 		}
 		label := q.expr
 		if len(q.modes) == 1 {
 			label += " (" + q.modes[0].name + ")"
 		}
-		fmt.Fprintf(&table, "%-84s %5d %8d %8d  %s\n", label, len(q.modes), series, points, status)
+		fmt.Fprintf(&table, "%-84s %5d %8d %8d  %-6s %s\n", label, len(q.modes), series, points, status, apiStatus)
 	}
 	for _, w := range readSeriesWindows(tl) {
-		status := "same"
+		status, apiStatus := "same", "same"
 		a, err := runSeries(ctx, promA.url, w)
 		if err != nil {
 			t.Errorf("series %s (%s) on A: %v", w.matches, w.name, err)
@@ -257,10 +335,46 @@ func TestReadMatchesPrometheus(t *testing.T) {
 			t.Errorf("series %s (%s, %s..%s): A (Prometheus TSDB) and B (remote read from pyramid) differ; A has %d series, B %d:\n%s",
 				w.matches, w.name, promTime(w.start), promTime(w.end), len(a), len(b), d)
 		}
-		fmt.Fprintf(&table, "%-84s %5d %8d %8s  %s\n", "series "+strings.Join(w.matches, " ")+" ("+w.name+")", 1, len(a), "-", status)
+		if p, err := runSeries(ctx, apiURL, w); err != nil {
+			t.Errorf("series %s (%s) on pyramid's API: %v", w.matches, w.name, err)
+			apiStatus = "ERROR"
+		} else if d := diffKeys(a, p); d != "" {
+			differences++
+			apiStatus = "DIFF"
+			t.Errorf("series %s (%s, %s..%s): A (Prometheus TSDB) and pyramid's API differ; A has %d series, pyramid %d:\n%s",
+				w.matches, w.name, promTime(w.start), promTime(w.end), len(a), len(p), d)
+		} else {
+			apiCompared++
+		}
+		fmt.Fprintf(&table, "%-84s %5d %8d %8s  %-6s %s\n", "series "+strings.Join(w.matches, " ")+" ("+w.name+")", 1, len(a), "-", status, apiStatus)
 	}
-	t.Logf("A vs B, query by query (series and points counted on A, over all modes):\n%s", table.String())
-	logf("compared %d answers of %d queries; %d differ", compared, len(queries), differences)
+	// Label names and values come from pyramid's API and A only: Prometheus 2.42 does not
+	// ask remote read for them, so B would answer from its empty TSDB.
+	for _, r := range labelRequests(firstScrape, lastStale) {
+		apiStatus := "same"
+		a, err := runLabelList(ctx, promA.url, r)
+		if err != nil {
+			t.Errorf("%s on A: %v", r, err)
+			continue
+		}
+		if len(a) == 0 {
+			t.Errorf("%s: A answers nothing, so the comparison would pass vacuously", r)
+			apiStatus = "ERROR"
+		}
+		if p, err := runLabelList(ctx, apiURL, r); err != nil {
+			t.Errorf("%s on pyramid's API: %v", r, err)
+			apiStatus = "ERROR"
+		} else if d := diffKeys(a, p); d != "" {
+			differences++
+			apiStatus = "DIFF"
+			t.Errorf("%s: A (Prometheus TSDB) and pyramid's API differ; A has %d entries, pyramid %d:\n%s", r, len(a), len(p), d)
+		} else {
+			apiCompared++
+		}
+		fmt.Fprintf(&table, "%-84s %5d %8d %8s  %-6s %s\n", r.String(), 1, len(a), "-", "-", apiStatus)
+	}
+	t.Logf("A vs B and vs pyramid's API, query by query (series and points counted on A, over all modes; API \"3.x\": compared with A's answer to the expression's 3.x spelling, see apiDifferences):\n%s", table.String())
+	logf("compared %d answers of %d queries between A and B and %d with pyramid's API (%d skipped); %d differ", compared, len(queries), apiCompared, apiSkipped, differences)
 
 	// B must really have read from pyramid, and without a single failed request: a
 	// failed remote read becomes a warning, which runQuery already refuses, but a count of
@@ -277,6 +391,10 @@ func TestReadMatchesPrometheus(t *testing.T) {
 		t.Errorf("pyramid answered %v remote reads, %v of them with 200; want all of at least one", all, ok)
 	}
 	logf("pyramid answered %v remote reads, %v of them with 200", all, ok)
+
+	t.Run("grafana", func(t *testing.T) {
+		replayGrafana(t, ctx, promA.url, apiURL, firstScrape, lastStale, metaA, subqueriesComparable)
+	})
 }
 
 // readTimeline holds the fixed instants (unix ms) the queries are evaluated at, all taken
@@ -288,6 +406,7 @@ type readTimeline struct {
 	beforeLate int64 // e2e_late has not appeared yet
 	lastReal   int64 // A's last scraped sample; after it come only stale markers
 	afterStop  int64 // every series has its stale marker
+	edge       int64 // an e2e_scrapes_total sample lies exactly 10s before it
 }
 
 // readQuery is one PromQL expression and the modes it is evaluated in. wantEmpty marks
@@ -299,6 +418,9 @@ type readQuery struct {
 	wantEmpty bool
 }
 
+// isSubquery finds a subquery's range, such as [30s:] or [1m:5s].
+var isSubquery = regexp.MustCompile(`\[[0-9a-z]+:`)
+
 func (m queryMode) describe() string {
 	if m.instant {
 		return "time=" + promTime(m.time)
@@ -308,16 +430,18 @@ func (m queryMode) describe() string {
 
 // readQueries is the suite. Unless a query says otherwise, it runs as instant queries at
 // three times and as range queries with steps of 5s, 10s (not aligned to the 5s ones) and
-// 1m (reaching from before A's first sample to after its last).
+// 1m (reaching from before A's first sample to after its last). All instants but the
+// edge one share a millisecond of the second that holds no sample (see edgeFreeResidue).
 func readQueries(tl readTimeline) []readQuery {
 	atLate := instantAt("instant, e2e_late there", tl.late)
 	atGap := instantAt("instant, e2e_flapping gone", tl.gap)
 	atEnd := instantAt("instant at the window's end", tl.end)
 	r5 := rangeOver("range 5s", tl.start, tl.end, 5*time.Second)
-	r10 := rangeOver("range 10s", tl.start+789, tl.end, 10*time.Second)
+	r10 := rangeOver("range 10s", tl.start+2000, tl.end, 10*time.Second)
 	r1m := rangeOver("range 1m", tl.end-3*60_000, tl.end+60_000, time.Minute)
 	acrossStop := rangeOver("range 1s across the stop", tl.end-10_000, tl.afterStop+10_000, time.Second)
 	afterStop := instantAt("instant after the stale markers", tl.afterStop)
+	atEdge := instantAt("instant with a sample on the 10s window's edge", tl.edge)
 	std := []queryMode{atLate, atGap, atEnd, r5, r10, r1m}
 
 	var qs []readQuery
@@ -488,7 +612,7 @@ func readQueries(tl readTimeline) []readQuery {
 		`absent(e2e_nonexistent{job="x"})`,
 		`absent_over_time(e2e_nonexistent[1m])`,
 	)
-	add([]queryMode{atLate, atEnd, r5, r10, r1m}, `e2e_flapping`)
+	add([]queryMode{atLate, atEnd, r5, r10, r1m}, `e2e_flapping`, `timestamp(e2e_flapping)`)
 	add([]queryMode{atGap, r5, r10}, `absent(e2e_flapping)`)
 	addEmpty([]queryMode{atGap}, `e2e_flapping`)
 	addEmpty([]queryMode{atLate, atGap, atEnd, r5, r10}, `absent(e2e_scrapes_total)`, `absent(e2e_random{shard="a"})`)
@@ -496,6 +620,127 @@ func readQueries(tl readTimeline) []readQuery {
 	add([]queryMode{acrossStop}, `e2e_scrapes_total`, `up`, `e2e_requests_total`)
 	add([]queryMode{afterStop}, `absent(e2e_scrapes_total)`, `count_over_time(e2e_scrapes_total[1m])`, `last_over_time(up[1m])`)
 	addEmpty([]queryMode{afterStop}, `e2e_scrapes_total`, `{job="exporter"}`, `up`)
+
+	// A sample exactly on a range window's left edge: in it for Prometheus 2.42, out of
+	// it for Prometheus 3 (see apiDifferences).
+	add([]queryMode{atEdge}, `count_over_time(e2e_scrapes_total[10s])`, `sum_over_time(e2e_scrapes_total[10s])`)
+
+	// More selectors.
+	add(std,
+		`e2e_requests_total{code=~"[45].."}`,
+		`e2e_requests_total{code!="200", method!~"(?i)post"}`,
+		`e2e_latency_seconds_bucket{le="+Inf"}`,
+		`e2e_latency_seconds_bucket{handler="ui", le=~"0\\.[0-9]+"}`,
+		`{__name__=~"e2e_latency_seconds_(sum|count)", handler!="api"}`,
+	)
+	// More over-time and counter functions.
+	add(std,
+		`deriv(e2e_scrapes_total[20s])`,
+		`predict_linear(e2e_scrapes_total[30s], 60)`,
+		`predict_linear(e2e_random{shard="b"}[1m], 10)`,
+		`delta(e2e_random{shard="c"}[30s])`,
+		`idelta(e2e_requests_total[10s])`,
+		`increase(e2e_latency_seconds_count[1m])`,
+		`rate(e2e_requests_total{code="500"}[20s])`,
+		`irate(e2e_latency_seconds_sum[30s])`,
+		`stdvar_over_time(e2e_requests_total[30s])`,
+		`present_over_time(e2e_flapping[10s])`,
+		`last_over_time(e2e_random[5s])`,
+		`min_over_time(e2e_special[10s])`,
+		`sum_over_time(e2e_random{shard=~"tiny|huge"}[30s])`,
+		`quantile_over_time(0.5, e2e_special[30s])`,
+		`changes(e2e_flapping[1m])`,
+		`resets(e2e_requests_total[1m])`,
+	)
+	// More classic histograms.
+	add(std,
+		`histogram_quantile(0.5, sum by (le) (rate(e2e_latency_seconds_bucket[1m])))`,
+		`histogram_quantile(0.75, e2e_latency_seconds_bucket)`,
+		`histogram_quantile(1, sum without (handler) (rate(e2e_latency_seconds_bucket[30s])))`,
+		`histogram_quantile(0, sum by (le, handler) (e2e_latency_seconds_bucket))`,
+	)
+	// More aggregations.
+	add(std,
+		`sum by (handler) (e2e_latency_seconds_count)`,
+		`min by (kind) (e2e_special)`,
+		`max without (code) (rate(e2e_requests_total[1m]))`,
+		`count without (method) (e2e_requests_total)`,
+		`stddev by (code) (e2e_requests_total)`,
+		`stdvar(e2e_random{shard=~"a|b|c"})`,
+		`topk by (code) (1, e2e_requests_total)`,
+		`bottomk without (shard) (1, e2e_random)`,
+		`quantile by (kind) (0.9, e2e_resets_total)`,
+		`count_values by (code) ("v", e2e_requests_total{method="GET"})`,
+		`group by (job) (up)`,
+		`group(e2e_odd_labels)`,
+		`avg(e2e_requests_total)`,
+		`sum(rate(e2e_requests_total[1m]))`,
+	)
+	// More binary operators: matching, comparison with and without bool, set operators.
+	add(std,
+		`e2e_requests_total / on(code) group_left sum by (code) (e2e_requests_total)`,
+		`sum by (code) (e2e_requests_total) / on(code) group_right e2e_requests_total`,
+		`e2e_latency_seconds_bucket / on(handler) group_left e2e_latency_seconds_count`,
+		`e2e_requests_total > 100`,
+		`e2e_requests_total > bool 100`,
+		`e2e_random < bool 500000`,
+		`e2e_requests_total == bool 0`,
+		`e2e_scrapes_total >= e2e_scrapes_total offset 5s`,
+		`2 * e2e_requests_total + 1`,
+		`e2e_random % 7`,
+		`e2e_requests_total ^ 0.5`,
+		`-e2e_random`,
+		`e2e_requests_total and e2e_requests_total{code="200"}`,
+		`e2e_requests_total or e2e_resets_total`,
+		`e2e_requests_total unless e2e_requests_total{method="GET"}`,
+		`e2e_requests_total and on(code) e2e_requests_total{method="get"}`,
+		`e2e_late or e2e_flapping`,
+	)
+	// Functions of values, labels and time.
+	add(std,
+		`abs(e2e_random - 500000)`,
+		`clamp(e2e_random, 1e5, 9e5)`,
+		`clamp_min(e2e_requests_total, 50)`,
+		`clamp_max(e2e_requests_total, 50)`,
+		`ceil(e2e_random)`,
+		`floor(e2e_random)`,
+		`round(e2e_random, 1000)`,
+		`sqrt(e2e_random)`,
+		`exp(e2e_resets_total)`,
+		`ln(e2e_random)`,
+		`log2(e2e_requests_total)`,
+		`log10(e2e_random)`,
+		`sin(e2e_random)`,
+		`atan(e2e_random)`,
+		`asin(e2e_random{shard=~"a|b|c"} / 1e6)`,
+		`deg(e2e_random)`,
+		`sgn(e2e_random - 500000)`,
+		`pi()`,
+		`time()`,
+		`vector(1)`,
+		`vector(time())`,
+		`scalar(sum(e2e_scrapes_total))`,
+		`scalar(e2e_requests_total)`,
+		`timestamp(e2e_scrapes_total)`,
+		`sort(e2e_random)`,
+		`sort_desc(e2e_requests_total)`,
+		`label_replace(e2e_requests_total, "status", "${1}xx", "code", "(.).*")`,
+		`label_replace(e2e_random, "shard", "", "shard", "a")`,
+		`label_join(e2e_requests_total, "cm", "-", "code", "method")`,
+		`hour(timestamp(e2e_scrapes_total))`,
+		`day_of_week()`,
+		`days_in_month(vector(time()))`,
+	)
+	// More subqueries and offsets.
+	add(std,
+		`max_over_time(e2e_random[30s:5s])`,
+		`rate(e2e_requests_total[1m:10s])`,
+		`sum_over_time(rate(e2e_requests_total[10s])[30s:5s] offset 5s)`,
+		`sum(e2e_requests_total offset 10s)`,
+		fmt.Sprintf(`e2e_requests_total @ %s offset 5s`, promTime(tl.late)),
+	)
+	add([]queryMode{atGap}, `absent_over_time(e2e_flapping[3s])`)
+	add([]queryMode{atLate, atGap, atEnd, r5, r10}, `max_over_time(e2e_random[10s] @ end())`)
 	return qs
 }
 
