@@ -164,6 +164,18 @@ func TestGuardRefusesBeforeReading(t *testing.T) {
 	if got := testutil.ToFloat64(f.api.refused); got != 1 {
 		t.Errorf("pyramid_api_queries_refused_total = %v, want 1", got)
 	}
+	// A year at a 15 s step passes Prometheus's 11,000 points per series too; the guard's
+	// estimate, which says what to change, comes first.
+	year := url.Values{"query": {`count({__name__=~".+"})`}, "start": {fmt.Sprint(f.end/1000 - 365*86400)},
+		"end": {fmt.Sprint(f.end / 1000)}, "step": {"15"}}
+	r = f.post(t, "/api/v1/query_range", year)
+	if e := r.decode(t); r.code != 422 || !strings.Contains(e.Error, "query would read about") {
+		t.Errorf("a year of every series at 15s: %d %q; want 422 with the estimate", r.code, e.Error)
+	}
+	year.Set("query", `count(guard_total{i="1"})`)
+	if r := f.post(t, "/api/v1/query_range", year); r.code != 400 || r.decode(t).ErrorType != "bad_data" {
+		t.Errorf("a year of one series at 15s: %d %s; want Prometheus's 400 for more than 11,000 points", r.code, r.body)
+	}
 	form.Set("query", `sum(rate(guard_total{i="1"}[5m]))`)
 	if r := f.post(t, "/api/v1/query_range", form); r.code != 200 {
 		t.Fatalf("the query over one series: %d %s; want 200", r.code, r.body)
