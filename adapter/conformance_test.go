@@ -289,7 +289,7 @@ func countSeries(t *testing.T, b string) int {
 
 // TestConformanceRoutedRead computes rollups on both engines and reads through the routing
 // with the hints Prometheus sends: the rollup tiers, the raw tier and the tiers' extents
-// (rollup.Status) must answer alike.
+// (store.Status) must answer alike.
 func TestConformanceRoutedRead(t *testing.T) {
 	d := newRouteData()
 	p := newEnginePair(t, withRollups(t))
