@@ -17,15 +17,22 @@
 	}
 	goal = (part[2] == "rollup") ? 0.5 : 1.5
 	ratio = v["pyramid/prometheus"]
-	pyrMem = v["pyramid-peak-MiB"]
-	promMem = v["prometheus-peak-MiB"]
-	promSide = sprintf("%.0f", promMem)
+	promSide = mem("prometheus")
 	# Prometheus over remote read needs the pyramid that serves it as well.
-	if ("prometheus-pyramid-peak-MiB" in v) promSide = sprintf("%.0f + %.0f", promMem, v["prometheus-pyramid-peak-MiB"])
-	rows[++n] = sprintf("  %-22s %9.3f %12.3f %9.2fx %7s %4s %9.0f %16s %11.0f %10.2g",
+	if ("prometheus-pyramid-peak-MiB" in v) promSide = promSide " + " mem("prometheus-pyramid")
+	rows[++n] = sprintf("  %-22s %9.3f %12.3f %9.2fx %7s %4s %12s %22s %12s %9.2g",
 		key, v["pyramid-s/query"], v["prometheus-s/query"], ratio, "<=" goal "x", (ratio <= goal) ? "yes" : "NO",
-		pyrMem, promSide, v["clickhouse-peak-MiB"], v["max-rel-diff"])
+		mem("pyramid"), promSide, mem("clickhouse"), v["max-rel-diff"])
+	cpu[n] = sprintf("  %-22s %12s %12s %19s %12s", key, ms("pyramid"), ms("prometheus"), ms("prometheus-pyramid"), ms("clickhouse"))
 }
+
+# mem is a process's peak MiB and, in parentheses, what it held when the case began.
+function mem(proc) {
+	if (!((proc "-peak-MiB") in v)) return "-"
+	return sprintf("%.0f (%.0f)", v[proc "-peak-MiB"], v[proc "-start-MiB"])
+}
+
+function ms(proc) { return ((proc "-cpu-ms/op") in v) ? sprintf("%.0f", v[proc "-cpu-ms/op"]) : "-" }
 
 END {
 	if (n == 0 && nguard == 0) {
@@ -35,9 +42,14 @@ END {
 	if (n > 0) {
 		print "Seconds per query and peak memory (MiB, VmHWM during the case), pyramid's API against Prometheus 2.42"
 		print "(rollup: reading pyramid through remote read, its MiB + that pyramid's; raw: its own TSDB); same run:"
-		printf "  %-22s %9s %12s %10s %7s %4s %9s %16s %11s %10s\n", "case", "pyramid s", "prometheus s", "ratio", "goal", "met", "pyramid", "prometheus", "clickhouse", "max diff"
+		printf "  %-22s %9s %12s %10s %7s %4s %12s %22s %12s %9s\n", "case", "pyramid s", "prometheus s", "ratio", "goal", "met", "pyramid", "prometheus", "clickhouse", "max diff"
 		for (j = 1; j <= n; j++) print rows[j]
-		print "ratio = pyramid / prometheus. clickhouse serves both sides in the rollup case, pyramid alone in the raw one."
+		print "ratio = pyramid / prometheus. MiB: peak (held when the case began). clickhouse serves both sides in the"
+		print "rollup case, pyramid alone in the raw one."
+		print ""
+		print "CPU ms per op (one query on each side) of each process:"
+		printf "  %-22s %12s %12s %19s %12s\n", "case", "pyramid", "prometheus", "prometheus-pyramid", "clickhouse"
+		for (j = 1; j <= n; j++) print cpu[j]
 	}
 	if (nguard > 0) {
 		print ""

@@ -46,6 +46,9 @@ import (
 //	max-rel-diff                         largest relative difference between the answers
 //	<process>-peak-MiB                   peak resident memory (VmHWM, reset before the
 //	                                     sub-benchmark) of each process serving the query
+//	<process>-start-MiB                  its resident memory when the peak was reset: what
+//	                                     it held from before, which the peak includes
+//	<process>-cpu-ms/op                  its CPU time per op (both sides' queries)
 //
 // ROLLUP_BENCH_DAYS and ROLLUP_BENCH_SERIES shrink the rollup case's data; -bench
 // 'BenchmarkQueryAPI/raw' runs the raw case alone. Run it alone
@@ -166,11 +169,18 @@ func runQueryBench(b *testing.B, c queryBenchCase, pyr, prom queryBenchSide, che
 			b.Fatal(err)
 		}
 	}
+	var procs []benchProc
 	for _, s := range sides {
-		for _, p := range s.procs {
-			if err := resetPeakRSS(p.pid); err != nil {
-				b.Fatalf("reset the peak memory of %s: %v", p.name, err)
-			}
+		procs = append(procs, s.procs...)
+	}
+	startKiB := make([]int64, len(procs))
+	for i, p := range procs {
+		if err := resetPeakRSS(p.pid); err != nil {
+			b.Fatalf("reset the peak memory of %s: %v", p.name, err)
+		}
+		var err error
+		if startKiB[i], err = peakRSSKiB(p.pid); err != nil {
+			b.Fatalf("read the memory of %s: %v", p.name, err)
 		}
 	}
 	run := func(s queryBenchSide) (promResult, time.Duration) {
@@ -205,6 +215,13 @@ func runQueryBench(b *testing.B, c queryBenchCase, pyr, prom queryBenchSide, che
 	// to agree before anything is timed.
 	_, _, points := pair(true)
 	runtime.GC()
+	cpuBefore := make([]time.Duration, len(procs))
+	for i, p := range procs {
+		var err error
+		if cpuBefore[i], err = benchCPUTime(p.pid); err != nil {
+			b.Fatalf("read the CPU time of %s: %v", p.name, err)
+		}
+	}
 	var pyrTotal, promTotal time.Duration
 	i := 0
 	for b.Loop() {
@@ -236,14 +253,20 @@ func runQueryBench(b *testing.B, c queryBenchCase, pyr, prom queryBenchSide, che
 	b.ReportMetric(pyrS/promS, "pyramid/prometheus")
 	b.ReportMetric(float64(points), "points/query")
 	b.ReportMetric(worst, "max-rel-diff")
-	for _, s := range sides {
-		for _, p := range s.procs {
-			kib, err := peakRSSKiB(p.pid)
-			if err != nil {
-				b.Fatalf("read the peak memory of %s: %v", p.name, err)
-			}
-			b.ReportMetric(float64(kib)/1024, p.name+"-peak-MiB")
+	for i, p := range procs {
+		cpu, err := benchCPUTime(p.pid)
+		if err != nil {
+			b.Fatalf("read the CPU time of %s: %v", p.name, err)
 		}
+		// Both sides' queries of each op: a process that serves both (ClickHouse in the
+		// rollup case) counts for both.
+		b.ReportMetric(float64((cpu-cpuBefore[i]).Microseconds())/1000/float64(b.N), p.name+"-cpu-ms/op")
+		kib, err := peakRSSKiB(p.pid)
+		if err != nil {
+			b.Fatalf("read the peak memory of %s: %v", p.name, err)
+		}
+		b.ReportMetric(float64(kib)/1024, p.name+"-peak-MiB")
+		b.ReportMetric(float64(startKiB[i])/1024, p.name+"-start-MiB")
 	}
 }
 
@@ -478,7 +501,8 @@ func clickhousePID(tb testing.TB, ch *clickhouseServer) int {
 }
 
 // resetPeakRSS sets a process's peak resident set size (VmHWM) to its current one, so that
-// the peak read afterwards is that of what ran in between (Linux's /proc/<pid>/clear_refs).
+// the peak read afterwards is that of what ran in between (Linux's /proc/<pid>/clear_refs);
+// read right after, the peak is the current size.
 func resetPeakRSS(pid int) error {
 	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
 }
