@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/pyramid-metrics/pyramid/rollup"
+	"github.com/pyramid-metrics/pyramid/rollup/materialize/materializetest"
 	"github.com/pyramid-metrics/pyramid/schema/chdbtest"
 	"github.com/pyramid-metrics/pyramid/schema/schematest"
 )
@@ -298,7 +299,7 @@ func TestConformanceRoutedRead(t *testing.T) {
 	}
 	for _, s := range []*testServer{p.legacy, p.modern} {
 		d.write(t, s)
-		materializeAll(t, s, tiers)
+		materializetest.Drain(t, s.srv.Store(), tiers)
 	}
 	routed := 0
 	for _, tc := range []struct {

@@ -3,19 +3,16 @@ package adapter_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"math"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/pyramid-metrics/pyramid/rollup"
-	"github.com/pyramid-metrics/pyramid/rollup/materialize"
+	"github.com/pyramid-metrics/pyramid/rollup/materialize/materializetest"
 )
 
 const (
@@ -117,7 +114,7 @@ func newRoutedServer(t *testing.T, d routeData, now func() time.Time) *testServe
 	t.Helper()
 	s, tiers := newTieredServer(t, now)
 	d.write(t, s)
-	materializeAll(t, s, tiers)
+	materializetest.Drain(t, s.srv.Store(), tiers)
 	return s
 }
 
@@ -414,7 +411,7 @@ func TestReadEdgesOfHistory(t *testing.T) {
 		want[l.String()] = samples
 	}
 	s.write(t, written...)
-	materializeAll(t, s, tiers)
+	materializetest.Drain(t, s.srv.Store(), tiers)
 
 	probe := []*prompb.LabelMatcher{{Type: prompb.LabelMatcher_EQ, Name: "job", Value: "probe"}}
 	lb := int64(5 * minuteMs)
@@ -527,32 +524,6 @@ func TestReadEdgesOfHistory(t *testing.T) {
 	}
 }
 
-// materializeAll runs the materializer until it finds no more work.
-func materializeAll(t *testing.T, s *testServer, tiers []rollup.Tier) {
-	t.Helper()
-	m, err := materialize.New(materialize.Config{
-		Tiers: tiers, Interval: time.Second, MaxUnits: 1000, TargetsPerRead: 64, Now: time.Now,
-	}, s.srv.Store(), slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The materializer versions by the second, and a unit marked in the second of its
-	// computation is computed again in the next cycle.
-	for i := 0; ; i++ {
-		n, err := m.Cycle(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			return
-		}
-		if i == 5 {
-			t.Fatal("the materializer still finds work after 5 cycles")
-		}
-		time.Sleep(1100 * time.Millisecond)
-	}
-}
-
 // diffReadSamples describes the first difference between two reads, by series.
 func diffReadSamples(got, want map[string][]readSample) string {
 	if len(got) != len(want) {
@@ -595,7 +566,7 @@ func TestConflictingWritesAnswerLikeMerges(t *testing.T) {
 	s.write(t, mk("a", 1), mk("b", 0), mk("c", 1))
 	s.write(t, mk("a", 0), mk("b", 1), mk("c", 1))
 	want := map[string]float64{"a": 0, "b": 1, "c": 1}
-	materializeAll(t, s, tiers)
+	materializetest.Drain(t, s.srv.Store(), tiers)
 
 	check := func(when string, wantConflicts float64) {
 		t.Helper()

@@ -186,7 +186,12 @@ func (r labelRequest) String() string {
 // and returns it sorted.
 func runLabelList(ctx context.Context, baseURL string, r labelRequest) ([]string, error) {
 	// Prometheus 2.42 serves label values to GET only.
-	data, err := apiDo(ctx, http.MethodGet, baseURL, r.path, r.form)
+	return labelList(ctx, http.MethodGet, baseURL, r)
+}
+
+// labelList sends r with method and returns the list of strings it answers, sorted.
+func labelList(ctx context.Context, method, baseURL string, r labelRequest) ([]string, error) {
+	data, err := apiDo(ctx, method, baseURL, r.path, r.form)
 	if err != nil {
 		return nil, err
 	}

@@ -273,18 +273,7 @@ func replayGrafana(t *testing.T, ctx context.Context, aURL, apiURL string, ref3 
 // compareLists compares one label name or value lookup on A and on pyramid as sets.
 func compareLists(t *testing.T, ctx context.Context, aURL, apiURL, method string, r labelRequest) {
 	t.Helper()
-	get := func(base string) ([]string, error) {
-		data, err := apiDo(ctx, method, base, r.path, r.form)
-		if err != nil {
-			return nil, err
-		}
-		var out []string
-		if err := json.Unmarshal(data, &out); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", r.path, err)
-		}
-		sort.Strings(out)
-		return out, nil
-	}
+	get := func(base string) ([]string, error) { return labelList(ctx, method, base, r) }
 	a, err := get(aURL)
 	if err != nil {
 		t.Errorf("%s on A: %v", r, err)
@@ -305,18 +294,5 @@ func compareLists(t *testing.T, ctx context.Context, aURL, apiURL, method string
 
 // seriesKeys runs a GET /api/v1/series and returns the series' canonical keys, sorted.
 func seriesKeys(ctx context.Context, base string, r labelRequest) ([]string, error) {
-	data, err := apiDo(ctx, http.MethodGet, base, r.path, r.form)
-	if err != nil {
-		return nil, err
-	}
-	var ms []map[string]string
-	if err := json.Unmarshal(data, &ms); err != nil {
-		return nil, fmt.Errorf("decode series: %w", err)
-	}
-	keys := make([]string, len(ms))
-	for i, m := range ms {
-		keys[i] = metricKey(m)
-	}
-	sort.Strings(keys)
-	return keys, nil
+	return decodeSeriesKeys(apiDo(ctx, http.MethodGet, base, r.path, r.form))
 }

@@ -312,7 +312,12 @@ type seriesWindow struct {
 // label strings, sorted.
 func runSeries(ctx context.Context, baseURL string, w seriesWindow) ([]string, error) {
 	form := url.Values{"match[]": w.matches, "start": {promTime(w.start)}, "end": {promTime(w.end)}}
-	data, err := promAPI(ctx, baseURL, "/api/v1/series", form)
+	return decodeSeriesKeys(promAPI(ctx, baseURL, "/api/v1/series", form))
+}
+
+// decodeSeriesKeys decodes the data of a /api/v1/series answer into the series' canonical
+// label strings, sorted; it takes the request's error too, as decodeQuery does.
+func decodeSeriesKeys(data json.RawMessage, err error) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}

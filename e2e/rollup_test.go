@@ -185,13 +185,37 @@ func checkRollupAccuracy(t *testing.T, tools map[string]string, chAddr string, e
 			status = "ROUTING"
 			t.Errorf("query %s (%s): %v", q.expr, q.mode.name, err)
 		}
+		// pyramid's own query API routes the same way from its engine's hints, and must
+		// hold the same bounds.
+		apiStatus := "ok"
+		p, err := runQuery(ctx, pyr.url, q.expr, q.mode)
+		if err == nil {
+			var afterAPI segmentCounts
+			if afterAPI, err = readSegments(pyr.url); err != nil {
+				t.Fatalf("read pyramid's metrics: %v", err)
+			}
+			if err := q.checkServed(afterAPI.minus(after)); err != nil {
+				apiStatus = "ROUTING"
+				t.Errorf("query %s (%s) on pyramid's API: %v", q.expr, q.mode.name, err)
+			}
+		}
+		if err != nil {
+			apiStatus = "ERROR"
+			t.Errorf("query %s (%s) on pyramid's API: %v", q.expr, q.mode.name, err)
+		} else if cp := compareAccuracy(a, p, func(key string, ts int64) accuracyTolerance { return q.tolerance(data, key, ts) }); len(cp.problems) > 0 {
+			differences++
+			apiStatus = "DIFF"
+			t.Errorf("query %s (%s, %s): pyramid's API is not within %s of A (Prometheus TSDB); %d of %d points differ:\n%s",
+				q.expr, q.mode.name, q.mode.describe(), q.allowed, len(cp.problems), cp.points, cp.report())
+		}
+		status += "/" + apiStatus
 		aroundResets := "-"
 		if c.widened > 0 {
 			aroundResets = fmt.Sprintf("%.3g (%d points)", c.maxWide, c.widened)
 		}
 		fmt.Fprintf(&table, "%-52s %-7s %6d %6d %9.3g %19s  %-22s %s\n", q.expr, q.mode.name, len(a.series), c.points, c.maxErr, aroundResets, served.describe(), status)
 	}
-	t.Logf("A vs B, query by query (errors relative to the larger answer, for sums and averages to the size of their terms; around resets: rate points whose range holds a reset, allowed scrape/range more):\n%s", table.String())
+	t.Logf("A vs B (and, after the slash in the result, vs pyramid's own API), query by query (errors relative to the larger answer, for sums and averages to the size of their terms; around resets: rate points whose range holds a reset, allowed scrape/range more):\n%s", table.String())
 	logf("%d queries differ beyond the documented error", differences)
 
 	// The routing must have reached both rollup tiers; without it every answer above would

@@ -45,11 +45,11 @@ type Storage interface {
 
 // API answers the query endpoints from a Storage.
 type API struct {
-	cfg       Config
-	st        Storage
-	engine    *promql.Engine
-	parser    parser.Parser
-	logger    *slog.Logger
+	cfg    Config
+	st     Storage
+	engine *promql.Engine
+	parser parser.Parser
+	logger *slog.Logger
 	// slots holds a token per query being evaluated (Config.MaxConcurrent).
 	slots    chan struct{}
 	duration *prometheus.HistogramVec
@@ -67,11 +67,11 @@ func New(cfg Config, st Storage, logger *slog.Logger, reg prometheus.Registerer)
 	p := parser.NewParser(parser.Options{})
 	interval := cfg.DefaultEvaluationInterval.Milliseconds()
 	a := &API{
-		cfg:       cfg,
-		st:        st,
-		parser:    p,
-		logger:    logger,
-		slots:     make(chan struct{}, cfg.MaxConcurrent),
+		cfg:    cfg,
+		st:     st,
+		parser: p,
+		logger: logger,
+		slots:  make(chan struct{}, cfg.MaxConcurrent),
 		engine: promql.NewEngine(promql.EngineOpts{
 			Logger:                   logger.With("component", "promql"),
 			Reg:                      prometheus.WrapRegistererWithPrefix("pyramid_", reg),

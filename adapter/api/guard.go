@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -17,9 +18,10 @@ import (
 // store's Plan.Tiers tokens, one group per selection that found series, comma-separated).
 const headerTiers = "X-Pyramid-Tiers"
 
-// admit estimates what e would read before it runs: the engine evaluates it over a
-// queryable in estimate mode, whose selections count series in the catalogue and points
-// per series from the tier each would be read from, and read no samples. Past
+// admit estimates what e would read before it runs: the engine starts it over a queryable
+// in estimate mode, whose selections count series in the catalogue and points per series
+// from the tier each would be read from, read no samples, and end the query once all are
+// selected (store.ErrEstimated). Past
 // Config.MaxSamples the query is refused (422), naming the estimate and the limit.
 func (a *API) admit(ctx context.Context, e evaluation, opts promql.QueryOpts, lookback time.Duration) error {
 	var est store.Estimate
@@ -29,7 +31,7 @@ func (a *API) admit(ctx context.Context, e evaluation, opts promql.QueryOpts, lo
 		return invalidParam(err, "query")
 	}
 	defer qry.Close()
-	if res := qry.Exec(ctx); res.Err != nil {
+	if res := qry.Exec(ctx); res.Err != nil && !errors.Is(res.Err, store.ErrEstimated) {
 		return res.Err
 	}
 	n := est.Samples()

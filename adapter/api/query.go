@@ -26,6 +26,8 @@ type evaluation struct {
 	start, end time.Time
 	step       time.Duration
 	limit      int
+	// tooManyPoints, when set, refuses the query once the guard has admitted it.
+	tooManyPoints error
 }
 
 func (a *API) query(w http.ResponseWriter, r *http.Request) result {
@@ -63,12 +65,15 @@ func (a *API) queryRange(w http.ResponseWriter, r *http.Request) result {
 	if step <= 0 {
 		return result{err: invalidParam(errors.New("zero or negative query resolution step widths are not accepted. Try a positive integer"), "step")}
 	}
-	// Prometheus's guard, with its message: a point per step, MaxPoints at most.
+	e := evaluation{endpoint: "query_range", query: r.FormValue("query"), start: start, end: end, step: step, limit: limit}
+	// Prometheus's guard, with its message: a point per step, MaxPoints at most. The
+	// query guard still runs first, so that a query that would also read too much is
+	// refused with its estimate, which says what to change.
 	if end.Sub(start)/step > time.Duration(a.cfg.MaxPoints) {
-		return result{err: &badDataError{fmt.Errorf("exceeded maximum resolution of %s points per timeseries. Try decreasing the query resolution (?step=XX)",
-			formatThousands(a.cfg.MaxPoints))}}
+		e.tooManyPoints = &badDataError{fmt.Errorf("exceeded maximum resolution of %s points per timeseries. Try decreasing the query resolution (?step=XX)",
+			formatThousands(a.cfg.MaxPoints))}
 	}
-	return a.evaluate(w, r, evaluation{endpoint: "query_range", query: r.FormValue("query"), start: start, end: end, step: step, limit: limit})
+	return a.evaluate(w, r, e)
 }
 
 // evaluate runs e on the engine under the request's context, so that a client that goes
@@ -125,6 +130,9 @@ func (a *API) evaluate(w http.ResponseWriter, r *http.Request, e evaluation) (re
 	}
 	began := time.Now()
 	out := &promql.Result{Err: a.admit(ctx, e, opts, lookback)}
+	if out.Err == nil && e.tooManyPoints != nil {
+		out.Err = e.tooManyPoints
+	}
 	if out.Err == nil {
 		out = qry.Exec(ctx)
 	}

@@ -20,7 +20,7 @@ import (
 
 	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/rollup"
-	"github.com/pyramid-metrics/pyramid/rollup/materialize"
+	"github.com/pyramid-metrics/pyramid/rollup/materialize/materializetest"
 	"github.com/pyramid-metrics/pyramid/schema/schematest"
 )
 
@@ -87,7 +87,7 @@ func newStoreFixture(t *testing.T, cfg Config, n int) *storeFixture {
 	if err := st.InsertMarks(ctx, width, rollup.NewMarker(width).Unmarked(targets, stamps, time.Now().UnixMilli())); err != nil {
 		t.Fatal(err)
 	}
-	materializeAll(t, st, tiers)
+	materializetest.Drain(t, st, tiers)
 	md := []prompb.MetricMetadata{
 		{MetricFamilyName: "guard_total", Type: prompb.MetricMetadata_COUNTER, Help: "Guarded things.", Unit: ""},
 		{MetricFamilyName: "fresh_total", Type: prompb.MetricMetadata_COUNTER, Help: "Fresh things.", Unit: "seconds"},
@@ -96,32 +96,6 @@ func newStoreFixture(t *testing.T, cfg Config, n int) *storeFixture {
 		t.Fatal(err)
 	}
 	return &storeFixture{testServer: newServerOn(t, cfg, st), conn: conn, db: db, start: start, end: start + (steps-1)*15_000}
-}
-
-// materializeAll runs the materializer until it finds no more work.
-func materializeAll(t *testing.T, st *store.Store, tiers []rollup.Tier) {
-	t.Helper()
-	m, err := materialize.New(materialize.Config{
-		Tiers: tiers, Interval: time.Second, MaxUnits: 1000, TargetsPerRead: 64, Now: time.Now,
-	}, st, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The materializer versions by the second, and a unit marked in the second of its
-	// computation is computed again in the next cycle.
-	for i := 0; ; i++ {
-		n, err := m.Cycle(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			return
-		}
-		if i == 5 {
-			t.Fatal("the materializer still finds work after 5 cycles")
-		}
-		time.Sleep(1100 * time.Millisecond)
-	}
 }
 
 // samplesQueries counts the logged queries of the fixture's samples table.
@@ -163,6 +137,18 @@ func TestGuardRefusesBeforeReading(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(f.api.refused); got != 1 {
 		t.Errorf("pyramid_api_queries_refused_total = %v, want 1", got)
+	}
+	// A year at a 15 s step passes Prometheus's 11,000 points per series too; the guard's
+	// estimate, which says what to change, comes first.
+	year := url.Values{"query": {`count({__name__=~".+"})`}, "start": {fmt.Sprint(f.end/1000 - 365*86400)},
+		"end": {fmt.Sprint(f.end / 1000)}, "step": {"15"}}
+	r = f.post(t, "/api/v1/query_range", year)
+	if e := r.decode(t); r.code != 422 || !strings.Contains(e.Error, "query would read about") {
+		t.Errorf("a year of every series at 15s: %d %q; want 422 with the estimate", r.code, e.Error)
+	}
+	year.Set("query", `count(guard_total{i="1"})`)
+	if r := f.post(t, "/api/v1/query_range", year); r.code != 400 || r.decode(t).ErrorType != "bad_data" {
+		t.Errorf("a year of one series at 15s: %d %s; want Prometheus's 400 for more than 11,000 points", r.code, r.body)
 	}
 	form.Set("query", `sum(rate(guard_total{i="1"}[5m]))`)
 	if r := f.post(t, "/api/v1/query_range", form); r.code != 200 {

@@ -42,7 +42,9 @@ type Options struct {
 	// hour (selectSeries).
 	FirstSeenAfter time.Time
 	// Estimate, when set, makes Select read nothing: each selection adds what it would read
-	// to the estimate and finds no series.
+	// to the estimate, and its series set fails with ErrEstimated. Prometheus's engine
+	// selects every selector of a query before it evaluates any, so the first failure ends
+	// the query with every selection estimated, however many steps it has.
 	Estimate *Estimate
 }
 
@@ -139,7 +141,7 @@ func (q *Querier) Select(ctx context.Context, _ bool, h *storage.SelectHints, ms
 		if err := q.s.estimate(ctx, q.o.Estimate, p, ms); err != nil {
 			return storage.ErrSeriesSet(err)
 		}
-		return storage.EmptySeriesSet()
+		return storage.ErrSeriesSet(ErrEstimated)
 	}
 	ss := q.SelectPlan(ctx, p, ms...)
 	if h != nil && h.Func == "series" {

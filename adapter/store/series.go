@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/prometheus/prometheus/model/labels"
 
@@ -34,28 +35,53 @@ type seriesFilter struct {
 	limit int
 }
 
-// selectSeries returns the series that ms select and that may hold samples in
-// [f.mint, f.maxt], sorted by labels as Prometheus sorts them. The catalogue records first and
-// last sample times only to the hour (see the write path's series cache), so the window is
-// widened by an hour on each side; a series with no sample in the window then simply has
-// none to return. More than f.limit matching series is ErrSeriesBudget, found without
-// holding more than f.limit of them: rows the prefilter lets through but the matchers reject are
-// dropped as they arrive.
-func (s *Store) selectSeries(ctx context.Context, ms []*labels.Matcher, f seriesFilter) ([]*selected, error) {
+// seriesWhere returns conditions on the series table, and their arguments, that hold for
+// the rows of every series ms select that may hold samples in [f.mint, f.maxt] (and was
+// first seen after f.firstSeenAfter): the matchers' prefilter, and the fingerprints whose
+// merged first and last sample fit the window. The window needs the rows of a series
+// merged, so it is a subquery over fingerprints alone; the label arrays are then read only
+// for the series it keeps. It names the stored table, because on a cluster it runs on each
+// shard as part of the Distributed query, and a series' rows live on its shard. exact
+// reports that no matcher is left for Prometheus's matcher to decide.
+//
+// The catalogue records first and last sample times only as the write path saw them (a
+// row is written when a series reaches an hour not yet recorded), so the window is widened
+// by an hour on each side; a series with no sample in the window then has none to return.
+func (s *Store) seriesWhere(ms []*labels.Matcher, f seriesFilter) (where string, args []any, exact bool) {
 	p := s.cfg.place()
-	where, args, _ := prefilter(ms, p.Database+"."+p.Stored(schema.TableSeriesLabels))
-	query := "SELECT fingerprint, any(target), any(label_names), any(label_values) FROM " + p.Database + "." + schema.TableSeries +
-		" WHERE " + where +
-		" GROUP BY fingerprint HAVING minMerge(first_seen) <= ? AND maxMerge(last_seen) >= ?"
-	args = append(args, saturatingAdd(f.maxt, hourMillis), saturatingAdd(f.mint, -hourMillis))
+	where, args, exact = prefilter(ms, p.Database+"."+p.Stored(schema.TableSeriesLabels))
+	var having []string
+	var hargs []any
+	// Samples are never before 1970 nor far in the future, so such bounds select every
+	// series and need no subquery.
+	if f.mint > 0 || f.maxt < 1<<53 {
+		having = append(having, "minMerge(first_seen) <= ? AND maxMerge(last_seen) >= ?")
+		hargs = append(hargs, saturatingAdd(f.maxt, hourMillis), saturatingAdd(f.mint, -hourMillis))
+	}
 	if f.firstSeenAfter != math.MinInt64 {
 		// The catalogue's first_seen is never before a series' first sample, and at most
 		// within the same hour after it (samples of an hour already recorded write no
 		// row), so no series new since then is missed, and a series found may be older
 		// by less than an hour.
-		query += " AND minMerge(first_seen) > ?"
-		args = append(args, f.firstSeenAfter)
+		having = append(having, "minMerge(first_seen) > ?")
+		hargs = append(hargs, f.firstSeenAfter)
 	}
+	if len(having) == 0 {
+		return where, args, exact
+	}
+	sub := "SELECT fingerprint FROM " + p.Database + "." + p.Stored(schema.TableSeries) + " WHERE " + where +
+		" GROUP BY fingerprint HAVING " + strings.Join(having, " AND ")
+	return where + " AND fingerprint IN (" + sub + ")", append(append(slices.Clone(args), args...), hargs...), exact
+}
+
+// selectSeries returns the series that ms select and that may hold samples in
+// [f.mint, f.maxt] (seriesWhere), sorted by labels as Prometheus sorts them. More than
+// f.limit matching series is ErrSeriesBudget, found without holding more than f.limit of
+// them: rows the prefilter lets through but the matchers reject are dropped as they arrive.
+func (s *Store) selectSeries(ctx context.Context, ms []*labels.Matcher, f seriesFilter) ([]*selected, error) {
+	where, args, _ := s.seriesWhere(ms, f)
+	query := "SELECT fingerprint, target, label_names, label_values FROM " + s.cfg.Database + "." + schema.TableSeries +
+		" WHERE " + where + " LIMIT 1 BY fingerprint"
 	rows, err := s.conn.Query(ctx, query, args...)
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("query series: %w", err))
@@ -95,83 +121,71 @@ func (s *Store) selectSeries(ctx context.Context, ms []*labels.Matcher, f series
 // labelNames returns the sorted label names of the series ms select in [mint, maxt] (all
 // series without matchers).
 func (s *Store) labelNames(ctx context.Context, mint, maxt int64, ms []*labels.Matcher) ([]string, error) {
-	return s.distinct(ctx, "arrayJoin(names)", nil, mint, maxt, ms, func(names, _ []string, add func(string)) {
-		for _, n := range names {
-			add(n)
-		}
-	})
+	return s.distinct(ctx, "arrayJoin(label_names)", nil, mint, maxt, ms)
 }
 
 // labelValues returns the sorted values of label name among the series ms select in
 // [mint, maxt]. A series without the label contributes nothing.
 func (s *Store) labelValues(ctx context.Context, name string, mint, maxt int64, ms []*labels.Matcher) ([]string, error) {
-	expr, args := "vals[indexOf(names, ?)]", []any{name}
 	if name == labels.MetricName {
-		expr, args = "name", nil
+		return s.distinct(ctx, "metric_name", nil, mint, maxt, ms)
 	}
-	return s.distinct(ctx, expr, args, mint, maxt, ms, func(names, values []string, add func(string)) {
-		for i, n := range names {
-			if n == name {
-				add(values[i])
-				return
-			}
-		}
-	})
+	return s.distinct(ctx, "label_values[indexOf(label_names, ?)]", []any{name}, mint, maxt, ms)
 }
 
-// distinct answers a label query from the catalogue alone, never the samples. Where the
-// matchers' SQL prefilter is exact (equality, and regexes Prometheus proves to be a
-// literal set), ClickHouse computes the distinct expr itself (over the columns name, names
-// and vals of each series); otherwise the candidate
-// series stream through the matchers and each adds its strings with pick.
-func (s *Store) distinct(ctx context.Context, expr string, exprArgs []any, mint, maxt int64, ms []*labels.Matcher,
-	pick func(names, values []string, add func(string))) ([]string, error) {
-	p := s.cfg.place()
-	where, args, exact := prefilter(ms, p.Database+"."+p.Stored(schema.TableSeriesLabels))
-	window := []any{saturatingAdd(maxt, hourMillis), saturatingAdd(mint, -hourMillis)}
-	// The aliases differ from the columns, which the WHERE clause names.
-	inner := "SELECT any(metric_name) AS name, any(label_names) AS names, any(label_values) AS vals FROM " +
-		p.Database + "." + schema.TableSeries + " WHERE " + where +
-		" GROUP BY fingerprint HAVING minMerge(first_seen) <= ? AND maxMerge(last_seen) >= ?"
+// distinct answers a label query from the catalogue alone, never the samples: the
+// distinct values of expr (with exprArgs) over the series ms select in [mint, maxt]. The
+// matchers the prefilter decides exactly (equality, and regexes Prometheus proves to be a
+// literal set) are left to ClickHouse; for each other one, ClickHouse returns the distinct
+// combinations of expr with that matcher's label value, far fewer than the series, and
+// Prometheus's matcher decides on them.
+func (s *Store) distinct(ctx context.Context, expr string, exprArgs []any, mint, maxt int64, ms []*labels.Matcher) ([]string, error) {
+	where, args, _ := s.seriesWhere(ms, seriesFilter{mint: mint, maxt: maxt, firstSeenAfter: math.MinInt64})
+	cols := []string{expr + " AS v"}
+	colArgs := slices.Clone(exprArgs)
+	var undecided []*labels.Matcher
+	for _, m := range ms {
+		if _, whole := valueConditions(m); whole {
+			continue
+		}
+		undecided = append(undecided, m)
+		alias := fmt.Sprintf(" AS m%d", len(undecided))
+		if m.Name == labels.MetricName {
+			cols = append(cols, "metric_name"+alias)
+			continue
+		}
+		cols = append(cols, "label_values[indexOf(label_names, ?)]"+alias)
+		colArgs = append(colArgs, m.Name)
+	}
+	query := "SELECT DISTINCT * FROM (SELECT " + strings.Join(cols, ", ") + " FROM " + s.cfg.Database + "." + schema.TableSeries +
+		" WHERE " + where + ") WHERE v != ''"
+	rows, err := s.conn.Query(ctx, query, append(colArgs, args...)...)
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("query distinct %s: %w", expr, err))
+	}
+	defer rows.Close()
 	set := map[string]struct{}{}
-	if exact {
-		query := "SELECT DISTINCT " + expr + " AS v FROM (" + inner + ") WHERE v != ''"
-		rows, err := s.conn.Query(ctx, query, append(append(exprArgs, args...), window...)...)
-		if err != nil {
-			return nil, unavailable(fmt.Errorf("query distinct %s: %w", expr, err))
+	vals := make([]string, len(cols))
+	dest := make([]any, len(cols))
+	for i := range vals {
+		dest[i] = &vals[i]
+	}
+	n := 0
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return nil, unavailable(fmt.Errorf("scan distinct %s after %d rows: %w", expr, n, err))
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var v string
-			if err := rows.Scan(&v); err != nil {
-				return nil, unavailable(fmt.Errorf("scan distinct %s after %d: %w", expr, len(set), err))
-			}
-			set[v] = struct{}{}
+		n++
+		ok := true
+		for i, m := range undecided {
+			ok = ok && m.Matches(vals[i+1])
 		}
-		if err := rows.Err(); err != nil {
-			return nil, unavailable(fmt.Errorf("read distinct %s after %d: %w", expr, len(set), err))
+		if ok {
+			set[vals[0]] = struct{}{}
 		}
-	} else {
-		rows, err := s.conn.Query(ctx, "SELECT names, vals FROM ("+inner+")", append(args, window...)...)
-		if err != nil {
-			return nil, unavailable(fmt.Errorf("query series for %s: %w", expr, err))
-		}
-		defer rows.Close()
-		var names, values []string
-		add := func(v string) { set[v] = struct{}{} }
-		n := 0
-		for rows.Next() {
-			if err := rows.Scan(&names, &values); err != nil {
-				return nil, unavailable(fmt.Errorf("scan series row %d: %w", n, err))
-			}
-			n++
-			if len(names) == len(values) && matches(ms, names, values) {
-				pick(names, values, add)
-			}
-		}
-		if err := rows.Err(); err != nil {
-			return nil, unavailable(fmt.Errorf("read series after %d rows: %w", n, err))
-		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, unavailable(fmt.Errorf("read distinct %s after %d rows: %w", expr, n, err))
 	}
 	out := make([]string, 0, len(set))
 	for v := range set {

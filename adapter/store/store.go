@@ -73,7 +73,10 @@ func (c Config) rawTier() string {
 // Errors a read may end with. A ClickHouse failure is ErrUnavailable, which readers turn
 // into 503 with Retry-After; a passed budget is ErrSeriesBudget or ErrSampleBudget, whose
 // limit the reader that set the budget knows.
+// ErrEstimated ends the series sets of an estimating reader (Options.Estimate): it is how
+// an estimate ends, not a failure.
 var (
+	ErrEstimated    = errors.New("selection estimated, not read")
 	ErrUnavailable  = errors.New("ClickHouse unavailable")
 	ErrSeriesBudget = errors.New("series budget exhausted")
 	ErrSampleBudget = errors.New("sample budget exhausted")

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -340,8 +341,8 @@ func TestEstimate(t *testing.T) {
 		// An hour's window: 240 intervals of 15 s, 241 samples.
 		h := &storage.SelectHints{Start: f.start, End: f.start + 3_600_000}
 		ss := f.st.Querier(f.start, f.end, store.Options{Estimate: &e}).Select(ctx, true, h, tc.ms...)
-		if ss.Next() || ss.Err() != nil {
-			t.Fatalf("an estimate's selection found series or failed: %v", ss.Err())
+		if ss.Next() || !errors.Is(ss.Err(), store.ErrEstimated) {
+			t.Fatalf("an estimate's selection found series or ended with %v, want ErrEstimated", ss.Err())
 		}
 		l := e.Largest()
 		if l.Series != tc.series {
