@@ -136,8 +136,9 @@ func benchQueryRaw(b *testing.B) {
 	prom := queryBenchSide{url: env.promURL, procs: env.promProcs}
 	// Every instant lies 500ms past a whole second and every sample on one: no sample sits on
 	// the edge of a range or lookback window, where Prometheus 2.42 (closed windows) and 3.x
-	// (left-open) disagree by design. The window leaves out the data's first hour, where the
-	// ranges reach before the first sample.
+	// (left-open) disagree by design. The window leaves out the data's first hour: where a
+	// rate's range reaches before a series' first sample, 3.x extrapolates differently from
+	// 2.42 (there pyramid answers what Prometheus 3's engine answers over the same TSDB).
 	start, end := env.start+time.Hour.Milliseconds()+500, env.last+500
 	day := func(step time.Duration) queryMode { return rangeOver("23h", start, end, step) }
 	cases := []queryBenchCase{
