@@ -132,7 +132,19 @@ func benchQueryRollup(b *testing.B) {
 // benchmark's day, then times the guard.
 func benchQueryRaw(b *testing.B) {
 	env := setupBenchRead(b)
-	pyr := queryBenchSide{url: env.pyramidURL, segmentsURL: env.pyramidURL, procs: env.pyramidProcs}
+	// The day has just been loaded: the materializer computes its rollups now, which must not
+	// be billed to the queries.
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{env.chAddr}, Auth: clickhouse.Auth{Database: "default"}, DialTimeout: 10 * time.Second})
+	if err != nil {
+		b.Fatalf("open ClickHouse %s: %v", env.chAddr, err)
+	}
+	defer conn.Close()
+	if err := poll(30*time.Minute, func() error {
+		return rollupsComplete(context.Background(), env.pyramid, conn, benchDB, env.last+1)
+	}); err != nil {
+		b.Fatalf("wait for the rollups of the day: %v", err)
+	}
+	pyr := queryBenchSide{url: env.pyramid.url, segmentsURL: env.pyramid.url, procs: env.pyramidProcs}
 	prom := queryBenchSide{url: env.promURL, procs: env.promProcs}
 	// Every instant lies 500ms past a whole second and every sample on one: no sample sits on
 	// the edge of a range or lookback window, where Prometheus 2.42 (closed windows) and 3.x

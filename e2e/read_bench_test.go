@@ -108,7 +108,8 @@ type benchReadEnv struct {
 	pyramidProcs, promProcs, remoteProcs []benchProc
 
 	// The servers themselves, for benchmarks that ask them more (BenchmarkQueryAPI).
-	pyramidURL, promURL, chAddr, bin, work string
+	pyramid                    *pyramidServer
+	promURL, chAddr, bin, work string
 }
 
 // benchProc is a server process whose CPU time a sub-benchmark reports as name-cpu-ms/op.
@@ -849,7 +850,7 @@ func setupBenchRead(b *testing.B) *benchReadEnv {
 	env.promProcs = []benchProc{{"prometheus", prom.cmd.Process.Pid}}
 	env.remoteProcs = []benchProc{{"prometheus", remote.cmd.Process.Pid}, pyrProc, chProc}
 
-	env.pyramidURL, env.promURL, env.chAddr, env.bin, env.work = pyrURL, promURL, ch.addr(), bin, work
+	env.pyramid, env.promURL, env.chAddr, env.bin, env.work = pyr, promURL, ch.addr(), bin, work
 	env.pyramidSamples = env.samplesReader(pyrURL + "/api/v1/read")
 	env.pyramidStreamed = env.streamedReader(b, "pyramid", pyrURL+"/api/v1/read")
 	env.pyramidPromQL = env.rangeReader(remoteURL)
