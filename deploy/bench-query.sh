@@ -10,8 +10,8 @@
 #   raw     the data of `make bench-read` (1,000 series x 1 day at 15s): pyramid's API
 #           against Prometheus's own TSDB (goal: pyramid at most 1.5x slower)
 #
-# It takes about 12 minutes on a 2-core machine, most of it loading the rollup data, and
-# several GiB of memory; run nothing else heavy meanwhile.
+# It takes about 9 minutes on a 2-core machine, 4 of them loading the rollup data, and about
+# 3 GiB of memory at its peak (ClickHouse 1.6 GiB); run nothing else heavy meanwhile.
 #
 # Env (defaults): BENCHTIME (3x: timed query pairs per case, after one untimed pair),
 # BENCH (BenchmarkQueryAPI, the -bench pattern: BenchmarkQueryAPI/raw runs the raw case
