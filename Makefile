@@ -3,7 +3,7 @@
 #   make stop     stop the local stack (data stays in var/stack)
 #   make run-cluster / stop-cluster   the same with a 2x2 ClickHouse cluster (var/stack-cluster)
 #   make test     what CI runs: go test ./... against a private ClickHouse, then brief fuzzing
-#   make bench / bench-load / bench-read / bench-rollup / bench-cluster / fuzz / clean
+#   make bench / bench-load / bench-read / bench-rollup / bench-query / bench-cluster / fuzz / clean
 # The shell scripts in deploy/ do the work; each says what it does at the top.
 
 SHELL := /bin/bash
@@ -17,7 +17,7 @@ FUZZ_TARGETS ?= adapter:FuzzDecodeWriteRequest adapter:FuzzParseWriteRequest ada
 TEST_FUZZTIME ?= 15s
 FUZZTIME ?= 60s
 
-.PHONY: build run stop run-cluster stop-cluster test bench bench-load bench-read bench-rollup bench-cluster fuzz clean
+.PHONY: build run stop run-cluster stop-cluster test bench bench-load bench-read bench-rollup bench-query bench-cluster fuzz clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/pyramid ./cmd/pyramid
@@ -62,6 +62,14 @@ bench-read:
 # ROLLUP_BENCH_DAYS / ROLLUP_BENCH_SERIES shrink the data.
 bench-rollup:
 	bash deploy/bench-rollup.sh
+
+# pyramid's own /api/v1/query_range against the same PromQL through Prometheus 2.42, same run:
+# on the bench-rollup data against a Prometheus reading pyramid by remote read, and on the
+# bench-read day against Prometheus's own TSDB; every answer compared, peak memory of each
+# side, and the guard's refusal of a year at a 15s step timed. BENCHTIME (default 3x),
+# ROLLUP_BENCH_DAYS / ROLLUP_BENCH_SERIES shrink the rollup data.
+bench-query:
+	bash deploy/bench-query.sh
 
 # Ingest through pyramid into a 1-shard and a 2-shard local ClickHouse cluster, one after
 # the other, then the rate ratio and CPU per million samples (CLUSTER_LAYOUTS, LOADGEN_ARGS).

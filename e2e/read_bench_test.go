@@ -106,6 +106,10 @@ type benchReadEnv struct {
 
 	// The processes that serve each kind of read, whose CPU time the reads report.
 	pyramidProcs, promProcs, remoteProcs []benchProc
+
+	// The servers themselves, for benchmarks that ask them more (BenchmarkQueryAPI).
+	pyramid                    *pyramidServer
+	promURL, chAddr, bin, work string
 }
 
 // benchProc is a server process whose CPU time a sub-benchmark reports as name-cpu-ms/op.
@@ -846,6 +850,7 @@ func setupBenchRead(b *testing.B) *benchReadEnv {
 	env.promProcs = []benchProc{{"prometheus", prom.cmd.Process.Pid}}
 	env.remoteProcs = []benchProc{{"prometheus", remote.cmd.Process.Pid}, pyrProc, chProc}
 
+	env.pyramid, env.promURL, env.chAddr, env.bin, env.work = pyr, promURL, ch.addr(), bin, work
 	env.pyramidSamples = env.samplesReader(pyrURL + "/api/v1/read")
 	env.pyramidStreamed = env.streamedReader(b, "pyramid", pyrURL+"/api/v1/read")
 	env.pyramidPromQL = env.rangeReader(remoteURL)

@@ -101,6 +101,8 @@ type rollupBenchEnv struct {
 	raw, routed          *rollupBenchSide
 	ch                   *clickhouseServer
 	began                time.Time
+	// bin and work are the pyramid binary and the working directory, for more servers.
+	bin, work string
 }
 
 // rollupBenchSide is one way of answering: a pyramid and the Prometheus that reads from it.
@@ -169,6 +171,7 @@ func setupRollupBench(b *testing.B) *rollupBenchEnv {
 
 	work := b.TempDir()
 	bin := buildPyramid(b, work)
+	env.bin, env.work = bin, work
 	ch := startClickHouse(b)
 	env.ch = ch
 	env.logf(b, "ClickHouse ready on %s", ch.addr())
@@ -688,20 +691,11 @@ func (env *rollupBenchEnv) logServers(tb testing.TB) {
 
 // rollupBenchPeakRSS reads a process's peak resident set size (VmHWM) from /proc.
 func rollupBenchPeakRSS(pid int) string {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	kib, err := peakRSSKiB(pid)
 	if err != nil {
 		return err.Error()
 	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kib, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				return strings.TrimSpace(v)
-			}
-			return fmt.Sprintf("%.0f MiB", float64(kib)/1024)
-		}
-	}
-	return "no VmHWM in /proc/" + strconv.Itoa(pid) + "/status"
+	return fmt.Sprintf("%.0f MiB", float64(kib)/1024)
 }
 
 // rollupBenchPrometheus runs a Prometheus 2.42 with an empty TSDB whose only data is the
