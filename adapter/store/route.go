@@ -54,16 +54,6 @@ func (p Plan) Tiers() string {
 	return b.String()
 }
 
-// Coarsest is the resolution, in ms, of the coarsest segment of the plan: 0 for raw
-// samples. It sizes the estimate of points a selection reads.
-func (p Plan) Coarsest() int64 {
-	var res int64
-	for _, sg := range p.segments {
-		res = max(res, sg.Res)
-	}
-	return res
-}
-
 // tierExtents caches what each tier holds, for routing. It is refreshed at most every
 // Config.TierRefresh: reads only need to know roughly where raw data ends and how far
 // the rollup job has come, and Status costs a handful of queries.
