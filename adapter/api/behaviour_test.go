@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/annotations"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 )
 
 // gatedQueryable is a real TSDB whose Select waits until its context ends, as a slow
@@ -309,7 +310,7 @@ func TestStorageErrors(t *testing.T) {
 		code      int
 		errorType string
 	}{
-		{"unavailable", fmt.Errorf("connect to ClickHouse: %w", ErrUnavailable), http.StatusServiceUnavailable, "unavailable"},
+		{"unavailable", fmt.Errorf("connect to ClickHouse: %w", store.ErrUnavailable), http.StatusServiceUnavailable, "unavailable"},
 		{"refused", &RefusedError{Reason: "estimated 9000000 samples, limit 1000: use a larger step"}, http.StatusUnprocessableEntity, "execution"},
 	} {
 		srv := newTestServer(t, testConfig(), &failingQueryable{Queryable: db, err: tc.err})

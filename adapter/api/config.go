@@ -32,7 +32,7 @@ type Config struct {
 	DefaultEvaluationInterval time.Duration
 	// MaxPoints bounds the points per series of a range query (DefaultMaxPoints).
 	MaxPoints int
-	// RetryAfter is sent with every 503 caused by ErrUnavailable.
+	// RetryAfter is sent with every 503 caused by store.ErrUnavailable.
 	RetryAfter time.Duration
 	// Build is reported by /api/v1/status/buildinfo.
 	Build BuildInfo

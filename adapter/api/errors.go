@@ -11,11 +11,6 @@ import (
 	"github.com/pyramid-metrics/pyramid/adapter/store"
 )
 
-// ErrUnavailable marks a storage error that asking again later can cure, such as ClickHouse
-// being down: the answer is 503 "unavailable" with Retry-After. The store wraps its errors
-// with it (fmt.Errorf("select series: %w: %w", api.ErrUnavailable, err)).
-var ErrUnavailable = errors.New("storage unavailable")
-
 // RefusedError is a query the store refuses to run as asked, such as one whose estimated
 // cost passes a limit. Asking again cannot help, a narrower query can: the answer is 422
 // "execution", as Prometheus answers queries that load too many samples.
@@ -77,7 +72,7 @@ func classifyKind(err error) (errorType string, code int, retry, known bool) {
 	switch {
 	case errors.As(err, &bad), errors.As(err, &parseErr), errors.As(err, &onePErr):
 		return errorBadData, http.StatusBadRequest, false, true
-	case errors.Is(err, ErrUnavailable), errors.Is(err, store.ErrUnavailable):
+	case errors.Is(err, store.ErrUnavailable):
 		return errorUnavailable, http.StatusServiceUnavailable, true, true
 	case errors.As(err, &refused), errors.As(err, &samples), errors.Is(err, store.ErrSampleBudget), errors.Is(err, store.ErrSeriesBudget):
 		return errorExec, http.StatusUnprocessableEntity, false, true

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 )
 
 func TestParseTime(t *testing.T) {
@@ -133,7 +134,7 @@ func TestClassify(t *testing.T) {
 		{"bad parameter", invalidParam(errors.New("x"), "time"), "bad_data", http.StatusBadRequest, false},
 		{"parse error", parseErr, "bad_data", http.StatusBadRequest, false},
 		{"one parse error", &parser.ParseErr{Err: errors.New("x")}, "bad_data", http.StatusBadRequest, false},
-		{"unavailable", fmt.Errorf("expanding series: %w", fmt.Errorf("select: %w", ErrUnavailable)), "unavailable", http.StatusServiceUnavailable, true},
+		{"unavailable", fmt.Errorf("expanding series: %w", fmt.Errorf("select: %w", store.ErrUnavailable)), "unavailable", http.StatusServiceUnavailable, true},
 		{"refused", fmt.Errorf("expanding series: %w", &RefusedError{Reason: "too big"}), "execution", http.StatusUnprocessableEntity, false},
 		{"too many samples", promql.ErrTooManySamples("query execution"), "execution", http.StatusUnprocessableEntity, false},
 		{"query canceled", promql.ErrQueryCanceled("query execution"), "canceled", 499, false},
@@ -141,7 +142,7 @@ func TestClassify(t *testing.T) {
 		{"query timeout", promql.ErrQueryTimeout("query execution"), "timeout", http.StatusServiceUnavailable, false},
 		{"deadline", fmt.Errorf("expanding series: %w", context.DeadlineExceeded), "timeout", http.StatusServiceUnavailable, false},
 		{"storage", promql.ErrStorage{Err: errors.New("disk")}, "internal", http.StatusInternalServerError, false},
-		{"storage unavailable", promql.ErrStorage{Err: ErrUnavailable}, "unavailable", http.StatusServiceUnavailable, true},
+		{"storage unavailable", promql.ErrStorage{Err: store.ErrUnavailable}, "unavailable", http.StatusServiceUnavailable, true},
 		{"evaluation", errors.New("vector cannot contain metrics with the same labelset"), "execution", http.StatusUnprocessableEntity, false},
 	} {
 		errorType, code, retry := classify(tc.err)
