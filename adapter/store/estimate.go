@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 
@@ -98,13 +99,12 @@ func pointsPerSeries(p Plan, interval int64) int64 {
 	return n
 }
 
-// countSeries counts the series ms select in [mint, maxt] from the catalogue alone. A
-// regex the prefilter cannot express exactly is matched by ClickHouse's match(), anchored
+// countSeries counts the series ms select in [mint, maxt] from the catalogue alone, by the
+// same conditions as a selection (seriesWhere). A regex the prefilter cannot express exactly is matched by ClickHouse's match(), anchored
 // as Prometheus anchors it: RE2 on both sides, close enough for an estimate, which is all
 // this count is for (answers always use Prometheus's own matcher).
 func (s *Store) countSeries(ctx context.Context, ms []*labels.Matcher, mint, maxt int64) (int64, error) {
-	p := s.cfg.place()
-	where, args, _ := prefilter(ms, p.Database+"."+p.Stored(schema.TableSeriesLabels))
+	where, args, _ := s.seriesWhere(ms, seriesFilter{mint: mint, maxt: maxt, firstSeenAfter: math.MinInt64})
 	for _, m := range ms {
 		if m.Type != labels.MatchRegexp && m.Type != labels.MatchNotRegexp {
 			continue
@@ -123,9 +123,7 @@ func (s *Store) countSeries(ctx context.Context, ms []*labels.Matcher, mint, max
 		where += " AND " + cond
 		args = append(append(args, colArgs...), "^(?s:"+m.Value+")$")
 	}
-	query := "SELECT count() FROM (SELECT fingerprint FROM " + p.Database + "." + schema.TableSeries + " WHERE " + where +
-		" GROUP BY fingerprint HAVING minMerge(first_seen) <= ? AND maxMerge(last_seen) >= ?)"
-	args = append(args, saturatingAdd(maxt, hourMillis), saturatingAdd(mint, -hourMillis))
+	query := "SELECT uniqExact(fingerprint) FROM " + s.cfg.Database + "." + schema.TableSeries + " WHERE " + where
 	var n uint64
 	if err := s.conn.QueryRow(ctx, query, args...).Scan(&n); err != nil {
 		return 0, unavailable(fmt.Errorf("count series: %w", err))
