@@ -19,7 +19,8 @@ const histResetScrape = 20
 
 // histExporter is a scrape target serving native histograms with client_golang, in the
 // protobuf exposition format that Prometheus asks for when its native-histograms feature is
-// on. Every scrape first observes values that depend only on the scrape's number, so the
+// on. Each series has its own "kind" label, so that functions that drop the metric name
+// keep them apart. Every scrape first observes values that depend only on the scrape's number, so the
 // histograms change as the scrapes go on and nothing depends on timing:
 //
 //   - e2e_nh_mixed_seconds: exponential buckets (schema 3) with positive and negative
@@ -47,7 +48,7 @@ type histExporter struct {
 // histGaugeName is the family the gatherer retypes as a gauge histogram.
 const histGaugeName = "e2e_nh_gauge_bytes"
 
-var histGaugeDesc = prometheus.NewDesc(histGaugeName, "A gauge histogram: counts go up and down.", []string{"pool"}, nil)
+var histGaugeDesc = prometheus.NewDesc(histGaugeName, "A gauge histogram: counts go up and down.", []string{"pool"}, prometheus.Labels{"kind": "gauge"})
 
 // startHistExporter serves the histograms until t ends. Each has observations before the
 // first scrape: client_golang marks an empty native histogram with a zero-length span,
@@ -57,15 +58,18 @@ func startHistExporter(t *testing.T) *histExporter {
 	e := &histExporter{
 		mixed: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "e2e_nh_mixed_seconds", Help: "Positive, negative and zero observations.",
+			ConstLabels:                  prometheus.Labels{"kind": "mixed"},
 			NativeHistogramBucketFactor:  1.1,
 			NativeHistogramZeroThreshold: 1.0 / 128,
 		}),
 		reset: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "e2e_nh_reset_seconds", Help: "Restarts from zero mid-test.",
+			ConstLabels:                 prometheus.Labels{"kind": "reset"},
 			NativeHistogramBucketFactor: 1.1,
 		}, []string{"path"}),
 		wide: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "e2e_nh_wide_seconds", Help: "Ever wider observations; the resolution drops.",
+			ConstLabels:                    prometheus.Labels{"kind": "wide"},
 			NativeHistogramBucketFactor:    1.02,
 			NativeHistogramMaxBucketNumber: 12,
 			// Zero keeps client_golang from resetting the histogram to shed buckets: it

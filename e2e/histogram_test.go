@@ -57,12 +57,16 @@ func TestNativeHistogramsMatchPrometheus(t *testing.T) {
 	bin := buildPyramid(t, work)
 	ch := startClickHouse(t)
 	pyr := startPyramid(t, bin, ch.addr(), "e2e_hist", work)
+	// The second pyramid gets only the histogram series (write_relabel_configs), as a
+	// user sending only some metrics would: its tables then hold no float sample at all.
+	only := startPyramid(t, bin, ch.addr(), "e2e_hist_only", work, "PYRAMID_TEST_LOG=pyramid-only.log")
+	only.name = "pyramid (histograms only)"
 	exp := startHistExporter(t)
-	promA := startHistPrometheus(t, tools["prometheus"], work, exp.hostPort(), pyr.url)
-	logf("ClickHouse, pyramid (%s) and Prometheus A (%s) ready", pyr.url, promA.url)
+	promA := startHistPrometheus(t, tools["prometheus"], work, histPrometheusConfig(exp.hostPort(), pyr.url, only.url, true))
+	logf("ClickHouse, pyramid (%s), pyramid with histograms only (%s) and Prometheus A (%s) ready", pyr.url, only.url, promA.url)
 
 	waitFor(t, fmt.Sprintf("Prometheus A to scrape the histograms %d times", histScrapes), 3*time.Minute, func() error {
-		if err := allAlive(pyr.process, promA.process); err != nil {
+		if err := allAlive(pyr.process, only.process, promA.process); err != nil {
 			return stopWaiting(err)
 		}
 		if n := exp.scrapeCount(); n < histScrapes {
@@ -72,7 +76,7 @@ func TestNativeHistogramsMatchPrometheus(t *testing.T) {
 	})
 	// The job stays and its target goes, which makes 2.42 write a stale marker to every
 	// series of the target (see dropTargets in read_test.go).
-	promA.reloadConfig(t, histPrometheusConfig(exp.hostPort(), pyr.url, false))
+	promA.reloadConfig(t, histPrometheusConfig(exp.hostPort(), pyr.url, only.url, false))
 	logf("Prometheus A scraped %d times and dropped its target", exp.scrapeCount())
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -84,7 +88,7 @@ func TestNativeHistogramsMatchPrometheus(t *testing.T) {
 	}
 	var wantChunks chunkedSet
 	waitFor(t, "Prometheus A to end every series with a stale marker", 90*time.Second, func() error {
-		if err := allAlive(pyr.process, promA.process); err != nil {
+		if err := allAlive(pyr.process, only.process, promA.process); err != nil {
 			return stopWaiting(err)
 		}
 		s, err := readChunked(ctx, promA.url, query)
@@ -110,15 +114,11 @@ func TestNativeHistogramsMatchPrometheus(t *testing.T) {
 	// with a 4xx are dropped by Prometheus and counted as failed: retrying cannot help then.
 	var writeDiff string
 	err = poll(90*time.Second, func() error {
-		if err := allAlive(pyr.process, promA.process); err != nil {
+		if err := allAlive(pyr.process, only.process, promA.process); err != nil {
 			return stopWaiting(err)
 		}
-		failed, err := sumMetric(promA.url+"/metrics", "prometheus_remote_storage_histograms_failed_total", nil)
-		if err != nil {
-			return err
-		}
-		if failed > 0 {
-			return stopWaiting(fmt.Errorf("Prometheus A failed to send %v histograms: pyramid refused them; its log says why", failed))
+		if err := histogramsFailed(promA.url, pyr.url); err != nil {
+			return stopWaiting(err)
 		}
 		got, err := readSampled(ctx, pyr.url, query)
 		if err != nil {
@@ -152,6 +152,44 @@ func TestNativeHistogramsMatchPrometheus(t *testing.T) {
 		}
 		checkHistHints(t, wantChunks, sampled, streamed)
 		checkChunkEncoding(t, sampled, streamed)
+	})
+
+	// The histogram-only pyramid must answer A's histogram series just the same, though
+	// no float sample tells it that it holds data for the window.
+	t.Run("histograms_only", func(t *testing.T) {
+		wantHists := pointSet{}
+		for k, ps := range want {
+			if strings.Contains(k, `__name__="e2e_nh_`) {
+				wantHists[k] = ps
+			}
+		}
+		var diff string
+		err := poll(30*time.Second, func() error {
+			if err := allAlive(only.process, promA.process); err != nil {
+				return stopWaiting(err)
+			}
+			if err := histogramsFailed(promA.url, only.url); err != nil {
+				return stopWaiting(err)
+			}
+			got, err := readSampled(ctx, only.url, query)
+			if err != nil {
+				return err
+			}
+			if diff = diffPointSets(wantHists, got); diff != "" {
+				return errors.New("its SAMPLES answer differs from Prometheus A's histogram series")
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("pyramid holding only histograms: %v\n%s", err, diff)
+		}
+		streamed, err := readChunked(ctx, only.url, query)
+		if err != nil {
+			t.Fatalf("remote-read the histogram-only pyramid (STREAMED_XOR_CHUNKS): %v", err)
+		}
+		if d := diffPointSets(wantHists, streamed.points()); d != "" {
+			t.Errorf("the histogram-only pyramid's STREAMED_XOR_CHUNKS answer differs from Prometheus A:\n%s", d)
+		}
 	})
 
 	t.Run("promql", func(t *testing.T) {
@@ -605,7 +643,8 @@ func histFieldDiff(a, b *histogram.Histogram) string {
 	add("zero count", ca.ZeroCount, cb.ZeroCount)
 	add("count", ca.Count, cb.Count)
 	add("sum bits", fmt.Sprintf("%#016x", math.Float64bits(ca.Sum)), fmt.Sprintf("%#016x", math.Float64bits(cb.Sum)))
-	add("custom values", ca.CustomValues, cb.CustomValues)
+	// Copy keeps custom values only for the custom-buckets schema: compare the originals.
+	add("custom values", a.CustomValues, b.CustomValues)
 	add("positive spans", ca.PositiveSpans, cb.PositiveSpans)
 	add("positive buckets", ca.PositiveBuckets, cb.PositiveBuckets)
 	add("negative spans", ca.NegativeSpans, cb.NegativeSpans)
@@ -634,7 +673,7 @@ func floatHistFieldDiff(a, b *histogram.FloatHistogram) string {
 	add("zero count bits", math.Float64bits(ca.ZeroCount), math.Float64bits(cb.ZeroCount))
 	add("count bits", math.Float64bits(ca.Count), math.Float64bits(cb.Count))
 	add("sum bits", math.Float64bits(ca.Sum), math.Float64bits(cb.Sum))
-	add("custom values", bits(ca.CustomValues), bits(cb.CustomValues))
+	add("custom values", bits(a.CustomValues), bits(b.CustomValues))
 	add("positive spans", ca.PositiveSpans, cb.PositiveSpans)
 	add("positive buckets", bits(ca.PositiveBuckets), bits(cb.PositiveBuckets))
 	add("negative spans", ca.NegativeSpans, cb.NegativeSpans)
@@ -662,12 +701,25 @@ func floatHistFieldDiff(a, b *histogram.FloatHistogram) string {
 func checkHistHints(t *testing.T, want chunkedSet, sampled pointSet, streamed chunkedSet) {
 	t.Helper()
 	wantPoints := want.points()
+	// Only the first few mismatches of a series are reported; the count says how many.
+	const maxPerSeries = 3
+	var (
+		mismatches int
+		seriesKey  string
+		inSeries   int
+	)
 	mismatch := func(format string, args ...any) {
 		t.Helper()
-		t.Errorf(format, args...)
+		mismatches++
+		if inSeries++; inSeries <= maxPerSeries {
+			t.Errorf(format, args...)
+		} else if inSeries == maxPerSeries+1 {
+			t.Errorf("%s: more hint mismatches, not shown", seriesKey)
+		}
 	}
 	checked, resets := 0, 0
 	for _, k := range sortedKeys(wantPoints) {
+		seriesKey, inSeries = k, 0
 		wp := wantPoints[k]
 		sp := sampled[k]
 		if len(sp) != len(wp) {
@@ -740,7 +792,7 @@ func checkHistHints(t *testing.T, want chunkedSet, sampled pointSet, streamed ch
 	if checked == 0 || resets == 0 {
 		t.Errorf("checked %d SAMPLES hints and %d counter resets in chunks; the data should have both", checked, resets)
 	}
-	t.Logf("checked the hints of %d histograms in pyramid's SAMPLES answer and %d counter resets in its chunks", checked, resets)
+	t.Logf("checked the hints of %d histograms in pyramid's SAMPLES answer and %d counter resets in its chunks; %d mismatches", checked, resets, mismatches)
 }
 
 // checkChunkEncoding checks that pyramid's histogram chunks are what Prometheus's own
@@ -777,20 +829,29 @@ func checkChunkEncoding(t *testing.T, sampled pointSet, streamed chunkedSet) {
 			t.Errorf("encode %s like Prometheus: %v", k, err)
 			continue
 		}
+		first := 0
+		for first < min(len(want), len(got)) {
+			w, g := want[first], got[first]
+			if w.enc != g.enc || w.minT != g.minT || w.maxT != g.maxT || w.header != g.header || !bytes.Equal(w.data, g.data) {
+				break
+			}
+			first++
+		}
+		// The chunks from the first that differs, a few of them.
 		describe := func(cs []histChunk) string {
 			var parts []string
-			for _, c := range cs {
+			for i := first; i < min(len(cs), first+4); i++ {
+				c := cs[i]
 				parts = append(parts, fmt.Sprintf("%s %d..%d %s %dB", c.enc, c.minT, c.maxT, headerName(c.header), len(c.data)))
+			}
+			if len(cs) > first+4 {
+				parts = append(parts, "...")
 			}
 			return strings.Join(parts, ", ")
 		}
-		same := len(want) == len(got)
-		for i := 0; same && i < len(want); i++ {
-			w, g := want[i], got[i]
-			same = w.enc == g.enc && w.minT == g.minT && w.maxT == g.maxT && w.header == g.header && bytes.Equal(w.data, g.data)
-		}
-		if !same {
-			t.Errorf("%s: pyramid's chunks are not Prometheus's encoding of its own samples:\n  want %s\n  got  %s", k, describe(want), describe(got))
+		if first < max(len(want), len(got)) {
+			t.Errorf("%s: pyramid's chunks are not Prometheus's encoding of its own samples: %d and %d chunks, chunk %d differs:\n  want %s\n  got  %s",
+				k, len(want), len(got), first, describe(want), describe(got))
 		}
 		compared++
 	}
@@ -799,9 +860,23 @@ func checkChunkEncoding(t *testing.T, sampled pointSet, streamed chunkedSet) {
 	}
 }
 
-// startHistPrometheus runs Prometheus A: 2.42 with native histograms, scraping the
-// histogram exporter every second and remote-writing to pyramid, histograms included.
-func startHistPrometheus(t *testing.T, bin, work, exporter, pyramidURL string) *prometheusServer {
+// histogramsFailed returns an error if Prometheus at promURL has given up on histograms it
+// sent to the pyramid at pyramidURL: a 4xx makes it drop them, and then waiting cannot help.
+func histogramsFailed(promURL, pyramidURL string) error {
+	failed, err := sumMetric(promURL+"/metrics", "prometheus_remote_storage_histograms_failed_total",
+		map[string]string{"url": pyramidURL + "/api/v1/write"})
+	if err != nil {
+		return err
+	}
+	if failed > 0 {
+		return fmt.Errorf("Prometheus A failed to send %v histograms to %s: pyramid refused them; its log says why", failed, pyramidURL)
+	}
+	return nil
+}
+
+// startHistPrometheus runs Prometheus A with cfg (histPrometheusConfig): 2.42 with its
+// native-histograms feature on.
+func startHistPrometheus(t *testing.T, bin, work, cfg string) *prometheusServer {
 	t.Helper()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 	dir := filepath.Join(work, "prometheus-a")
@@ -809,7 +884,7 @@ func startHistPrometheus(t *testing.T, bin, work, exporter, pyramidURL string) *
 		t.Fatalf("create Prometheus A's directory: %v", err)
 	}
 	s := &prometheusServer{url: "http://" + addr, cfgPath: filepath.Join(dir, "prometheus.yml")}
-	if err := os.WriteFile(s.cfgPath, []byte(histPrometheusConfig(exporter, pyramidURL, true)), 0o644); err != nil {
+	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatalf("write Prometheus A's config: %v", err)
 	}
 	s.process = startProcess(t, "prometheus-a", filepath.Join(work, "prometheus-a.log"), nil, bin,
@@ -823,15 +898,22 @@ func startHistPrometheus(t *testing.T, bin, work, exporter, pyramidURL string) *
 	return s
 }
 
-// histPrometheusConfig renders A's config. Without targets the job stays, so that its
-// target's removal writes stale markers; the remote_write section is the same either way,
-// so that a reload keeps the running queue. send_native_histograms is 2.42's switch for
-// sending histograms at all.
-func histPrometheusConfig(exporter, pyramidURL string, targets bool) string {
+// histPrometheusConfig renders A's config: it scrapes the histogram exporter every second
+// and remote-writes everything to pyramidURL and only the histogram series to onlyURL.
+// Without targets the job stays, so that its target's removal writes stale markers; the
+// remote_write sections are the same either way, so that a reload keeps the running
+// queues. send_native_histograms is 2.42's switch for sending histograms at all.
+func histPrometheusConfig(exporter, pyramidURL, onlyURL string, targets bool) string {
 	job := "  - job_name: histograms\n"
 	if targets {
 		job += fmt.Sprintf("    static_configs:\n      - targets: [%q]\n", exporter)
 	}
+	const queue = `    send_native_histograms: true
+    queue_config:
+      batch_send_deadline: 1s
+      min_backoff: 50ms
+      max_backoff: 1s
+`
 	return fmt.Sprintf(`global:
   scrape_interval: 1s
   scrape_timeout: 1s
@@ -841,12 +923,12 @@ scrape_configs:
 %s
 remote_write:
   - url: %q
-    send_native_histograms: true
-    queue_config:
-      batch_send_deadline: 1s
-      min_backoff: 50ms
-      max_backoff: 1s
-`, job, pyramidURL+"/api/v1/write")
+%s  - url: %q
+%s    write_relabel_configs:
+      - source_labels: [__name__]
+        regex: e2e_nh_.+
+        action: keep
+`, job, pyramidURL+"/api/v1/write", queue, onlyURL+"/api/v1/write", queue)
 }
 
 // reloadConfig writes cfg, makes Prometheus reload it (SIGHUP) and waits until it has.
@@ -880,4 +962,63 @@ func (s *prometheusServer) reloadConfig(t *testing.T, cfg string) {
 		}
 		return nil
 	})
+}
+
+// TestHistogramComparisonSeesEveryField checks the comparison the end-to-end test relies
+// on: a change in any one field of a histogram is a difference, a different layout of the
+// same populated buckets (the empty buckets a chunk adds) is not, and a stale marker is
+// only equal to a stale marker of the same kind.
+func TestHistogramComparisonSeesEveryField(t *testing.T) {
+	base := func() *histogram.Histogram {
+		return &histogram.Histogram{
+			Schema: 3, ZeroThreshold: 1.0 / 128, ZeroCount: 2, Count: 9, Sum: 12.5,
+			PositiveSpans:   []histogram.Span{{Offset: -2, Length: 2}, {Offset: 3, Length: 1}},
+			PositiveBuckets: []int64{1, 1, -1}, // 1, 2, 1
+			NegativeSpans:   []histogram.Span{{Offset: 1, Length: 1}},
+			NegativeBuckets: []int64{3},
+		}
+	}
+	if d := histFieldDiff(base(), base()); d != "" {
+		t.Fatalf("a histogram differs from itself: %s", d)
+	}
+	// The same populated buckets with empty ones between them, as a recoded chunk holds
+	// them: spans [-2, 6] with counts 1 2 0 0 0 1.
+	padded := base()
+	padded.PositiveSpans = []histogram.Span{{Offset: -2, Length: 6}}
+	padded.PositiveBuckets = []int64{1, 1, -2, 0, 0, 1}
+	if d := histFieldDiff(base(), padded); d != "" {
+		t.Errorf("empty buckets count as a difference: %s", d)
+	}
+	for name, change := range map[string]func(h *histogram.Histogram){
+		"schema":          func(h *histogram.Histogram) { h.Schema = 2 },
+		"zero threshold":  func(h *histogram.Histogram) { h.ZeroThreshold = 1.0 / 64 },
+		"zero count":      func(h *histogram.Histogram) { h.ZeroCount++ },
+		"count":           func(h *histogram.Histogram) { h.Count++ },
+		"sum":             func(h *histogram.Histogram) { h.Sum = math.Nextafter(h.Sum, 13) },
+		"stale sum":       func(h *histogram.Histogram) { h.Sum = math.Float64frombits(value.StaleNaN) },
+		"bucket count":    func(h *histogram.Histogram) { h.PositiveBuckets[2]++ },
+		"bucket index":    func(h *histogram.Histogram) { h.PositiveSpans[1].Offset++ },
+		"negative bucket": func(h *histogram.Histogram) { h.NegativeBuckets[0]++ },
+		"negative index":  func(h *histogram.Histogram) { h.NegativeSpans[0].Offset-- },
+		"custom values":   func(h *histogram.Histogram) { h.CustomValues = []float64{1} },
+	} {
+		h := base()
+		change(h)
+		if d := histFieldDiff(base(), h); d == "" {
+			t.Errorf("a change of the %s goes unnoticed", name)
+		}
+	}
+	stale := histPoint{t: 5, h: &histogram.Histogram{Sum: math.Float64frombits(value.StaleNaN)}}
+	if d := pointDiff(stale, stale); d != "" {
+		t.Errorf("a stale marker differs from itself: %s", d)
+	}
+	if d := pointDiff(stale, histPoint{t: 5, f: staleNaNBits}); d == "" {
+		t.Error("a histogram stale marker equals a float one")
+	}
+	if d := pointDiff(stale, histPoint{t: 5, h: &histogram.Histogram{Sum: math.NaN()}}); d == "" {
+		t.Error("a histogram stale marker equals a histogram whose sum is an ordinary NaN")
+	}
+	if d := pointDiff(stale, histPoint{t: 6, h: stale.h}); d == "" {
+		t.Error("a timestamp change goes unnoticed")
+	}
 }
