@@ -219,11 +219,19 @@ func cmpInt64(a, b int64) int {
 // histSample is a histogram sample as chunks.Sample.
 type histSample struct{ s HistogramSample }
 
-func (h *histSample) T() int64                      { return h.s.T }
-func (h *histSample) ST() int64                     { return 0 }
-func (h *histSample) F() float64                    { return 0 }
-func (h *histSample) H() *histogram.Histogram       { return h.s.H }
-func (h *histSample) FH() *histogram.FloatHistogram { return h.s.FH }
+func (h *histSample) T() int64                { return h.s.T }
+func (h *histSample) ST() int64               { return 0 }
+func (h *histSample) F() float64              { return 0 }
+func (h *histSample) H() *histogram.Histogram { return h.s.H }
+
+// FH returns the sample as a float histogram, converting an integer one: Prometheus's
+// engine reads every histogram through it.
+func (h *histSample) FH() *histogram.FloatHistogram {
+	if h.s.FH == nil {
+		return h.s.H.ToFloat(nil)
+	}
+	return h.s.FH
+}
 
 func (h *histSample) Type() chunkenc.ValueType {
 	if h.s.FH != nil {
