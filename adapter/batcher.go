@@ -3,6 +3,7 @@ package adapter
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -152,16 +153,26 @@ func (bt *batcher) writeAlone(ctx context.Context, b *Batch, mem *lease) error {
 	return first
 }
 
-// daySpan is how many days b's samples span, from the first to the last.
+// daySpan is how many days b's samples and histograms span, from the first to the last.
 func (b *Batch) daySpan() int64 {
-	if len(b.Timestamps) == 0 {
+	lo, hi, ok := b.timeRange()
+	if !ok {
 		return 0
 	}
-	lo, hi := b.Timestamps[0], b.Timestamps[0]
+	return dayOf(hi) - dayOf(lo) + 1
+}
+
+// timeRange is the first and last timestamp of b's samples and histograms; ok is false
+// when b has neither.
+func (b *Batch) timeRange() (lo, hi int64, ok bool) {
+	lo, hi = math.MaxInt64, math.MinInt64
 	for _, t := range b.Timestamps {
 		lo, hi = min(lo, t), max(hi, t)
 	}
-	return dayOf(hi) - dayOf(lo) + 1
+	for i := range b.Histograms {
+		lo, hi = min(lo, b.Histograms[i].T), max(hi, b.Histograms[i].T)
+	}
+	return lo, hi, lo <= hi
 }
 
 // splitDays splits b into batches whose samples each span at most maxDays days, in day
@@ -170,20 +181,28 @@ func (b *Batch) splitDays(maxDays int64) []*Batch {
 	if b.daySpan() <= maxDays {
 		return []*Batch{b}
 	}
-	first := dayOf(slices.Min(b.Timestamps))
+	lo, _, _ := b.timeRange()
+	first := dayOf(lo)
 	var parts []*Batch
-	for i, t := range b.Timestamps {
+	part := func(t int64) *Batch {
 		k := int((dayOf(t) - first) / maxDays)
 		for len(parts) <= k {
 			parts = append(parts, &Batch{})
 		}
-		p := parts[k]
+		return parts[k]
+	}
+	for i, t := range b.Timestamps {
+		p := part(t)
 		p.Targets = append(p.Targets, b.Targets[i])
 		p.Fingerprints = append(p.Fingerprints, b.Fingerprints[i])
 		p.Timestamps = append(p.Timestamps, t)
 		p.Values = append(p.Values, b.Values[i])
 	}
-	parts = slices.DeleteFunc(parts, func(p *Batch) bool { return len(p.Timestamps) == 0 })
+	for _, h := range b.Histograms {
+		p := part(h.T)
+		p.Histograms = append(p.Histograms, h)
+	}
+	parts = slices.DeleteFunc(parts, func(p *Batch) bool { return len(p.Timestamps)+len(p.Histograms) == 0 })
 	parts[0].Series = b.Series
 	return parts
 }

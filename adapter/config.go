@@ -41,6 +41,9 @@ type Config struct {
 	MaxFuture time.Duration
 	// SeriesCacheSize bounds the series pyramid remembers having catalogued.
 	SeriesCacheSize int
+	// MaxHistogramBuckets bounds a native histogram's buckets: one with more has its
+	// resolution reduced until it fits (checkHistograms). 0 is no limit.
+	MaxHistogramBuckets int
 
 	// RollupUnitWidth is rollup.UnitWidth of the tier ladder: stored samples mark their
 	// target's unit of this width for the rollup materializer. 0 marks nothing.
@@ -91,6 +94,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("retry-after %s must be at least 1s (the header counts whole seconds)", c.RetryAfter)
 	case c.MaxFuture <= 0:
 		return fmt.Errorf("max future %s must be positive (clocks differ a little)", c.MaxFuture)
+	case c.MaxHistogramBuckets < 0:
+		return fmt.Errorf("histogram bucket limit %d must not be negative", c.MaxHistogramBuckets)
 	case c.SeriesCacheSize <= 0:
 		return fmt.Errorf("series cache size %d must be positive", c.SeriesCacheSize)
 	case c.RollupUnitWidth < 0:

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/pyramid-metrics/pyramid/rollup"
@@ -107,6 +108,7 @@ func conformanceWrites(e int64) []*prompb.WriteRequest {
 				smp(3000, math.Float64frombits(0x7ff8000000000001)), smp(4000, math.SmallestNonzeroFloat64), smp(5000, -math.MaxFloat64)),
 			series("node_cpu_seconds_total", []string{"cpu", "0", "mode", "idle", "job", "node", "instance", "a:9100", "empty", ""},
 				smp(0, 100.5), smp(15_000, 115.25), smp(30_000, 3)),
+			conformanceHistograms(e),
 		},
 		Metadata: []prompb.MetricMetadata{
 			{MetricFamilyName: "up", Type: prompb.MetricMetadata_GAUGE, Help: "1 if the target is up"},
@@ -130,6 +132,22 @@ func conformanceWrites(e int64) []*prompb.WriteRequest {
 	return []*prompb.WriteRequest{first, first, conflict, invalid, {Timeseries: []prompb.TimeSeries{wide}}, metadataOnly}
 }
 
+// conformanceHistograms is a series of native histograms of every kind: integer with
+// spans on both sides and a zero bucket, float with custom buckets, and a stale marker.
+func conformanceHistograms(e int64) prompb.TimeSeries {
+	h := &histogram.Histogram{Schema: 3, ZeroThreshold: 1e-9, ZeroCount: 2, Count: 10, Sum: -1.5,
+		CounterResetHint: histogram.CounterReset,
+		PositiveSpans:    []histogram.Span{{Offset: -2, Length: 2}, {Offset: 3, Length: 1}}, PositiveBuckets: []int64{1, 2, -2},
+		NegativeSpans: []histogram.Span{{Offset: 0, Length: 1}}, NegativeBuckets: []int64{3}}
+	fh := &histogram.FloatHistogram{Schema: histogram.CustomBucketsSchema, Count: 3.5, Sum: 4,
+		PositiveSpans: []histogram.Span{{Offset: 0, Length: 2}}, PositiveBuckets: []float64{1, 2.5}, CustomValues: []float64{0.5, 1}}
+	stale := &histogram.Histogram{Sum: math.Float64frombits(staleBits)}
+	ts := series("latency_seconds", []string{"job", "node", "instance", "a:9100"})
+	ts.Histograms = []prompb.Histogram{prompb.FromIntHistogram(e, h), prompb.FromFloatHistogram(e+15_000, fh),
+		prompb.FromIntHistogram(e+30_000, stale)}
+	return ts
+}
+
 // TestConformanceWrite sends the same remote writes to both engines and compares what
 // each stored, table by table.
 func TestConformanceWrite(t *testing.T) {
@@ -147,13 +165,14 @@ func TestConformanceWrite(t *testing.T) {
 		minRows int
 	}{
 		{"SELECT target, fingerprint, ts, value FROM DB.samples FINAL ORDER BY target, fingerprint, ts", 20},
+		{"SELECT * FROM DB.histograms FINAL ORDER BY target, fingerprint, ts", 3},
 		{"SELECT fingerprint, any(target), any(metric_name), any(label_names), any(label_values), minMerge(first_seen), maxMerge(last_seen)" +
 			" FROM DB.series GROUP BY fingerprint ORDER BY fingerprint", 6},
 		{"SELECT name, value, fingerprint FROM DB.series_labels FINAL ORDER BY name, value, fingerprint", 20},
 		{"SELECT metric_family_name, type, help, unit FROM DB.metadata FINAL ORDER BY metric_family_name", 2},
 		// The marks' server timestamps differ; the units marked must not.
 		{"SELECT DISTINCT width, unit, target FROM DB.rollup_dirty ORDER BY width, unit, target", 5},
-		{"SELECT version, name FROM DB.schema_migrations ORDER BY version", 2},
+		{"SELECT version, name FROM DB.schema_migrations ORDER BY version", 3},
 	} {
 		if n := p.sameRows(t, tc.query); n < tc.minRows {
 			t.Errorf("%s: %d rows, want at least %d", tc.query, n, tc.minRows)

@@ -59,11 +59,12 @@ func (e *LimitError) Error() string {
 // ValidationError lists the series of a request that break the remote-write label rules.
 // The rest of the request is stored; these series are not, and never will be.
 type ValidationError struct {
-	// Rejected counts every series with rejected samples, Samples those samples, and
-	// Histograms the series rejected for carrying native histograms. TooOld and TooNew
-	// count the samples rejected for their timestamps alone (older than raw retention,
-	// further ahead than the allowed future), whose series' other samples are stored, and
-	// WindowSeries the series they belong to. Examples holds the first few messages.
+	// Rejected counts every series with rejected samples, Samples those samples (floats
+	// and histograms), and Histograms the series rejected for their native histograms
+	// (checkHistograms). TooOld and TooNew count the samples rejected for their timestamps
+	// alone (older than raw retention, further ahead than the allowed future), whose
+	// series' other samples are stored, and WindowSeries the series they belong to.
+	// Examples holds the first few messages.
 	Rejected     int
 	Samples      int
 	Histograms   int

@@ -226,7 +226,7 @@ var (
 // that hashes the largest series. In remote write 2.0 a label's bytes are a symbol that
 // any number of series may share, so the copies can be far larger than the request.
 func (r *wireRequest) batchBound() int64 {
-	n := int64(len(r.samples)) * sampleRowBytes
+	n := int64(len(r.samples))*sampleRowBytes + histogramsBytes(r.hists)
 	var largest int64
 	for i := range r.series {
 		ls := r.seriesLabels(&r.series[i])
@@ -243,12 +243,37 @@ func (r *wireRequest) batchBound() int64 {
 // bytes is what b's rows take once in memory.
 func (b *Batch) bytes() int64 {
 	n := int64(len(b.Timestamps)) * sampleRowBytes
+	for i := range b.Histograms {
+		n += histogramRowBytes + histogramBytes(b.Histograms[i].HistogramSample)
+	}
 	for i := range b.Series {
 		s := &b.Series[i]
 		n += seriesRowBytes + int64(len(s.Names))*labelRefBytes
 		for j := range s.Names {
 			n += int64(len(s.Names[j]) + len(s.Values[j]))
 		}
+	}
+	return n
+}
+
+// histogramRowBytes is what a store.HistogramRow takes besides its histogram.
+const histogramRowBytes = int64(unsafe.Sizeof(store.HistogramRow{}))
+
+// histogramBytes is what one decoded histogram holds: the struct and its slices.
+func histogramBytes(h store.HistogramSample) int64 {
+	if h.H != nil {
+		return int64(unsafe.Sizeof(*h.H)) + 8*int64(len(h.H.PositiveSpans)+len(h.H.NegativeSpans)+
+			len(h.H.PositiveBuckets)+len(h.H.NegativeBuckets)+len(h.H.CustomValues))
+	}
+	return int64(unsafe.Sizeof(*h.FH)) + 8*int64(len(h.FH.PositiveSpans)+len(h.FH.NegativeSpans)+
+		len(h.FH.PositiveBuckets)+len(h.FH.NegativeBuckets)+len(h.FH.CustomValues))
+}
+
+// histogramsBytes is what the histograms of a request take in a batch.
+func histogramsBytes(hs []store.HistogramSample) int64 {
+	var n int64
+	for _, h := range hs {
+		n += histogramRowBytes + histogramBytes(h)
 	}
 	return n
 }

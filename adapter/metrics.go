@@ -25,11 +25,11 @@ type metrics struct {
 
 // Rejection reasons, the values of the reason label.
 const (
-	reasonInvalidLabels   = "invalid_labels"
-	reasonNativeHistogram = "native_histogram"
-	reasonTooOld          = "too_old"
-	reasonTooNew          = "too_new"
-	reasonStore           = "store_unavailable"
+	reasonInvalidLabels    = "invalid_labels"
+	reasonInvalidHistogram = "invalid_histogram"
+	reasonTooOld           = "too_old"
+	reasonTooNew           = "too_new"
+	reasonStore            = "store_unavailable"
 )
 
 func newMetrics(reg prometheus.Registerer, cacheLen, decoding, reading func() int) *metrics {
@@ -91,7 +91,7 @@ func newMetrics(reg prometheus.Registerer, cacheLen, decoding, reading func() in
 		}, func() float64 { return float64(reading()) }),
 	)
 	// Pre-create the label values so that rates work from the first scrape.
-	for _, r := range []string{reasonInvalidLabels, reasonNativeHistogram, reasonStore} {
+	for _, r := range []string{reasonInvalidLabels, reasonInvalidHistogram, reasonStore} {
 		m.seriesRejected.WithLabelValues(r)
 		m.samplesRejected.WithLabelValues(r)
 	}

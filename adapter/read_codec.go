@@ -13,7 +13,9 @@ import (
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
+	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -108,9 +110,9 @@ const (
 	fieldResultTimeseries = 1 // QueryResult.timeseries
 )
 
-// addSeries appends a series with its samples to the current query. The encoder keeps no
-// reference to lset, ts or values.
-func (e *samplesEncoder) addSeries(lset labels.Labels, ts []int64, values []float64) {
+// addSeries appends a series with its samples and histograms to the current query. The
+// encoder keeps no reference to lset, ts, values or hists.
+func (e *samplesEncoder) addSeries(lset labels.Labels, ts []int64, values []float64, hists []store.HistogramSample) error {
 	size := 0
 	lset.Range(func(l labels.Label) {
 		n := labelSize(l)
@@ -118,6 +120,19 @@ func (e *samplesEncoder) addSeries(lset labels.Labels, ts []int64, values []floa
 	})
 	for i, t := range ts {
 		size += 1 + protowire.SizeBytes(sampleSize(t, values[i]))
+	}
+	// Histograms are few and intricate, so prompb's generated code encodes them.
+	var encoded []prompb.Histogram
+	if len(hists) > 0 {
+		encoded = make([]prompb.Histogram, len(hists))
+		for i, h := range hists {
+			if h.H != nil {
+				encoded[i] = prompb.FromIntHistogram(h.T, h.H)
+			} else {
+				encoded[i] = prompb.FromFloatHistogram(h.T, h.FH)
+			}
+			size += 1 + protowire.SizeBytes(encoded[i].Size())
+		}
 	}
 	b := e.pending
 	start := len(b)
@@ -148,11 +163,22 @@ func (e *samplesEncoder) addSeries(lset labels.Labels, ts []int64, values []floa
 			b = protowire.AppendVarint(b, uint64(t))
 		}
 	}
+	for i := range encoded {
+		n := encoded[i].Size()
+		b = protowire.AppendTag(b, fieldSeriesHistogram, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(n))
+		b = slices.Grow(b, n)
+		if _, err := encoded[i].MarshalToSizedBuffer(b[len(b) : len(b)+n]); err != nil {
+			return fmt.Errorf("marshal histogram of %d bytes: %w", n, err)
+		}
+		b = b[:len(b)+n]
+	}
 	e.pending = b
 	e.queryLen += len(b) - start
 	if len(e.pending) >= samplesPieceBytes {
 		e.flush()
 	}
+	return nil
 }
 
 // labelSize and sampleSize are the encoded sizes of a Label and a Sample message.
@@ -255,6 +281,24 @@ func xorChunks(ts []int64, values []float64) ([]prompb.Chunk, error) {
 		})
 	}
 	return chunks, nil
+}
+
+// encodeChunks encodes a series holding histograms as Prometheus's own storage layer
+// does for a querier without chunks: a new chunk for each change of sample type and every
+// 120 samples, histogram chunks cut and recoded by the chunk appender, which also sets each
+// chunk's counter-reset header.
+func encodeChunks(series storage.Series) ([]prompb.Chunk, error) {
+	var out []prompb.Chunk
+	it := storage.NewSeriesToChunkEncoder(series).Iterator(nil)
+	for it.Next() {
+		m := it.At()
+		out = append(out, prompb.Chunk{MinTimeMs: m.MinTime, MaxTimeMs: m.MaxTime,
+			Type: prompb.Chunk_Encoding(m.Chunk.Encoding()), Data: m.Chunk.Bytes()})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("encode chunks of series %s: %w", series.Labels(), err)
+	}
+	return out, nil
 }
 
 // frameWriter writes the frames of a streamed response: uvarint(length), the big-endian

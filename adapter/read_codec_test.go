@@ -305,7 +305,9 @@ func encodeBoth(t testing.TB, queries [][]testSeries) (got, want []byte) {
 	for _, q := range queries {
 		result := &prompb.QueryResult{}
 		for _, s := range q {
-			e.addSeries(s.lset, s.ts, s.values)
+			if err := e.addSeries(s.lset, s.ts, s.values, nil); err != nil {
+				t.Fatal(err)
+			}
 			ps := prompb.TimeSeries{Samples: toSamples(s.ts, s.values)}
 			s.lset.Range(func(l labels.Label) { ps.Labels = append(ps.Labels, prompb.Label{Name: l.Name, Value: l.Value}) })
 			result.Timeseries = append(result.Timeseries, &ps)
@@ -467,7 +469,9 @@ func BenchmarkEncodeSamplesResponse(b *testing.B) {
 		for b.Loop() {
 			var e samplesEncoder
 			for _, s := range series {
-				e.addSeries(s.lset, s.ts, s.values)
+				if err := e.addSeries(s.lset, s.ts, s.values, nil); err != nil {
+					b.Fatal(err)
+				}
 			}
 			e.endQuery()
 			if err := e.writeTo(io.Discard); err != nil {

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/storage"
 
@@ -155,7 +154,7 @@ func (s *Server) acquireReadSlot(ctx context.Context) (release func(), err error
 // answerQuery hands p's series to emit one by one, with their samples (which emit must
 // not keep). The store selects the series when the set is first advanced and fetches
 // their samples in batches, and lets each go once emit is done with it.
-func (s *Server) answerQuery(ctx context.Context, p *readPlan, emit func(lset labels.Labels, ts []int64, values []float64) error) error {
+func (s *Server) answerQuery(ctx context.Context, p *readPlan, emit func(series storage.Series, ts []int64, values []float64, hists []store.HistogramSample) error) error {
 	ss := p.querier.SelectPlan(ctx, p.plan, p.sel.matchers...)
 	for ss.Next() {
 		series := ss.At()
@@ -163,7 +162,7 @@ func (s *Server) answerQuery(ctx context.Context, p *readPlan, emit func(lset la
 		if !ok {
 			return fmt.Errorf("series %s did not come from the store", series.Labels())
 		}
-		if err := emit(series.Labels(), ts, values); err != nil {
+		if err := emit(series, ts, values, store.Histograms(series)); err != nil {
 			return err
 		}
 	}
@@ -178,10 +177,9 @@ func (s *Server) writeSamples(ctx context.Context, w http.ResponseWriter, plans 
 	var enc samplesEncoder
 	for i := range plans {
 		sent := 0
-		err := s.answerQuery(ctx, &plans[i], func(lset labels.Labels, ts []int64, values []float64) error {
-			enc.addSeries(lset, ts, values)
+		err := s.answerQuery(ctx, &plans[i], func(series storage.Series, ts []int64, values []float64, hists []store.HistogramSample) error {
 			sent++
-			return nil
+			return enc.addSeries(series.Labels(), ts, values, hists)
 		})
 		if err != nil {
 			return fmt.Errorf("query %d: %w", i, err)
@@ -210,12 +208,18 @@ func (s *Server) streamChunks(ctx context.Context, w http.ResponseWriter, plans 
 	fw := &frameWriter{w: w, flusher: flusher}
 	for i := range plans {
 		sent := 0
-		err := s.answerQuery(ctx, &plans[i], func(lset labels.Labels, ts []int64, values []float64) error {
-			chunks, err := xorChunks(ts, values)
+		err := s.answerQuery(ctx, &plans[i], func(series storage.Series, ts []int64, values []float64, hists []store.HistogramSample) error {
+			var chunks []prompb.Chunk
+			var err error
+			if len(hists) == 0 {
+				chunks, err = xorChunks(ts, values)
+			} else {
+				chunks, err = encodeChunks(series)
+			}
 			if err != nil {
 				return err
 			}
-			if err := fw.writeSeries(int64(i), toLabels(lset), chunks, s.cfg.ReadMaxFrameBytes); err != nil {
+			if err := fw.writeSeries(int64(i), toLabels(series.Labels()), chunks, s.cfg.ReadMaxFrameBytes); err != nil {
 				return err
 			}
 			sent++

@@ -104,6 +104,9 @@ func (s *Server) insert(ctx context.Context, b *Batch) error {
 	if err := s.store.InsertSamples(ctx, b.Targets, b.Fingerprints, b.Timestamps, b.Values); err != nil {
 		return err
 	}
+	if err := s.store.InsertHistograms(ctx, b.Histograms); err != nil {
+		return err
+	}
 	// The rollups of these samples' buckets are recomputed once the marks are in; a
 	// failure here fails the batch, whose retry stores the samples again (harmlessly) and
 	// the marks for the first time.

@@ -23,14 +23,15 @@ type Batch struct {
 	Fingerprints []uint64
 	Timestamps   []int64
 	Values       []float64
+	Histograms   []store.HistogramRow
 	Series       []store.SeriesRow
 }
 
-// Samples is the number of sample rows in b.
+// Samples is the number of float sample rows in b.
 func (b *Batch) Samples() int { return len(b.Timestamps) }
 
 // rows is what b costs against the in-flight cap.
-func (b *Batch) rows() int { return len(b.Timestamps) + len(b.Series) }
+func (b *Batch) rows() int { return len(b.Timestamps) + len(b.Histograms) + len(b.Series) }
 
 // appendBatch appends o's rows to b.
 func (b *Batch) appendBatch(o *Batch) {
@@ -38,6 +39,7 @@ func (b *Batch) appendBatch(o *Batch) {
 	b.Fingerprints = append(b.Fingerprints, o.Fingerprints...)
 	b.Timestamps = append(b.Timestamps, o.Timestamps...)
 	b.Values = append(b.Values, o.Values...)
+	b.Histograms = append(b.Histograms, o.Histograms...)
 	b.Series = append(b.Series, o.Series...)
 }
 
@@ -113,7 +115,9 @@ type validator struct {
 	cache *seriesCache
 	// accept is the window of sample timestamps that can be kept (see Server.acceptWindow).
 	accept timeWindow
-	buf    []byte
+	// maxBuckets is Config.MaxHistogramBuckets.
+	maxBuckets int
+	buf        []byte
 }
 
 // timeWindow is a closed range of sample timestamps, in ms.
@@ -142,18 +146,18 @@ func (v *validator) toBatch(req *wireRequest, b *Batch) *ValidationError {
 	b.Timestamps, b.Values = slices.Grow(b.Timestamps, n), slices.Grow(b.Values, n)
 	for i := range req.series {
 		s := &req.series[i]
-		ls, samples := req.seriesLabels(s), req.seriesSamples(s)
-		if s.histograms > 0 {
-			verr = addProblem(verr, req.buf, ls, nil, "native histograms are not supported yet", len(samples)+s.histograms)
-			verr.Histograms++
-			continue
-		}
-		if len(samples) == 0 {
+		ls, samples, hists := req.seriesLabels(s), req.seriesSamples(s), req.seriesHistograms(s)
+		if len(samples) == 0 && len(hists) == 0 {
 			continue
 		}
 		ls, name, problem := normalizeLabels(req.buf, ls)
 		if problem != "" {
-			verr = addProblem(verr, req.buf, req.seriesLabels(s), name, problem, len(samples))
+			verr = addProblem(verr, req.buf, req.seriesLabels(s), name, problem, len(samples)+len(hists))
+			continue
+		}
+		if problem := checkHistograms(samples, hists, v.maxBuckets); problem != "" {
+			verr = addProblem(verr, req.buf, ls, nil, problem, len(samples)+len(hists))
+			verr.Histograms++
 			continue
 		}
 		var fp, target uint64
@@ -176,9 +180,22 @@ func (v *validator) toBatch(req *wireRequest, b *Batch) *ValidationError {
 			minTs = min(minTs, smp.Timestamp)
 			maxTs = max(maxTs, smp.Timestamp)
 		}
+		for _, h := range hists {
+			switch {
+			case h.T < v.accept.from:
+				old++
+				continue
+			case h.T > v.accept.to:
+				future++
+				continue
+			}
+			b.Histograms = append(b.Histograms, store.HistogramRow{Target: target, Fingerprint: fp, HistogramSample: h})
+			minTs = min(minTs, h.T)
+			maxTs = max(maxTs, h.T)
+		}
 		if old+future > 0 {
 			verr = v.addOutOfWindow(verr, req.buf, ls, old, future)
-			if old+future == len(samples) {
+			if old+future == len(samples)+len(hists) {
 				continue
 			}
 		}

@@ -122,17 +122,29 @@ func TestToBatch(t *testing.T) {
 		{Labels: lbls("__name__", "temp", "job", "a", "instance", "i1"), Samples: []prompb.Sample{{Value: math.NaN(), Timestamp: 1500}, {Value: math.Inf(1), Timestamp: 3_600_000}}},
 		{Labels: lbls("job", "a"), Samples: []prompb.Sample{{Value: 5, Timestamp: 1000}}},
 		{Labels: lbls("__name__", "h"), Histograms: []prompb.Histogram{{Timestamp: 1}}},
+		// Count 3 with no observation in any bucket fails Prometheus's validation.
+		{Labels: lbls("__name__", "bad_h"), Histograms: []prompb.Histogram{{Timestamp: 1, Count: &prompb.Histogram_CountInt{CountInt: 3}}}},
+		{Labels: lbls("__name__", "mixed"), Samples: []prompb.Sample{{Value: 1, Timestamp: 5}}, Histograms: []prompb.Histogram{{Timestamp: 5}}},
 		{Labels: lbls("__name__", "no_samples")},
 	}}
 	var b Batch
 	v := validator{cache: newSeriesCache(10), accept: anyTime()}
 	verr := v.toBatch(parseForTest(t, req), &b)
 
-	if verr == nil || verr.Rejected != 2 || verr.Histograms != 1 || verr.Samples != 2 {
-		t.Fatalf("validation error = %+v, want 2 rejected (1 histogram), 2 samples", verr)
+	if verr == nil || verr.Rejected != 3 || verr.Histograms != 2 || verr.Samples != 4 {
+		t.Fatalf("validation error = %+v, want 3 rejected (2 for histograms), 4 samples", verr)
 	}
-	if !strings.Contains(verr.Error(), `series {job="a"} label "__name__": missing metric name`) {
-		t.Errorf("message %q does not name the series and label", verr.Error())
+	for _, want := range []string{
+		`series {job="a"} label "__name__": missing metric name`,
+		`series {__name__="bad_h"}: invalid native histogram at 1970-01-01T00:00:00.001Z: 0 observations found in buckets, but the Count field is 3`,
+		`series {__name__="mixed"}: a float sample and a native histogram at one timestamp (1970-01-01T00:00:00.005Z)`,
+	} {
+		if !strings.Contains(verr.Error(), want) {
+			t.Errorf("message %q does not say %q", verr.Error(), want)
+		}
+	}
+	if len(b.Histograms) != 1 || b.Histograms[0].T != 1 || b.Histograms[0].H == nil || b.Histograms[0].Fingerprint != fp("__name__", "h") {
+		t.Errorf("histogram rows %+v, want the one of h", b.Histograms)
 	}
 	if got := b.Samples(); got != 4 {
 		t.Fatalf("samples = %d, want 4", got)
@@ -156,8 +168,8 @@ func TestToBatch(t *testing.T) {
 		}
 	}
 	// One series row per series, spanning its samples in this request.
-	if len(b.Series) != 2 {
-		t.Fatalf("series rows = %+v, want 2", b.Series)
+	if len(b.Series) != 3 || b.Series[2].MetricName != "h" {
+		t.Fatalf("series rows = %+v, want up, temp and h", b.Series)
 	}
 	up := b.Series[0]
 	if up.Fingerprint != upFp || up.MetricName != "up" || up.FirstSeen != 1000 || up.LastSeen != 2000 ||

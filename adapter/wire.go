@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/prometheus/prompb"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 )
 
 // wireRequest is a remote-write 1.0 WriteRequest decoded without copying: label names and
@@ -22,16 +24,18 @@ type wireRequest struct {
 	series   []wireSeries
 	labels   []wireLabel
 	samples  []wireSample
+	hists    []store.HistogramSample
 	metadata []prompb.MetricMetadata
 	// charge, when not nil, is charged for every arena before it is allocated or grown.
 	charge func(int64) error
 }
 
-// wireSeries locates one TimeSeries' labels and samples in the request's arenas.
+// wireSeries locates one TimeSeries' labels, samples and histograms in the request's
+// arenas.
 type wireSeries struct {
 	labelStart, labelEnd   int
 	sampleStart, sampleEnd int
-	histograms             int
+	histStart, histEnd     int
 }
 
 // wireSample is a sample as pyramid stores it: a third of prompb.Sample, whose fields
@@ -60,6 +64,33 @@ func (r *wireRequest) seriesLabels(s *wireSeries) []wireLabel {
 func (r *wireRequest) seriesSamples(s *wireSeries) []wireSample {
 	return r.samples[s.sampleStart:s.sampleEnd]
 }
+func (r *wireRequest) seriesHistograms(s *wireSeries) []store.HistogramSample {
+	return r.hists[s.histStart:s.histEnd]
+}
+
+// addHistogram decodes a Histogram message with the generated code (native histograms
+// are far fewer than float samples, and their decoding is intricate) and keeps it in
+// Prometheus's model form. decoded is the message itself, filled in by unmarshal; it is
+// charged for what the generated code and the conversion may allocate, which the request
+// then holds.
+func (r *wireRequest) addHistogram(v []byte, decoded interface {
+	Unmarshal([]byte) error
+	IsFloatHistogram() bool
+}, toInt func() store.HistogramSample, toFloat func() store.HistogramSample) error {
+	if err := r.reserve(2 * int64(len(v)) * generatedBytesPerByte); err != nil {
+		return err
+	}
+	if err := decoded.Unmarshal(v); err != nil {
+		return err
+	}
+	h := toInt
+	if decoded.IsFloatHistogram() {
+		h = toFloat
+	}
+	var err error
+	r.hists, err = appendCharged(r.hists, h(), r.charge)
+	return err
+}
 
 // Field numbers from prompb's remote.proto and types.proto.
 const (
@@ -87,7 +118,7 @@ var (
 // parseWriteRequest decodes b as a prompb.WriteRequest, accepting what the generated
 // Unmarshal accepts (a differential fuzz test holds it to that) except protobuf groups, which
 // no remote-write sender emits, and bytes the protobuf reference decoder calls malformed. Unknown fields are skipped, exemplars checked and dropped,
-// histograms checked and counted so that validation can refuse them.
+// histograms kept in Prometheus's model form (addHistogram).
 func parseWriteRequest(b []byte, charge func(int64) error) (*wireRequest, error) {
 	if int64(len(b)) > math.MaxUint32 {
 		return nil, fmt.Errorf("body of %d bytes is too large to parse", len(b))
@@ -163,7 +194,7 @@ func (r *wireRequest) reserve(n int64) error {
 }
 
 func (r *wireRequest) parseSeries(b []byte) error {
-	s := wireSeries{labelStart: len(r.labels), sampleStart: len(r.samples)}
+	s := wireSeries{labelStart: len(r.labels), sampleStart: len(r.samples), histStart: len(r.hists)}
 	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		switch num {
 		case fieldSeriesLabels:
@@ -202,27 +233,29 @@ func (r *wireRequest) parseSeries(b []byte) error {
 			r.samples, err = appendCharged(r.samples, smp, r.charge)
 			return err
 		case fieldSeriesExemplar, fieldSeriesHistogram:
-			// Neither is stored, but both are checked like the generated code checks them,
-			// so that a malformed one fails the request here too. Both are rare.
 			if typ != protowire.BytesType {
 				return fmt.Errorf("field %d: %w %d", num, errWireType, typ)
 			}
 			if num == fieldSeriesExemplar {
+				// Not stored, but checked like the generated code checks it, so that a
+				// malformed one fails the request here too.
 				var e prompb.Exemplar
 				return r.unmarshalCharged(v, e.Unmarshal)
 			}
 			var h prompb.Histogram
-			if err := r.unmarshalCharged(v, h.Unmarshal); err != nil {
-				return err
+			if err := r.addHistogram(v, &h,
+				func() store.HistogramSample { return store.HistogramSample{T: h.Timestamp, H: h.ToIntHistogram()} },
+				func() store.HistogramSample { return store.HistogramSample{T: h.Timestamp, FH: h.ToFloatHistogram()} },
+			); err != nil {
+				return fmt.Errorf("series %d histogram: %w", len(r.series), err)
 			}
-			s.histograms++
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	s.labelEnd, s.sampleEnd = len(r.labels), len(r.samples)
+	s.labelEnd, s.sampleEnd, s.histEnd = len(r.labels), len(r.samples), len(r.hists)
 	r.series, err = appendCharged(r.series, s, r.charge)
 	return err
 }

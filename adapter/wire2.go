@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/pyramid-metrics/pyramid/adapter/store"
 )
 
 // Field numbers from prompb/io/prometheus/write/v2/types.proto.
@@ -34,8 +36,8 @@ var errRef = errors.New("invalid symbol reference")
 // parseWriteRequestV2 decodes b as a remote-write 2.0 io.prometheus.write.v2.Request into
 // the same form as parseWriteRequest, so that validation and batching are shared. Symbols
 // are offsets into b, like 1.0 labels. Per-series metadata becomes one prompb.MetricMetadata
-// per metric name (the first series of a name wins). Histograms are counted for validation
-// to refuse; exemplars and start timestamps are checked and dropped.
+// per metric name (the first series of a name wins). Histograms are kept (addHistogram);
+// exemplars and start timestamps are checked and dropped.
 func parseWriteRequestV2(b []byte, charge func(int64) error) (*wireRequest, error) {
 	if int64(len(b)) > math.MaxUint32 {
 		return nil, fmt.Errorf("body of %d bytes is too large to parse", len(b))
@@ -84,7 +86,7 @@ func parseWriteRequestV2(b []byte, charge func(int64) error) (*wireRequest, erro
 }
 
 func (r *wireRequest) parseSeriesV2(b []byte, symbols [][2]uint32, refs []uint32, metadataOf map[string]bool) ([]uint32, error) {
-	s := wireSeries{labelStart: len(r.labels), sampleStart: len(r.samples)}
+	s := wireSeries{labelStart: len(r.labels), sampleStart: len(r.samples), histStart: len(r.hists)}
 	var md *writev2.Metadata
 	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		switch num {
@@ -115,10 +117,10 @@ func (r *wireRequest) parseSeriesV2(b []byte, symbols [][2]uint32, refs []uint32
 			switch num {
 			case fieldV2Histograms:
 				var h writev2.Histogram
-				if err := r.unmarshalCharged(v, h.Unmarshal); err != nil {
-					return err
-				}
-				s.histograms++
+				return r.addHistogram(v, &h,
+					func() store.HistogramSample { return store.HistogramSample{T: h.Timestamp, H: h.ToIntHistogram()} },
+					func() store.HistogramSample { return store.HistogramSample{T: h.Timestamp, FH: h.ToFloatHistogram()} },
+				)
 			case fieldV2Exemplars:
 				var e writev2.Exemplar
 				return r.unmarshalCharged(v, e.Unmarshal)
@@ -162,7 +164,7 @@ func (r *wireRequest) parseSeriesV2(b []byte, symbols [][2]uint32, refs []uint32
 			return refs, fmt.Errorf("series %d: %w", len(r.series), err)
 		}
 	}
-	s.labelEnd, s.sampleEnd = len(r.labels), len(r.samples)
+	s.labelEnd, s.sampleEnd, s.histEnd = len(r.labels), len(r.samples), len(r.hists)
 	r.series, err = appendCharged(r.series, s, r.charge)
 	return refs, err
 }

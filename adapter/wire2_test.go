@@ -41,8 +41,12 @@ func v2ToPrompb(req *writev2.Request) (out *prompb.WriteRequest, ok bool) {
 		for _, s := range ts.Samples {
 			p.Samples = append(p.Samples, prompb.Sample{Value: s.Value, Timestamp: s.Timestamp})
 		}
-		for range ts.Histograms {
-			p.Histograms = append(p.Histograms, prompb.Histogram{})
+		for _, h := range ts.Histograms {
+			if h.IsFloatHistogram() {
+				p.Histograms = append(p.Histograms, prompb.FromFloatHistogram(h.Timestamp, h.ToFloatHistogram()))
+			} else {
+				p.Histograms = append(p.Histograms, prompb.FromIntHistogram(h.Timestamp, h.ToIntHistogram()))
+			}
 		}
 		out.Timeseries = append(out.Timeseries, p)
 		md := ts.Metadata
@@ -83,6 +87,17 @@ func v2Request() *writev2.Request {
 	req.Timeseries = append(req.Timeseries, writev2.TimeSeries{
 		LabelsRefs: st.SymbolizeLabels(labels.FromStrings("__name__", "latency_seconds"), nil),
 		Histograms: []writev2.Histogram{{Count: &writev2.Histogram_CountInt{CountInt: 3}, Timestamp: 1000}},
+	})
+	var hists []writev2.Histogram
+	for _, h := range seedHistograms() {
+		if h.IsFloatHistogram() {
+			hists = append(hists, writev2.FromFloatHistogram(h.Timestamp, h.ToFloatHistogram()))
+		} else {
+			hists = append(hists, writev2.FromIntHistogram(h.Timestamp, h.ToIntHistogram()))
+		}
+	}
+	req.Timeseries = append(req.Timeseries, writev2.TimeSeries{
+		LabelsRefs: st.SymbolizeLabels(labels.FromStrings("__name__", "every_histogram"), nil), Histograms: hists,
 	})
 	req.Symbols = st.Symbols()
 	return &req

@@ -23,60 +23,63 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 	proto, written, err := s.write(w, r)
 	if proto == protoWriteV2 {
 		// Every 2.0 response says what was stored, failures included (then usually 0).
-		// Histograms and exemplars are never stored yet, and say so.
-		w.Header().Set(headerSamplesWritten, strconv.Itoa(written))
-		w.Header().Set(headerHistogramsWritten, "0")
+		// Exemplars are never stored yet, and say so.
+		w.Header().Set(headerSamplesWritten, strconv.Itoa(written.samples))
+		w.Header().Set(headerHistogramsWritten, strconv.Itoa(written.histograms))
 		w.Header().Set(headerExemplarsWritten, "0")
 	}
 	s.respond(w, r, "write", err)
 	s.m.requestDuration.WithLabelValues("write").Observe(time.Since(start).Seconds())
 }
 
+// writtenCounts is what one write request stored.
+type writtenCounts struct{ samples, histograms int }
+
 // write runs one request through decode, validate and batch, and returns the request's
-// protocol and how many samples it stored. Valid series are stored even when others in the
+// protocol and how many samples and histograms it stored. Valid series are stored even when others in the
 // request are rejected; the 400 that follows then tells the sender which series were
 // dropped, and Prometheus drops only what pyramid could never store.
-func (s *Server) write(w http.ResponseWriter, r *http.Request) (proto string, written int, err error) {
+func (s *Server) write(w http.ResponseWriter, r *http.Request) (proto string, written writtenCounts, err error) {
 	if r.Method != http.MethodPost {
-		return "", 0, fmt.Errorf("%w: %s", ErrMethodNotAllowed, r.Method)
+		return "", written, fmt.Errorf("%w: %s", ErrMethodNotAllowed, r.Method)
 	}
 	proto, err = checkWriteHeaders(r.Header)
 	if err != nil {
-		return "", 0, err
+		return "", written, err
 	}
 	if !s.schemaReady.Load() {
-		return proto, 0, ErrNotReady
+		return proto, written, ErrNotReady
 	}
 	mem := lease{m: s.mem}
 	defer mem.release()
 	var b Batch
 	metadata, verr, err := s.decode(w, r, proto, &b, &mem)
 	if err != nil {
-		return proto, 0, err
+		return proto, written, err
 	}
 	// What the request read and decoded is garbage now; its rows and metadata remain,
 	// and the rows stay charged, as the batch's, until their insert ends.
 	rowBytes := inFlightCopies * b.bytes()
 	if err := mem.resize(rowBytes + metadataSize(metadata)); err != nil {
-		return proto, 0, fmt.Errorf("hold %d rows: %w", b.rows(), err)
+		return proto, written, fmt.Errorf("hold %d rows: %w", b.rows(), err)
 	}
 
 	if md := s.metadata.unseen(metadata); len(md) > 0 {
 		if err := s.store.InsertMetadata(r.Context(), md, time.Now().UnixMilli()); err != nil {
-			return proto, 0, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+			return proto, written, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 		}
 		s.metadata.add(md)
 		s.m.metadataWritten.Add(float64(len(md)))
 	}
 	_ = mem.resize(rowBytes)
-	samples := b.Samples()
+	stored := writtenCounts{samples: b.Samples(), histograms: len(b.Histograms)}
 	if err := s.batcher.write(r.Context(), &b, &mem); err != nil {
-		return proto, 0, err
+		return proto, written, err
 	}
 	if verr != nil {
-		return proto, samples, verr
+		return proto, stored, verr
 	}
-	return proto, samples, nil
+	return proto, stored, nil
 }
 
 // decode reads, decodes and validates the body into b and returns the request's
@@ -109,7 +112,7 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, proto string, b 
 	if err := mem.grow(req.batchBound()); err != nil {
 		return nil, nil, fmt.Errorf("validate %d series: %w", len(req.series), err)
 	}
-	v := validator{cache: s.cache, accept: s.acceptWindow(time.Now())}
+	v := validator{cache: s.cache, accept: s.acceptWindow(time.Now()), maxBuckets: s.cfg.MaxHistogramBuckets}
 	verr := v.toBatch(req, b)
 	s.countReceived(req, verr)
 	return req.metadata, verr, nil
@@ -120,7 +123,7 @@ func (s *Server) countReceived(req *wireRequest, verr *ValidationError) {
 	s.m.samplesReceived.Add(float64(len(req.samples)))
 	if verr != nil {
 		s.m.seriesRejected.WithLabelValues(reasonInvalidLabels).Add(float64(verr.Rejected - verr.Histograms - verr.WindowSeries))
-		s.m.seriesRejected.WithLabelValues(reasonNativeHistogram).Add(float64(verr.Histograms))
+		s.m.seriesRejected.WithLabelValues(reasonInvalidHistogram).Add(float64(verr.Histograms))
 		s.m.samplesRejected.WithLabelValues(reasonInvalidLabels).Add(float64(verr.Samples - verr.TooOld - verr.TooNew))
 		s.m.samplesRejected.WithLabelValues(reasonTooOld).Add(float64(verr.TooOld))
 		s.m.samplesRejected.WithLabelValues(reasonTooNew).Add(float64(verr.TooNew))

@@ -16,6 +16,7 @@ const (
 	TableRollups      = "rollups"
 	TableRollupDirty  = "rollup_dirty"
 	TableRollupDone   = "rollup_done"
+	TableHistograms   = "histograms"
 )
 
 // RollupPartitionMillis is the width of one rollups partition per resolution: 30 days, so
@@ -337,6 +338,48 @@ ORDER BY (width, unit, target)`, RollupPartitionMillis),
 		shardKey: "target",
 	})...)
 	return out
+}
+
+// histograms is migration 3: native histogram samples, one row per series and timestamp,
+// in the columns of Prometheus's model/histogram types. Integer histograms fill the _int
+// counts and the delta-encoded bucket arrays, float histograms the _float counts and the
+// absolute bucket arrays; the other set stays zero or empty and costs almost nothing once
+// compressed. Spans are (offset, length) pairs kept as two arrays, which 18.16 stores
+// without tuples. Retried writes collapse as in samples, and like samples the table
+// expires by day partitions.
+func (g ddl) histograms(cfg Config) []string {
+	z := g.codec("ZSTD(1)")
+	return g.create(stored{
+		name: TableHistograms,
+		columns: fmt.Sprintf(`(
+    target UInt64%[1]s,
+    fingerprint UInt64%[1]s,
+    ts Int64%[2]s,
+    is_float UInt8%[1]s,
+    reset_hint UInt8%[1]s,
+    schema Int8%[1]s,
+    zero_threshold Float64%[1]s,
+    count_int UInt64%[3]s,
+    count_float Float64%[1]s,
+    zero_count_int UInt64%[3]s,
+    zero_count_float Float64%[1]s,
+    sum Float64%[1]s,
+    positive_offsets Array(Int32)%[1]s,
+    positive_lengths Array(UInt32)%[1]s,
+    positive_deltas Array(Int64)%[1]s,
+    positive_counts Array(Float64)%[1]s,
+    negative_offsets Array(Int32)%[1]s,
+    negative_lengths Array(UInt32)%[1]s,
+    negative_deltas Array(Int64)%[1]s,
+    negative_counts Array(Float64)%[1]s,
+    custom_values Array(Float64)%[1]s
+)`, z, g.codec("DoubleDelta, ZSTD(1)"), g.codec("Delta, ZSTD(1)")),
+		engine: "ReplacingMergeTree",
+		clauses: fmt.Sprintf(`
+PARTITION BY intDiv(ts, %d)
+ORDER BY (target, fingerprint, ts)%s`, DayMillis, g.samplesTTL(cfg.retentionDays())),
+		shardKey: "target",
+	})
 }
 
 // Statements returns every DDL statement pyramid runs for cfg on a server of dialect d, in

@@ -22,6 +22,7 @@ func migrationList() []migration {
 	return []migration{
 		{version: 1, name: "initial", statements: ddl.initial},
 		{version: 2, name: "rollups", statements: ddl.rollups},
+		{version: 3, name: "histograms", statements: ddl.histograms},
 	}
 }
 

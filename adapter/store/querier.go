@@ -214,7 +214,7 @@ func (ss *seriesSet) Next() bool {
 		if !ss.labelsOnly && ss.pos == ss.fetched && !ss.fetchBatch() {
 			return false
 		}
-		if ss.labelsOnly || len(ss.series[ss.pos].ts) > 0 {
+		if cur := ss.series[ss.pos]; ss.labelsOnly || len(cur.ts) > 0 || len(cur.hists) > 0 {
 			return true
 		}
 	}
@@ -293,10 +293,29 @@ func (s *series) Labels() labels.Labels { return s.labels }
 // would need a method named Seek with another signature than io.Seeker's, which go vet
 // refuses.)
 func (s *series) Iterator(chunkenc.Iterator) chunkenc.Iterator {
-	return storage.NewListSeriesIterator(&sampleView{ts: s.ts, values: s.values})
+	if len(s.hists) == 0 {
+		return storage.NewListSeriesIterator(&sampleView{ts: s.ts, values: s.values})
+	}
+	return storage.NewListSeriesIterator(mergeSamples(s.ts, s.values, s.hists))
 }
 
-// Samples returns the samples of a series a Querier selected: strictly increasing
+// mergeSamples lists floats and histograms (at distinct timestamps) in time order.
+func mergeSamples(ts []int64, values []float64, hists []HistogramSample) chunks.SampleSlice {
+	out := make(chunks.SampleSlice, 0, len(ts)+len(hists))
+	i, j := 0, 0
+	for i < len(ts) || j < len(hists) {
+		if j == len(hists) || (i < len(ts) && ts[i] < hists[j].T) {
+			out = append(out, &floatSample{t: ts[i], f: values[i]})
+			i++
+			continue
+		}
+		out = append(out, &histSample{hists[j]})
+		j++
+	}
+	return out
+}
+
+// Samples returns the float samples of a series a Querier selected: strictly increasing
 // timestamps and their values, which the caller must not change. ok is false for any other
 // series. Remote read encodes them straight from the slices.
 func Samples(s storage.Series) (ts []int64, values []float64, ok bool) {
@@ -305,6 +324,15 @@ func Samples(s storage.Series) (ts []int64, values []float64, ok bool) {
 		return nil, nil, false
 	}
 	return ss.ts, ss.values, true
+}
+
+// Histograms returns the histogram samples of a series a Querier selected, in time order
+// and at timestamps that hold no float sample; the caller must not change them.
+func Histograms(s storage.Series) []HistogramSample {
+	if ss, ok := s.(*series); ok {
+		return ss.hists
+	}
+	return nil
 }
 
 // sampleView lets storage's list iterator read the slices. Get returns the same sample

@@ -3,17 +3,19 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/pyramid-metrics/pyramid/schema"
 )
 
-// DropExpiredRaw enforces raw retention (the first tier's) on servers without TTL: it drops every day
-// partition of the samples table that ends before now minus the retention. It returns the
-// day numbers (days since 1970-01-01 UTC) it dropped. Dropping a partition that another
-// replica dropped a moment ago is a no-op on the server, so replicas may all run this. On a
-// cluster it lists the partitions of every shard and drops them on every server.
+// DropExpiredRaw enforces raw retention (the first tier's) on servers without TTL: it
+// drops every day partition of the samples and histograms tables that ends before now
+// minus the retention. It returns the day numbers (days since 1970-01-01 UTC) it dropped
+// from either. Dropping a partition that another replica dropped a moment ago is a no-op
+// on the server, so replicas may all run this. On a cluster it lists the partitions of
+// every shard and drops them on every server.
 func (s *Store) DropExpiredRaw(ctx context.Context, now time.Time) ([]int64, error) {
 	if len(s.cfg.Tiers) == 0 || s.cfg.Tiers[0].Retention == 0 {
 		return nil, nil
@@ -21,11 +23,26 @@ func (s *Store) DropExpiredRaw(ctx context.Context, now time.Time) ([]int64, err
 	days := int64(s.cfg.Tiers[0].Retention / (24 * time.Hour))
 	// A partition holds day d, [d, d+1) days; it has expired once d+1 <= cutoff.
 	cutoff := now.UnixMilli()/schema.DayMillis - days
+	var dropped []int64
+	for _, table := range []string{schema.TableSamples, schema.TableHistograms} {
+		d, err := s.dropDaysBefore(ctx, table, cutoff)
+		dropped = append(dropped, d...)
+		if err != nil {
+			return dropped, err
+		}
+	}
+	slices.Sort(dropped)
+	return slices.Compact(dropped), nil
+}
+
+// dropDaysBefore drops the day partitions of table that end at or before cutoff (a day
+// number) and returns their days.
+func (s *Store) dropDaysBefore(ctx context.Context, table string, cutoff int64) ([]int64, error) {
 	p := s.cfg.place()
 	rows, err := s.conn.Query(ctx, "SELECT DISTINCT partition FROM "+p.Parts()+
-		" WHERE database = ? AND table = ? AND active", p.Database, p.Stored(schema.TableSamples))
+		" WHERE database = ? AND table = ? AND active", p.Database, p.Stored(table))
 	if err != nil {
-		return nil, fmt.Errorf("list partitions of %s.%s: %w", s.cfg.Database, schema.TableSamples, err)
+		return nil, fmt.Errorf("list partitions of %s.%s: %w", s.cfg.Database, table, err)
 	}
 	defer rows.Close()
 	var expired []int64
@@ -36,19 +53,19 @@ func (s *Store) DropExpiredRaw(ctx context.Context, now time.Time) ([]int64, err
 		}
 		day, err := strconv.ParseInt(p, 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("partition %q of %s is not a day number: %w", p, schema.TableSamples, err)
+			return nil, fmt.Errorf("partition %q of %s is not a day number: %w", p, table, err)
 		}
 		if day+1 <= cutoff {
 			expired = append(expired, day)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list partitions of %s.%s: %w", s.cfg.Database, schema.TableSamples, err)
+		return nil, fmt.Errorf("list partitions of %s.%s: %w", s.cfg.Database, table, err)
 	}
 	for i, day := range expired {
-		q := fmt.Sprintf("%s DROP PARTITION %d", p.AlterStored(schema.TableSamples), day)
+		q := fmt.Sprintf("%s DROP PARTITION %d", p.AlterStored(table), day)
 		if err := s.conn.Exec(ctx, q); err != nil {
-			return expired[:i], fmt.Errorf("drop expired partition %d (%d of %d): %w", day, i+1, len(expired), err)
+			return expired[:i], fmt.Errorf("drop expired partition %d of %s (%d of %d): %w", day, table, i+1, len(expired), err)
 		}
 	}
 	return expired, nil

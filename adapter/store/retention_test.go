@@ -10,6 +10,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"github.com/pyramid-metrics/pyramid/rollup"
 	"github.com/pyramid-metrics/pyramid/schema"
@@ -40,28 +41,42 @@ func TestDropExpiredRaw(t *testing.T) {
 	if err := b.Send(); err != nil {
 		t.Fatal(err)
 	}
+	// Histograms expire by the same days, in a table of their own.
+	var hists []store.HistogramRow
+	for _, d := range []int64{19960, 19980} {
+		hists = append(hists, store.HistogramRow{Target: 1, Fingerprint: 2,
+			HistogramSample: store.HistogramSample{T: d*day + 1, H: &histogram.Histogram{}}})
+	}
+	if err := st.InsertHistograms(ctx, hists); err != nil {
+		t.Fatal(err)
+	}
 	dropped, err := st.DropExpiredRaw(ctx, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	slices.Sort(dropped)
-	if want := []int64{19950, 19969}; !slices.Equal(dropped, want) {
+	if want := []int64{19950, 19960, 19969}; !slices.Equal(dropped, want) {
 		t.Errorf("dropped %v, want %v", dropped, want)
 	}
-	var left []int64
-	rows, err := conn.Query(ctx, "SELECT intDiv(ts, 86400000) AS d FROM "+cfg.Database+"."+schema.TableSamples+" ORDER BY d")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var d int64
-		if err := rows.Scan(&d); err != nil {
+	daysLeft := func(table string) []int64 {
+		var left []int64
+		rows, err := conn.Query(ctx, "SELECT intDiv(ts, 86400000) AS d FROM "+cfg.Database+"."+table+" ORDER BY d")
+		if err != nil {
 			t.Fatal(err)
 		}
-		left = append(left, d)
+		for rows.Next() {
+			var d int64
+			if err := rows.Scan(&d); err != nil {
+				t.Fatal(err)
+			}
+			left = append(left, d)
+		}
+		return left
 	}
-	if want := []int64{19970, 19999, 20000}; !slices.Equal(left, want) {
-		t.Errorf("days left %v, want %v", left, want)
+	if left, want := daysLeft(schema.TableSamples), []int64{19970, 19999, 20000}; !slices.Equal(left, want) {
+		t.Errorf("sample days left %v, want %v", left, want)
+	}
+	if left, want := daysLeft(schema.TableHistograms), []int64{19980}; !slices.Equal(left, want) {
+		t.Errorf("histogram days left %v, want %v", left, want)
 	}
 	// A second run finds nothing more to drop.
 	if again, err := st.DropExpiredRaw(ctx, now); err != nil || len(again) != 0 {

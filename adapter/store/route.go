@@ -180,6 +180,16 @@ func (s *Store) fetch(ctx context.Context, p *Plan, batch []*selected, left *int
 	if err != nil {
 		return rows, err
 	}
+	// Rollup tiers hold no histograms, so histogram samples come from raw whatever the
+	// plan routed the floats to.
+	h, err := s.fetchHistograms(ctx, batch, p.mint, p.maxt)
+	if err != nil {
+		return rows, err
+	}
+	n, rows = n+h, rows+h
+	if n > *left {
+		return rows, ErrSampleBudget
+	}
 	*left -= n
 	s.m.samples.Add(float64(n))
 	return rows, nil

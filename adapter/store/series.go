@@ -22,6 +22,8 @@ type selected struct {
 	labels              labels.Labels
 	ts                  []int64
 	values              []float64
+	// hists are the series' histogram samples, at timestamps that hold no float.
+	hists []HistogramSample
 }
 
 // seriesFilter is what a series query asks of the catalogue besides the matchers.

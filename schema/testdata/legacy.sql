@@ -110,3 +110,29 @@ CREATE TABLE IF NOT EXISTS pyramid.rollup_done (
 ) ENGINE = ReplacingMergeTree(version)
 PARTITION BY intDiv(unit, 2592000000)
 ORDER BY (width, unit, target);
+
+CREATE TABLE IF NOT EXISTS pyramid.histograms (
+    target UInt64,
+    fingerprint UInt64,
+    ts Int64,
+    is_float UInt8,
+    reset_hint UInt8,
+    schema Int8,
+    zero_threshold Float64,
+    count_int UInt64,
+    count_float Float64,
+    zero_count_int UInt64,
+    zero_count_float Float64,
+    sum Float64,
+    positive_offsets Array(Int32),
+    positive_lengths Array(UInt32),
+    positive_deltas Array(Int64),
+    positive_counts Array(Float64),
+    negative_offsets Array(Int32),
+    negative_lengths Array(UInt32),
+    negative_deltas Array(Int64),
+    negative_counts Array(Float64),
+    custom_values Array(Float64)
+) ENGINE = ReplacingMergeTree
+PARTITION BY intDiv(ts, 86400000)
+ORDER BY (target, fingerprint, ts);

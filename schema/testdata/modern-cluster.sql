@@ -128,3 +128,33 @@ PARTITION BY intDiv(unit, 2592000000)
 ORDER BY (width, unit, target);
 
 CREATE TABLE IF NOT EXISTS pyramid.rollup_done ON CLUSTER pyramid AS pyramid.rollup_done_local ENGINE = Distributed(pyramid, pyramid, rollup_done_local, target);
+
+CREATE TABLE IF NOT EXISTS pyramid.histograms_local ON CLUSTER pyramid (
+    target UInt64 CODEC(ZSTD(1)),
+    fingerprint UInt64 CODEC(ZSTD(1)),
+    ts Int64 CODEC(DoubleDelta, ZSTD(1)),
+    is_float UInt8 CODEC(ZSTD(1)),
+    reset_hint UInt8 CODEC(ZSTD(1)),
+    schema Int8 CODEC(ZSTD(1)),
+    zero_threshold Float64 CODEC(ZSTD(1)),
+    count_int UInt64 CODEC(Delta, ZSTD(1)),
+    count_float Float64 CODEC(ZSTD(1)),
+    zero_count_int UInt64 CODEC(Delta, ZSTD(1)),
+    zero_count_float Float64 CODEC(ZSTD(1)),
+    sum Float64 CODEC(ZSTD(1)),
+    positive_offsets Array(Int32) CODEC(ZSTD(1)),
+    positive_lengths Array(UInt32) CODEC(ZSTD(1)),
+    positive_deltas Array(Int64) CODEC(ZSTD(1)),
+    positive_counts Array(Float64) CODEC(ZSTD(1)),
+    negative_offsets Array(Int32) CODEC(ZSTD(1)),
+    negative_lengths Array(UInt32) CODEC(ZSTD(1)),
+    negative_deltas Array(Int64) CODEC(ZSTD(1)),
+    negative_counts Array(Float64) CODEC(ZSTD(1)),
+    custom_values Array(Float64) CODEC(ZSTD(1))
+) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/pyramid/histograms', '{replica}')
+PARTITION BY intDiv(ts, 86400000)
+ORDER BY (target, fingerprint, ts)
+TTL toDateTime(intDiv(ts, 1000)) + INTERVAL 30 DAY
+SETTINGS ttl_only_drop_parts = 1;
+
+CREATE TABLE IF NOT EXISTS pyramid.histograms ON CLUSTER pyramid AS pyramid.histograms_local ENGINE = Distributed(pyramid, pyramid, histograms_local, target);
