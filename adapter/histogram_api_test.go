@@ -75,6 +75,7 @@ func histogramTSDB(t *testing.T, ss []hseries) *tsdb.DB {
 
 // queryData asks base's query API and returns the result type and the results, each as
 // its JSON, in the order of their label sets (an instant vector's order is the storage's).
+// A list answer (series, label values) has the result type "list".
 func queryData(t *testing.T, base, path string, params url.Values) (string, []string) {
 	t.Helper()
 	resp, err := http.Get(base + path + "?" + params.Encode())
@@ -87,20 +88,34 @@ func queryData(t *testing.T, base, path string, params url.Values) (string, []st
 		t.Fatal(err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s %v: %d %s", path, params, resp.StatusCode, b)
+		t.Errorf("%s %v: %d %s", path, params, resp.StatusCode, b)
+		return "", nil
 	}
 	var env struct {
-		Data struct {
-			ResultType string            `json:"resultType"`
-			Result     []json.RawMessage `json:"result"`
-		} `json:"data"`
+		Data json.RawMessage `json:"data"`
 	}
 	if err := json.Unmarshal(b, &env); err != nil {
 		t.Fatalf("%s %v: decode %s: %v", path, params, b, err)
 	}
+	var list []json.RawMessage
+	if err := json.Unmarshal(env.Data, &list); err == nil {
+		out := make([]string, len(list))
+		for i, r := range list {
+			out[i] = string(r)
+		}
+		slices.Sort(out)
+		return "list", out
+	}
+	var data struct {
+		ResultType string            `json:"resultType"`
+		Result     []json.RawMessage `json:"result"`
+	}
+	if err := json.Unmarshal(env.Data, &data); err != nil {
+		t.Fatalf("%s %v: decode %s: %v", path, params, b, err)
+	}
 	type keyed struct{ key, raw string }
 	var rs []keyed
-	for _, r := range env.Data.Result {
+	for _, r := range data.Result {
 		var m struct {
 			Metric map[string]string `json:"metric"`
 		}
@@ -114,13 +129,15 @@ func queryData(t *testing.T, base, path string, params url.Values) (string, []st
 	for i, r := range rs {
 		out[i] = r.raw
 	}
-	return env.Data.ResultType, out
+	return data.ResultType, out
 }
 
-// TestHistogramQueryAPI mounts pyramid's query API on the test server, writes the
-// histogram fixture through remote write, and asks for the histograms and their counts at
-// every instant of the fixture (and between, after and long after): every answer must be
-// the one Prometheus 3's engine gives over a Prometheus TSDB holding the same histograms.
+// TestHistogramQueryAPI mounts pyramid's query API on the test server (as cmd/pyramid
+// does), writes the histogram fixture through remote write, and asks for the histograms,
+// their counts, rates, quantiles and resets at every instant of the fixture (and between,
+// after and long after) and over a range, and for the series and labels: every answer
+// must be the one Prometheus 3's engine gives over a Prometheus TSDB holding the same
+// histograms.
 func TestHistogramQueryAPI(t *testing.T) {
 	s := newTestServer(t, nil)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -156,7 +173,10 @@ func TestHistogramQueryAPI(t *testing.T) {
 			histograms += strings.Count(w, `"histogram`)
 		}
 	}
-	exprs := []string{`hist_int`, `hist_float`, `histogram_count(hist_int)`, `histogram_count(hist_float)`}
+	// rate and resets read the counter reset hints, which pyramid keeps as written and the
+	// TSDB as its chunks encode them.
+	exprs := []string{`hist_int`, `hist_float`, `histogram_count(hist_int)`, `histogram_count(hist_float)`,
+		`rate(hist_int[1m])`, `rate(hist_float[1m])`, `histogram_quantile(0.7, hist_int)`, `resets(hist_int[2m])`, `resets(hist_float[2m])`}
 	for _, at := range []int64{-15_000, 0, 7_500, 15_000, 30_000, 45_000, 60_000, 90_000, 6 * 60_000} {
 		for _, q := range exprs {
 			compare("/api/v1/query", url.Values{"query": {q}, "time": {fmt.Sprintf("%.3f", float64(e+at)/1000)}})
@@ -164,6 +184,26 @@ func TestHistogramQueryAPI(t *testing.T) {
 	}
 	for _, q := range exprs {
 		compare("/api/v1/query_range", url.Values{"query": {q}, "start": {fmt.Sprint(e/1000 - 30)}, "end": {fmt.Sprint(e/1000 + 120)}, "step": {"15"}})
+	}
+	// Histogram series are in the catalogue: the series and label APIs find them.
+	window := url.Values{"start": {fmt.Sprint(e/1000 - 30)}, "end": {fmt.Sprint(e/1000 + 120)}}
+	for _, tc := range []struct {
+		path  string
+		match string
+		n     int
+	}{
+		{"/api/v1/series", `{__name__=~"hist_.*"}`, 20},
+		{"/api/v1/series", `hist_int`, 10},
+		{"/api/v1/label/case/values", `hist_float`, 10},
+		{"/api/v1/label/__name__/values", `{case="stale"}`, 2},
+		{"/api/v1/labels", `hist_int`, 2},
+	} {
+		params := url.Values{"match[]": {tc.match}, "start": window["start"], "end": window["end"]}
+		_, want := queryData(t, refServer.URL, tc.path, params)
+		_, got := queryData(t, s.URL, tc.path, params)
+		if !slices.Equal(got, want) || len(want) != tc.n {
+			t.Errorf("%s %v:\npyramid %q\nTSDB    %q, want %d", tc.path, params, got, want, tc.n)
+		}
 	}
 	// Equal answers prove nothing if no histogram was in them.
 	if histograms < 50 {
@@ -212,6 +252,10 @@ func TestConformanceHistograms(t *testing.T) {
 			}
 		}
 	}
+	want := countHistograms(v1) + countHistograms(v2)
+	if n := p.sameRows(t, "SELECT * FROM DB.histograms FINAL ORDER BY target, fingerprint, ts"); n != want {
+		t.Errorf("%d histogram rows, want %d", n, want)
+	}
 	_, b, _ := p.post(t, "read of every histogram", "/api/v1/read", readBody(t, e-60_000, e+600_000, nil, responseTypes["SAMPLES"], []string{`__name__=~"hist_.*"`}))
 	raw, err := snappy.Decode(nil, []byte(b))
 	if err != nil {
@@ -225,7 +269,7 @@ func TestConformanceHistograms(t *testing.T) {
 	for _, ts := range rr.Results[0].Timeseries {
 		got += len(ts.Histograms)
 	}
-	if want := countHistograms(v1) + countHistograms(v2); got != want {
+	if got != want {
 		t.Errorf("the read of every histogram returned %d, want %d", got, want)
 	}
 }

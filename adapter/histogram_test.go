@@ -517,58 +517,57 @@ func validate(smp hsample) error {
 }
 
 // TestHistogramAndFloatAtOneTimestampInOneRequest: a series with a float and a histogram
-// at the same timestamp in one request (in one entry, or in two entries of the same
-// labels) is refused with a 400 naming it, and nothing of it is stored; the other series
-// of the request, float and histogram, are stored, and a 2.0 response counts them.
+// at the same timestamp in one entry of a request is refused with a 400 naming it, and
+// nothing of it is stored; the other series of the request, float and histogram, are
+// stored, and a 2.0 response counts them.
 func TestHistogramAndFloatAtOneTimestampInOneRequest(t *testing.T) {
+	checkMixedInOneRequest(t, false)
+}
+
+// TestHistogramAndFloatAtOneTimestampInTwoEntries is the same with the series' float and
+// its histograms in two entries of the same labels in the request: it is still one
+// series with a float and a histogram at one timestamp in one request.
+func TestHistogramAndFloatAtOneTimestampInTwoEntries(t *testing.T) {
+	checkMixedInOneRequest(t, true)
+}
+
+func checkMixedInOneRequest(t *testing.T, twoEntries bool) {
 	s := newTestServer(t, nil)
 	e := histogramEpoch()
 	h := simple(0, histogram.UnknownCounterReset, 1, 2)
 	var want []hseries
-	for _, tc := range []struct {
-		name    string
-		proto   string
-		entries func(lset labels.Labels) []hseries
-	}{
-		{"one_entry", "1.0", func(lset labels.Labels) []hseries {
-			return []hseries{{lset, []hsample{{t: e, f: 1}, {t: e, h: h}, {t: e + 15_000, h: h}}}}
-		}},
-		{"two_entries", "1.0", func(lset labels.Labels) []hseries {
-			return []hseries{{lset, []hsample{{t: e, f: 1}}}, {lset, []hsample{{t: e, h: h}, {t: e + 15_000, h: h}}}}
-		}},
-		{"one_entry_v2", "2.0", func(lset labels.Labels) []hseries {
-			return []hseries{{lset, []hsample{{t: e, f: 1}, {t: e, h: h}, {t: e + 15_000, h: h}}}}
-		}},
-	} {
-		okFloat := hseries{labels.FromStrings("__name__", "mixed_ok_float", "case", tc.name), []hsample{{t: e, f: 2}}}
-		okHist := hseries{labels.FromStrings("__name__", "mixed_ok_hist", "case", tc.name), []hsample{{t: e, fh: scaledFloat(h)}}}
-		bad := labels.FromStrings("__name__", "mixed_bad", "case", tc.name)
-		req := append([]hseries{okFloat}, tc.entries(bad)...)
-		req = append(req, okHist)
+	for _, proto := range []string{"1.0", "2.0"} {
+		okFloat := hseries{labels.FromStrings("__name__", "mixed_ok_float", "proto", proto), []hsample{{t: e, f: 2}}}
+		okHist := hseries{labels.FromStrings("__name__", "mixed_ok_hist", "proto", proto), []hsample{{t: e, fh: scaledFloat(h)}}}
+		bad := labels.FromStrings("__name__", "mixed_bad", "proto", proto)
+		req := []hseries{okFloat, {bad, []hsample{{t: e, f: 1}, {t: e, h: h}, {t: e + 15_000, h: h}}}, okHist}
+		if twoEntries {
+			req = []hseries{okFloat, {bad, []hsample{{t: e, f: 1}}}, okHist, {bad, []hsample{{t: e, h: h}, {t: e + 15_000, h: h}}}}
+		}
 		want = append(want, okFloat, okHist)
 
 		var msg string
-		if tc.proto == "1.0" {
+		if proto == "1.0" {
 			var resp *http.Response
 			resp, msg = s.post(t, v1Body(t, req...))
 			if resp.StatusCode != http.StatusBadRequest {
-				t.Errorf("%s: status %d %s, want 400", tc.name, resp.StatusCode, msg)
+				t.Errorf("%s: status %d %s, want 400", proto, resp.StatusCode, msg)
 			}
 		} else {
 			stats, err := prometheus3Client(t, s).Store(context.Background(), v2HistogramBody(t, req...), 0)
 			var recoverable remote.RecoverableError
 			if err == nil || errors.As(err, &recoverable) || !strings.Contains(err.Error(), "400") {
-				t.Errorf("%s: error %v, want a 400 that Prometheus does not retry", tc.name, err)
+				t.Errorf("%s: error %v, want a 400 that Prometheus does not retry", proto, err)
 			}
 			if err != nil {
 				msg = err.Error()
 			}
 			if !stats.Confirmed || stats.Samples != 1 || stats.Histograms != 1 {
-				t.Errorf("%s: response stats %+v, want the other series' 1 sample and 1 histogram confirmed", tc.name, stats)
+				t.Errorf("%s: response stats %+v, want the other series' 1 sample and 1 histogram confirmed", proto, stats)
 			}
 		}
-		if !strings.Contains(msg, "mixed_bad") || !strings.Contains(msg, tc.name) || strings.Contains(msg, "mixed_ok") {
-			t.Errorf("%s: message %q, want it to name mixed_bad{case=%q} alone", tc.name, msg, tc.name)
+		if !strings.Contains(msg, "mixed_bad") || !strings.Contains(msg, proto) || strings.Contains(msg, "mixed_ok") {
+			t.Errorf("%s: message %q, want it to name mixed_bad{proto=%q} alone", proto, msg, proto)
 		}
 	}
 	mint, maxt := e-60_000, e+60_000
