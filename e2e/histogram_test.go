@@ -42,10 +42,12 @@ const histScrapes = 42
 //     field of every histogram, the Sum's bits (stale markers) included;
 //   - counter reset hints where they mean something (see checkHistHints);
 //   - pyramid's PromQL API against the Prometheus 3 engine over A's remote read, for the
-//     histogram functions, instant and range.
+//     histogram functions, instant and range;
+//   - all of it again, but the chunk checks, from a second pyramid that A sends only the
+//     histogram series to, so that it holds no float sample at all.
 func TestNativeHistogramsMatchPrometheus(t *testing.T) {
 	if testing.Short() {
-		t.Skip("end-to-end test of about a minute; skipped in -short mode")
+		t.Skip("end-to-end test of over a minute; skipped in -short mode")
 	}
 	tools := requireTools(t, "bash", "clickhouse-server", "clickhouse-client", "prometheus")
 	began := time.Now()
@@ -190,6 +192,8 @@ func TestNativeHistogramsMatchPrometheus(t *testing.T) {
 		if d := diffPointSets(wantHists, streamed.points()); d != "" {
 			t.Errorf("the histogram-only pyramid's STREAMED_XOR_CHUNKS answer differs from Prometheus A:\n%s", d)
 		}
+		// The queries select histogram series only, so the answers are the same.
+		compareHistQueries(t, ctx, promA.url, only.url, want, facts)
 	})
 
 	t.Run("promql", func(t *testing.T) {
@@ -705,7 +709,7 @@ func checkHistHints(t *testing.T, want chunkedSet, sampled pointSet, streamed ch
 	const maxPerSeries = 3
 	var (
 		mismatches int
-		seriesKey  string
+		current    string // the series being checked
 		inSeries   int
 	)
 	mismatch := func(format string, args ...any) {
@@ -714,12 +718,12 @@ func checkHistHints(t *testing.T, want chunkedSet, sampled pointSet, streamed ch
 		if inSeries++; inSeries <= maxPerSeries {
 			t.Errorf(format, args...)
 		} else if inSeries == maxPerSeries+1 {
-			t.Errorf("%s: more hint mismatches, not shown", seriesKey)
+			t.Errorf("%s: more hint mismatches, not shown", current)
 		}
 	}
 	checked, resets := 0, 0
 	for _, k := range sortedKeys(wantPoints) {
-		seriesKey, inSeries = k, 0
+		current, inSeries = k, 0
 		wp := wantPoints[k]
 		sp := sampled[k]
 		if len(sp) != len(wp) {
