@@ -1,9 +1,12 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
@@ -165,28 +168,47 @@ func (s *Store) readHistograms(ctx context.Context, batch []*selected, mint, max
 	if err != nil {
 		return nil, 0, unavailable(fmt.Errorf("query histograms of %d series: %w", len(batch), err))
 	}
+	byFP, _, n, err := scanHistograms(rows, false)
+	if err != nil {
+		return nil, n, unavailable(fmt.Errorf("read histograms of %d series: %w", len(batch), err))
+	}
+	return byFP, n, nil
+}
+
+// scanHistograms reads rows of fingerprint, ts and histogramColumns, followed by target
+// when withTarget is set, by fingerprint, and closes them. targets is nil without it.
+func scanHistograms(rows driver.Rows, withTarget bool) (byFP map[uint64][]HistogramSample, targets map[uint64]uint64, n int, err error) {
 	defer rows.Close()
-	out := map[uint64][]HistogramSample{}
-	n := 0
+	byFP = map[uint64][]HistogramSample{}
+	if withTarget {
+		targets = map[uint64]uint64{}
+	}
 	for rows.Next() {
 		var (
-			fp uint64
-			ts int64
-			r  histogramRecord
+			fp, target uint64
+			ts         int64
+			r          histogramRecord
 		)
-		if err := rows.Scan(&fp, &ts, &r.isFloat, &r.resetHint, &r.schema, &r.zeroThreshold, &r.countInt,
+		dest := []any{&fp, &ts, &r.isFloat, &r.resetHint, &r.schema, &r.zeroThreshold, &r.countInt,
 			&r.countFloat, &r.zeroCountInt, &r.zeroCountFloat, &r.sum, &r.posOffsets, &r.posLengths,
 			&r.posDeltas, &r.posCounts, &r.negOffsets, &r.negLengths, &r.negDeltas, &r.negCounts,
-			&r.customValues); err != nil {
-			return nil, 0, unavailable(fmt.Errorf("scan histogram %d of %d series: %w", n, len(batch), err))
+			&r.customValues}
+		if withTarget {
+			dest = append(dest, &target)
 		}
-		out[fp] = append(out[fp], r.sample(ts))
+		if err := rows.Scan(dest...); err != nil {
+			return nil, nil, n, fmt.Errorf("scan histogram %d: %w", n, err)
+		}
+		byFP[fp] = append(byFP[fp], r.sample(ts))
+		if withTarget {
+			targets[fp] = target
+		}
 		n++
 	}
 	if err := rows.Err(); err != nil {
-		return nil, 0, unavailable(fmt.Errorf("read histograms of %d series after %d rows: %w", len(batch), n, err))
+		return nil, nil, n, fmt.Errorf("after %d histograms: %w", n, err)
 	}
-	return out, n, nil
+	return byFP, targets, n, nil
 }
 
 // attachHistograms gives each series of batch its histograms, in time order, and returns
@@ -196,7 +218,7 @@ func attachHistograms(batch []*selected, byFP map[uint64][]HistogramSample) int 
 	n := 0
 	for _, rs := range batch {
 		hs := byFP[rs.fingerprint]
-		slices.SortFunc(hs, func(a, b HistogramSample) int { return cmpInt64(a.T, b.T) })
+		sortHistograms(hs)
 		rs.hists = slices.DeleteFunc(hs, func(h HistogramSample) bool {
 			_, found := slices.BinarySearch(rs.ts, h.T)
 			return found
@@ -206,14 +228,9 @@ func attachHistograms(batch []*selected, byFP map[uint64][]HistogramSample) int 
 	return n
 }
 
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+// sortHistograms puts hs in time order.
+func sortHistograms(hs []HistogramSample) {
+	slices.SortFunc(hs, func(a, b HistogramSample) int { return cmp.Compare(a.T, b.T) })
 }
 
 // histSample is a histogram sample as chunks.Sample.

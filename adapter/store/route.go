@@ -170,8 +170,8 @@ func (s *Store) countSegments(p *Plan, series int) {
 // budget. It returns how many rows it read, which sizes the next batch.
 func (s *Store) fetch(ctx context.Context, p *Plan, batch []*selected, left *int) (int, error) {
 	// Histograms are read alongside the floats, on a connection of their own, so that
-	// series without any cost one query's wait only once. Rollup tiers hold no
-	// histograms, so they come from raw whatever the plan routed the floats to.
+	// series without any cost one query's wait only once; a routed plan reads them from
+	// the same tiers as the floats (routedHistograms).
 	type histograms struct {
 		byFP map[uint64][]HistogramSample
 		err  error
@@ -180,8 +180,13 @@ func (s *Store) fetch(ctx context.Context, p *Plan, batch []*selected, left *int
 	defer cancel()
 	hch := make(chan histograms, 1)
 	go func() {
-		byFP, _, err := s.readHistograms(hctx, batch, p.mint, p.maxt)
-		hch <- histograms{byFP, err}
+		var h histograms
+		if p.segments == nil {
+			h.byFP, _, h.err = s.readHistograms(hctx, batch, p.mint, p.maxt)
+		} else {
+			h.byFP, h.err = s.routedHistograms(hctx, p, batch)
+		}
+		hch <- h
 	}()
 	var n, rows int
 	var err error
