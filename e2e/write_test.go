@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -340,34 +339,7 @@ func startPrometheus(t *testing.T, bin, work, exporterAddr, pyramidURL string, e
 // and removes their targets when the markers are wanted).
 func (s *prometheusServer) stopScraping(t *testing.T) {
 	t.Helper()
-	if err := os.WriteFile(s.cfgPath, []byte(prometheusConfig(s.targets, false)), 0o644); err != nil {
-		t.Fatalf("write Prometheus config: %v", err)
-	}
-	// The reload timestamp has whole seconds; one from before the signal must not count.
-	signalled := time.Now().Unix()
-	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatalf("signal Prometheus to reload: %v", err)
-	}
-	waitFor(t, "Prometheus to reload its config", time.Minute, func() error {
-		if err := s.checkAlive(); err != nil {
-			return stopWaiting(err)
-		}
-		ok, err := sumMetric(s.url+"/metrics", "prometheus_config_last_reload_successful", nil)
-		if err != nil {
-			return err
-		}
-		if ok != 1 {
-			return stopWaiting(fmt.Errorf("reload failed; see the Prometheus log"))
-		}
-		ts, err := sumMetric(s.url+"/metrics", "prometheus_config_last_reload_success_timestamp_seconds", nil)
-		if err != nil {
-			return err
-		}
-		if int64(ts) < signalled {
-			return fmt.Errorf("last successful reload at %d, signalled at %d", int64(ts), signalled)
-		}
-		return nil
-	})
+	s.reloadConfig(t, prometheusConfig(s.targets, false))
 }
 
 // remoteWriteDone returns nil once Prometheus's remote-write queue has sent a sample at or
