@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
@@ -111,7 +112,7 @@ func BenchmarkCodecs(b *testing.B) {
 			}
 			dr := &directResult{}
 			var batches []*adapter.Batch
-			p.directBatches(100_000, func(batch *adapter.Batch) {
+			p.directBatches(100_000, nil, func(batch *adapter.Batch) {
 				batches = append(batches, batch)
 				dr.Samples += batch.Samples()
 			})
@@ -278,7 +279,7 @@ func prometheusChunkBytes(p *plan) int {
 		n := len(o.c.Bytes())
 		total += len(binary.AppendUvarint(nil, uint64(n))) + 1 + n + 4
 	}
-	p.walk(nil, func(d *seriesDef, ts int64, v float64) {
+	p.walk(nil, func(d *seriesDef, ts int64, v float64, _ *histogram.Histogram) {
 		o := cur[d.fp]
 		if o == nil || o.c.NumSamples() == 120 {
 			if o != nil {
