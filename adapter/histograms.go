@@ -9,28 +9,13 @@ import (
 )
 
 // checkHistograms applies Prometheus's rules for native histograms to one series'
-// samples and histograms: each histogram must pass Prometheus's own Validate, none may
-// share its timestamp with a float sample of the series (Prometheus's TSDB refuses the
-// second of the two, and a store must not hold two answers for one instant), and one with
-// more than maxBuckets buckets (0: no limit) has its resolution reduced until it fits, as
-// Prometheus's native_histogram_bucket_limit does at scrape time. It returns what is
-// wrong, or "". Histograms are changed in place when reduced.
-func checkHistograms(samples []wireSample, hists []store.HistogramSample, maxBuckets int) string {
-	if len(hists) == 0 {
-		return ""
-	}
-	var floatAt map[int64]bool
-	if len(samples) > 0 {
-		floatAt = make(map[int64]bool, len(samples))
-		for _, s := range samples {
-			floatAt[s.Timestamp] = true
-		}
-	}
+// histograms: each must pass Prometheus's own Validate, and one with more than maxBuckets
+// buckets (0: no limit) has its resolution reduced until it fits, as Prometheus's
+// native_histogram_bucket_limit does at scrape time. It returns what is wrong, or "".
+// Histograms are changed in place when reduced.
+func checkHistograms(hists []store.HistogramSample, maxBuckets int) string {
 	for i := range hists {
 		h := &hists[i]
-		if floatAt[h.T] {
-			return fmt.Sprintf("a float sample and a native histogram at one timestamp (%s)", formatMs(h.T))
-		}
 		var err error
 		if h.H != nil {
 			err = h.H.Validate()

@@ -144,24 +144,40 @@ func (v *validator) toBatch(req *wireRequest, b *Batch) *ValidationError {
 	n := len(req.samples)
 	b.Targets, b.Fingerprints = slices.Grow(b.Targets, n), slices.Grow(b.Fingerprints, n)
 	b.Timestamps, b.Values = slices.Grow(b.Timestamps, n), slices.Grow(b.Values, n)
+	// Only a request with histograms needs its series known before any is batched: a
+	// float and a histogram of one series at one timestamp may come in two entries.
+	var pre []prepared
+	var mixed map[uint64]int64
+	if len(req.hists) > 0 {
+		pre, mixed = v.prepareAll(req)
+	}
 	for i := range req.series {
 		s := &req.series[i]
-		ls, samples, hists := req.seriesLabels(s), req.seriesSamples(s), req.seriesHistograms(s)
+		samples, hists := req.seriesSamples(s), req.seriesHistograms(s)
 		if len(samples) == 0 && len(hists) == 0 {
 			continue
 		}
-		ls, name, problem := normalizeLabels(req.buf, ls)
-		if problem != "" {
-			verr = addProblem(verr, req.buf, req.seriesLabels(s), name, problem, len(samples)+len(hists))
+		var p prepared
+		if pre != nil {
+			p = pre[i]
+		} else {
+			p = v.prepare(req, s)
+		}
+		ls, fp, target := p.ls, p.fp, p.target
+		if p.problem != "" {
+			verr = addProblem(verr, req.buf, req.seriesLabels(s), p.name, p.problem, len(samples)+len(hists))
 			continue
 		}
-		if problem := checkHistograms(samples, hists, v.maxBuckets); problem != "" {
+		if t, ok := mixed[fp]; ok {
+			verr = addProblem(verr, req.buf, ls, nil, fmt.Sprintf("a float sample and a native histogram at one timestamp (%s)", formatMs(t)), len(samples)+len(hists))
+			verr.Histograms++
+			continue
+		}
+		if problem := checkHistograms(hists, v.maxBuckets); problem != "" {
 			verr = addProblem(verr, req.buf, ls, nil, problem, len(samples)+len(hists))
 			verr.Histograms++
 			continue
 		}
-		var fp, target uint64
-		fp, target, v.buf = hashes(req.buf, ls, v.buf)
 		minTs, maxTs := int64(math.MaxInt64), int64(math.MinInt64)
 		var old, future int
 		for _, smp := range samples {
@@ -214,6 +230,71 @@ func (v *validator) toBatch(req *wireRequest, b *Batch) *ValidationError {
 		b.Series = append(b.Series, newSeriesRow(req.buf, ls, fp, target, minTs, maxTs))
 	}
 	return verr
+}
+
+// prepared is one series entry of a request, its labels normalized and hashed, or what is
+// wrong with them.
+type prepared struct {
+	ls         []wireLabel
+	name       []byte
+	problem    string
+	fp, target uint64
+}
+
+// prepare normalizes and hashes the labels of one series entry. It reorders the entry's
+// labels in place, so it runs once per entry.
+func (v *validator) prepare(req *wireRequest, s *wireSeries) prepared {
+	ls, name, problem := normalizeLabels(req.buf, req.seriesLabels(s))
+	if problem != "" {
+		return prepared{name: name, problem: problem}
+	}
+	p := prepared{ls: ls}
+	p.fp, p.target, v.buf = hashes(req.buf, ls, v.buf)
+	return p
+}
+
+// prepareAll prepares every entry of req that carries data, and finds the series that
+// hold a float sample and a histogram at one timestamp, in one entry or in two with the
+// same labels: Prometheus's TSDB refuses the second of the two, and a store must not keep
+// two answers for one instant. It returns one such timestamp per series.
+func (v *validator) prepareAll(req *wireRequest) ([]prepared, map[uint64]int64) {
+	pre := make([]prepared, len(req.series))
+	histAt := map[uint64]map[int64]bool{}
+	for i := range req.series {
+		s := &req.series[i]
+		if s.sampleStart == s.sampleEnd && s.histStart == s.histEnd {
+			continue
+		}
+		pre[i] = v.prepare(req, s)
+		if pre[i].problem != "" || s.histStart == s.histEnd {
+			continue
+		}
+		at := histAt[pre[i].fp]
+		if at == nil {
+			at = map[int64]bool{}
+			histAt[pre[i].fp] = at
+		}
+		for _, h := range req.seriesHistograms(s) {
+			at[h.T] = true
+		}
+	}
+	var mixed map[uint64]int64
+	for i := range req.series {
+		at := histAt[pre[i].fp]
+		if at == nil || pre[i].problem != "" {
+			continue
+		}
+		for _, smp := range req.seriesSamples(&req.series[i]) {
+			if at[smp.Timestamp] {
+				if mixed == nil {
+					mixed = map[uint64]int64{}
+				}
+				mixed[pre[i].fp] = smp.Timestamp
+				break
+			}
+		}
+	}
+	return pre, mixed
 }
 
 // addOutOfWindow records the samples of one series whose timestamps lie outside v.accept.

@@ -88,18 +88,29 @@ func fromEngine(v parser.Value) (promResult, error) {
 	switch v := v.(type) {
 	case promql.Matrix:
 		for _, s := range v {
-			if len(s.Histograms) > 0 {
-				return promResult{}, fmt.Errorf("series %s holds histograms", s.Metric)
-			}
-			ps := make([]promPoint, len(s.Floats))
+			ps := make([]promPoint, len(s.Floats), len(s.Floats)+len(s.Histograms))
 			for i, p := range s.Floats {
 				ps[i] = pt(p.T, p.F)
+			}
+			for _, p := range s.Histograms {
+				hp, err := histogramPoint(p.T, p.H)
+				if err != nil {
+					return promResult{}, err
+				}
+				ps = append(ps, hp)
 			}
 			out.series[key(s.Metric)] = ps
 		}
 	case promql.Vector:
 		for _, s := range v {
-			out.series[key(s.Metric)] = []promPoint{pt(s.T, s.F)}
+			p := pt(s.T, s.F)
+			if s.H != nil {
+				var err error
+				if p, err = histogramPoint(s.T, s.H); err != nil {
+					return promResult{}, err
+				}
+			}
+			out.series[key(s.Metric)] = []promPoint{p}
 		}
 	case promql.Scalar:
 		out.series["scalar"] = []promPoint{pt(v.T, v.V)}

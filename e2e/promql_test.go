@@ -80,6 +80,11 @@ func (p *promPoint) UnmarshalJSON(data []byte) error {
 		return fmt.Errorf("decode timestamp of point %s: %w", data, err)
 	}
 	p.t = promTime(int64(math.Round(sec * 1000)))
+	if bytes.HasPrefix(bytes.TrimSpace(pair[1]), []byte("{")) {
+		// A native histogram (see histogramValue).
+		p.v, err = histogramValue(pair[1])
+		return err
+	}
 	if err := json.Unmarshal(pair[1], &p.v); err != nil {
 		return fmt.Errorf("decode value of point %s: %w", data, err)
 	}
@@ -191,26 +196,32 @@ func decodeQuery(data json.RawMessage, err error) (promResult, error) {
 	switch d.ResultType {
 	case "matrix":
 		var ms []struct {
-			Metric map[string]string `json:"metric"`
-			Values []promPoint       `json:"values"`
+			Metric     map[string]string `json:"metric"`
+			Values     []promPoint       `json:"values"`
+			Histograms []promPoint       `json:"histograms"`
 		}
 		if err := json.Unmarshal(d.Result, &ms); err != nil {
 			return promResult{}, fmt.Errorf("decode matrix: %w", err)
 		}
 		for _, m := range ms {
-			if err := add(m.Metric, m.Values); err != nil {
+			// Floats first, then histograms, as Prometheus writes them.
+			if err := add(m.Metric, append(m.Values, m.Histograms...)); err != nil {
 				return promResult{}, err
 			}
 		}
 	case "vector":
 		var vs []struct {
-			Metric map[string]string `json:"metric"`
-			Value  promPoint         `json:"value"`
+			Metric    map[string]string `json:"metric"`
+			Value     promPoint         `json:"value"`
+			Histogram *promPoint        `json:"histogram"`
 		}
 		if err := json.Unmarshal(d.Result, &vs); err != nil {
 			return promResult{}, fmt.Errorf("decode vector: %w", err)
 		}
 		for _, v := range vs {
+			if v.Histogram != nil {
+				v.Value = *v.Histogram
+			}
 			if err := add(v.Metric, []promPoint{v.Value}); err != nil {
 				return promResult{}, err
 			}

@@ -13,6 +13,8 @@
 //	route.go      the query router: which tier and aggregate serve which part of a window
 //	points.go     how rollup rows become the samples Prometheus sees, and what each kind
 //	              gets wrong compared with raw
+//	histogram.go  the same for native histograms: their rollup row, merge, points and
+//	              reset-corrected counter
 //	dedup.go      ordering raw samples and removing retried duplicates; conflicting values
 //	              resolved as the table's merges resolve them
 //	marker.go     the work units (target x coarsest bucket) that stored samples dirty

@@ -17,6 +17,8 @@ const (
 	TableRollupDirty  = "rollup_dirty"
 	TableRollupDone   = "rollup_done"
 	TableHistograms   = "histograms"
+	// TableHistogramRollups holds the rollup tiers of native histogram series.
+	TableHistogramRollups = "histogram_rollups"
 )
 
 // RollupPartitionMillis is the width of one rollups partition per resolution: 30 days, so
@@ -378,6 +380,41 @@ func (g ddl) histograms(cfg Config) []string {
 		clauses: fmt.Sprintf(`
 PARTITION BY intDiv(ts, %d)
 ORDER BY (target, fingerprint, ts)%s`, DayMillis, g.samplesTTL(cfg.retentionDays())),
+		shardKey: "target",
+	})
+}
+
+// histogramRollups is migration 4: the rollup tiers of native histogram series, one row per
+// tier, series and bucket as rollup.HistogramAggregate defines it, versioned and
+// partitioned like the float rollups so that the materializer and retention treat both
+// alike. Each histogram is one prompb.Histogram message (float counts), an empty string
+// where there is none: a bucket's few histograms are read and written whole, never
+// filtered on, and the message keeps every float bit.
+func (g ddl) histogramRollups(Config) []string {
+	z := g.codec("ZSTD(1)")
+	return g.create(stored{
+		name: TableHistogramRollups,
+		columns: fmt.Sprintf(`(
+    res Int64,
+    target UInt64%[1]s,
+    fingerprint UInt64%[1]s,
+    bucket Int64%[2]s,
+    cnt UInt64%[1]s,
+    first_ts Int64%[2]s,
+    last_ts Int64%[2]s,
+    resets UInt64%[1]s,
+    incompatible UInt8%[1]s,
+    first String%[1]s,
+    last String%[1]s,
+    correction String%[1]s,
+    sum String%[1]s,
+    version UInt32%[1]s
+)`, z, g.codec("DoubleDelta, ZSTD(1)")),
+		engine: "ReplacingMergeTree",
+		args:   "version",
+		clauses: fmt.Sprintf(`
+PARTITION BY (res, intDiv(bucket, %d))
+ORDER BY (res, target, fingerprint, bucket)`, RollupPartitionMillis),
 		shardKey: "target",
 	})
 }

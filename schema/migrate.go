@@ -23,6 +23,7 @@ func migrationList() []migration {
 		{version: 1, name: "initial", statements: ddl.initial},
 		{version: 2, name: "rollups", statements: ddl.rollups},
 		{version: 3, name: "histograms", statements: ddl.histograms},
+		{version: 4, name: "histogram_rollups", statements: ddl.histogramRollups},
 	}
 }
 

@@ -11,8 +11,11 @@
 //	series.go    the series query on the catalogue, label names and values
 //	samples.go   the raw sample query, deduplication of retried writes and conflicting ones
 //	             (the last write wins, as merges decide)
+//	histograms.go  native histograms: their columns, insert and raw read, merged into the
+//	             series' samples (a float wins a timestamp both hold)
 //	route.go     which tiers answer a selection (rollup.Route, from the select hints), and
 //	             reading their segments
+//	histroute.go the same segments for histogram series
 //	querier.go   storage.Querier: plans, budgets and series sets fetched batch by batch
 //	estimate.go  how many series and points a selection would read, from the catalogue
 //
@@ -22,6 +25,7 @@
 //	marks.go      the rollup work marks the write path leaves (rollup.Marker decides which)
 //	rollups.go    rollup reads (ReadBuckets), the kept value of conflicting samples
 //	              (ReadWinners), and the rollup job's statements (rollup/materialize runs it)
+//	histrollups.go  the histogram rollup rows: insert, read, and the raw histograms of a unit
 //	status.go     what each tier holds (Status), and its cached pyramid_tier_* metrics
 //	retention.go  dropping expired partitions: raw on servers without TTL, and rollups
 //	storage.go    what the tables take on disk, for the load generator's report

@@ -1,9 +1,12 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
@@ -152,84 +155,100 @@ func orEmpty[T any](s []T) []T {
 	return s
 }
 
-// fetchHistograms fills in the histogram samples of batch in [mint, maxt] and returns how
-// many there are. FINAL applies the table's merge rule (the last write of a timestamp is
-// kept) at read time, so that retried writes read back once and the answer does not change
-// when ClickHouse merges. A timestamp that also holds a float sample keeps the float: the
-// histogram there is left out, so every reader sees one sample per timestamp.
-func (s *Store) fetchHistograms(ctx context.Context, batch []*selected, mint, maxt int64) (int, error) {
-	if len(batch) == 0 {
-		return 0, nil
-	}
-	byFP := make(map[uint64]*selected, len(batch))
-	for _, rs := range batch {
-		rs.hists = rs.hists[:0]
-		byFP[rs.fingerprint] = rs
-	}
+// readHistograms reads the histogram samples of batch in [mint, maxt], by fingerprint,
+// and how many there are. It only reads the batch's keys, so it may run while the batch's
+// float samples are being filled in. FINAL applies the table's merge rule (the last write
+// of a timestamp is kept) at read time, so that retried writes read back once and the
+// answer does not change when ClickHouse merges.
+func (s *Store) readHistograms(ctx context.Context, batch []*selected, mint, maxt int64) (map[uint64][]HistogramSample, int, error) {
 	targets, fps := batchKeys(batch)
 	rows, err := s.conn.Query(ctx, "SELECT fingerprint, ts, "+histogramColumns+" FROM "+s.cfg.Database+"."+
 		schema.TableHistograms+" FINAL WHERE target IN ? AND fingerprint IN ? AND ts >= ? AND ts <= ?",
 		inSet(targets), inSet(fps), mint, maxt)
 	if err != nil {
-		return 0, unavailable(fmt.Errorf("query histograms of %d series: %w", len(batch), err))
+		return nil, 0, unavailable(fmt.Errorf("query histograms of %d series: %w", len(batch), err))
 	}
+	byFP, _, n, err := scanHistograms(rows, false)
+	if err != nil {
+		return nil, n, unavailable(fmt.Errorf("read histograms of %d series: %w", len(batch), err))
+	}
+	return byFP, n, nil
+}
+
+// scanHistograms reads rows of fingerprint, ts and histogramColumns, followed by target
+// when withTarget is set, by fingerprint, and closes them. targets is nil without it.
+func scanHistograms(rows driver.Rows, withTarget bool) (byFP map[uint64][]HistogramSample, targets map[uint64]uint64, n int, err error) {
 	defer rows.Close()
-	n := 0
+	byFP = map[uint64][]HistogramSample{}
+	if withTarget {
+		targets = map[uint64]uint64{}
+	}
 	for rows.Next() {
 		var (
-			fp uint64
-			ts int64
-			r  histogramRecord
+			fp, target uint64
+			ts         int64
+			r          histogramRecord
 		)
-		if err := rows.Scan(&fp, &ts, &r.isFloat, &r.resetHint, &r.schema, &r.zeroThreshold, &r.countInt,
+		dest := []any{&fp, &ts, &r.isFloat, &r.resetHint, &r.schema, &r.zeroThreshold, &r.countInt,
 			&r.countFloat, &r.zeroCountInt, &r.zeroCountFloat, &r.sum, &r.posOffsets, &r.posLengths,
 			&r.posDeltas, &r.posCounts, &r.negOffsets, &r.negLengths, &r.negDeltas, &r.negCounts,
-			&r.customValues); err != nil {
-			return 0, unavailable(fmt.Errorf("scan histogram %d of %d series: %w", n, len(batch), err))
+			&r.customValues}
+		if withTarget {
+			dest = append(dest, &target)
 		}
-		rs := byFP[fp]
-		if rs == nil {
-			return 0, unavailable(fmt.Errorf("read histograms of %d series: unexpected fingerprint %d", len(batch), fp))
+		if err := rows.Scan(dest...); err != nil {
+			return nil, nil, n, fmt.Errorf("scan histogram %d: %w", n, err)
 		}
-		rs.hists = append(rs.hists, r.sample(ts))
+		byFP[fp] = append(byFP[fp], r.sample(ts))
+		if withTarget {
+			targets[fp] = target
+		}
 		n++
 	}
 	if err := rows.Err(); err != nil {
-		return 0, unavailable(fmt.Errorf("read histograms of %d series after %d rows: %w", len(batch), n, err))
+		return nil, nil, n, fmt.Errorf("after %d histograms: %w", n, err)
 	}
+	return byFP, targets, n, nil
+}
+
+// attachHistograms gives each series of batch its histograms, in time order, and returns
+// how many it kept. A timestamp that also holds a float sample keeps the float and loses
+// the histogram, so every reader sees one sample per timestamp; the floats must be in.
+func attachHistograms(batch []*selected, byFP map[uint64][]HistogramSample) int {
+	n := 0
 	for _, rs := range batch {
-		if len(rs.hists) == 0 {
-			continue
-		}
-		slices.SortFunc(rs.hists, func(a, b HistogramSample) int { return cmpInt64(a.T, b.T) })
-		before := len(rs.hists)
-		rs.hists = slices.DeleteFunc(rs.hists, func(h HistogramSample) bool {
+		hs := byFP[rs.fingerprint]
+		sortHistograms(hs)
+		rs.hists = slices.DeleteFunc(hs, func(h HistogramSample) bool {
 			_, found := slices.BinarySearch(rs.ts, h.T)
 			return found
 		})
-		n -= before - len(rs.hists)
+		n += len(rs.hists)
 	}
-	return n, nil
+	return n
 }
 
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+// sortHistograms puts hs in time order.
+func sortHistograms(hs []HistogramSample) {
+	slices.SortFunc(hs, func(a, b HistogramSample) int { return cmp.Compare(a.T, b.T) })
 }
 
 // histSample is a histogram sample as chunks.Sample.
 type histSample struct{ s HistogramSample }
 
-func (h *histSample) T() int64                      { return h.s.T }
-func (h *histSample) ST() int64                     { return 0 }
-func (h *histSample) F() float64                    { return 0 }
-func (h *histSample) H() *histogram.Histogram       { return h.s.H }
-func (h *histSample) FH() *histogram.FloatHistogram { return h.s.FH }
+func (h *histSample) T() int64                { return h.s.T }
+func (h *histSample) ST() int64               { return 0 }
+func (h *histSample) F() float64              { return 0 }
+func (h *histSample) H() *histogram.Histogram { return h.s.H }
+
+// FH returns the sample as a float histogram, converting an integer one: Prometheus's
+// engine reads every histogram through it.
+func (h *histSample) FH() *histogram.FloatHistogram {
+	if h.s.FH == nil {
+		return h.s.H.ToFloat(nil)
+	}
+	return h.s.FH
+}
 
 func (h *histSample) Type() chunkenc.ValueType {
 	if h.s.FH != nil {

@@ -91,12 +91,13 @@ func (s *Store) DropExpiredRollups(ctx context.Context, now time.Time) ([]string
 	raw := tiers[0].Retention
 	// Partitions are listed by the stored tables' names and kept by the logical ones.
 	logical := map[string]string{}
-	for _, t := range []string{schema.TableRollups, schema.TableRollupDirty, schema.TableRollupDone} {
+	for _, t := range []string{schema.TableRollups, schema.TableHistogramRollups, schema.TableRollupDirty, schema.TableRollupDone} {
 		logical[p.Stored(t)] = t
 	}
 	rows, err := s.conn.Query(ctx, "SELECT DISTINCT table, partition, partition_id FROM "+p.Parts()+
-		" WHERE active AND database = ? AND table IN (?, ?, ?)", p.Database,
-		p.Stored(schema.TableRollups), p.Stored(schema.TableRollupDirty), p.Stored(schema.TableRollupDone))
+		" WHERE active AND database = ? AND table IN (?, ?, ?, ?)", p.Database,
+		p.Stored(schema.TableRollups), p.Stored(schema.TableHistogramRollups), p.Stored(schema.TableRollupDirty),
+		p.Stored(schema.TableRollupDone))
 	if err != nil {
 		return nil, fmt.Errorf("list rollup partitions of %s: %w", p.Database, err)
 	}
@@ -111,7 +112,7 @@ func (s *Store) DropExpiredRollups(ctx context.Context, now time.Time) ([]string
 		part.table = logical[part.table]
 		var keep time.Duration // 0: forever.
 		var block int64
-		if part.table == schema.TableRollups {
+		if part.table == schema.TableRollups || part.table == schema.TableHistogramRollups {
 			res, b, err := parsePartition(false, part.name)
 			if err != nil {
 				return nil, err

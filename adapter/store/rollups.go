@@ -154,17 +154,19 @@ func (s *Store) UnitsComputed(ctx context.Context, width int64) (uint64, error) 
 	return done, nil
 }
 
-// MarkStoredSamples marks the unit of this width of every stored sample dirty, for rollups
-// that were never computed at this width.
+// MarkStoredSamples marks the unit of this width of every stored sample and histogram
+// dirty, for rollups that were never computed at this width.
 func (s *Store) MarkStoredSamples(ctx context.Context, width int64) error {
-	// intDiv truncates towards zero; the if() rounds negative timestamps down as
-	// rollup.BucketStart does.
-	q := fmt.Sprintf(`INSERT INTO %[1]s.%[2]s (width, unit, target)
+	for _, table := range []string{schema.TableSamples, schema.TableHistograms} {
+		// intDiv truncates towards zero; the if() rounds negative timestamps down as
+		// rollup.BucketStart does.
+		q := fmt.Sprintf(`INSERT INTO %[1]s.%[2]s (width, unit, target)
 SELECT ?, intDiv(ts, ?) * ? - if(ts %% ? < 0, ?, 0) AS u, target FROM %[1]s.%[3]s GROUP BY u, target`,
-		s.cfg.Database, schema.TableRollupDirty, schema.TableSamples)
-	w := width
-	if err := s.conn.Exec(ctx, q, w, w, w, w, w); err != nil {
-		return fmt.Errorf("mark the units of stored samples for width %d: %w", w, err)
+			s.cfg.Database, schema.TableRollupDirty, table)
+		w := width
+		if err := s.conn.Exec(ctx, q, w, w, w, w, w); err != nil {
+			return fmt.Errorf("mark the units of stored %s for width %d: %w", table, w, err)
+		}
 	}
 	return nil
 }

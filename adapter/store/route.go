@@ -169,6 +169,25 @@ func (s *Store) countSegments(p *Plan, series int) {
 // fetch fills in the samples of batch, charging them against *left, the remaining sample
 // budget. It returns how many rows it read, which sizes the next batch.
 func (s *Store) fetch(ctx context.Context, p *Plan, batch []*selected, left *int) (int, error) {
+	// Histograms are read alongside the floats, on a connection of their own, so that
+	// series without any cost one query's wait only once; a routed plan reads them from
+	// the same tiers as the floats (routedHistograms).
+	type histograms struct {
+		byFP map[uint64][]HistogramSample
+		err  error
+	}
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	hch := make(chan histograms, 1)
+	go func() {
+		var h histograms
+		if p.segments == nil {
+			h.byFP, _, h.err = s.readHistograms(hctx, batch, p.mint, p.maxt)
+		} else {
+			h.byFP, h.err = s.routedHistograms(hctx, p, batch)
+		}
+		hch <- h
+	}()
 	var n, rows int
 	var err error
 	if p.segments == nil {
@@ -178,14 +197,15 @@ func (s *Store) fetch(ctx context.Context, p *Plan, batch []*selected, left *int
 		n, rows, err = s.fetchRouted(ctx, p, batch, *left)
 	}
 	if err != nil {
+		cancel()
+		<-hch
 		return rows, err
 	}
-	// Rollup tiers hold no histograms, so histogram samples come from raw whatever the
-	// plan routed the floats to.
-	h, err := s.fetchHistograms(ctx, batch, p.mint, p.maxt)
-	if err != nil {
-		return rows, err
+	hs := <-hch
+	if hs.err != nil {
+		return rows, hs.err
 	}
+	h := attachHistograms(batch, hs.byFP)
 	n, rows = n+h, rows+h
 	if n > *left {
 		return rows, ErrSampleBudget

@@ -21,37 +21,45 @@ type partStats struct {
 
 // Status reports every tier. It reads part statistics from system.parts and scans only the
 // oldest and newest partition of each tier for its exact bounds, so it stays cheap however
-// much the tiers hold.
+// much the tiers hold. A tier's figures cover its float and its histogram table together:
+// raw is samples and histograms, a rollup tier rollups and histogram_rollups.
 func (s *Store) Status(ctx context.Context) ([]rollup.TierStatus, error) {
 	p, tiers := s.cfg.place(), s.cfg.Tiers
 	samples, rollups := p.Stored(schema.TableSamples), p.Stored(schema.TableRollups)
-	rows, err := s.conn.Query(ctx, "SELECT table = ?, partition, sum(rows), sum(bytes_on_disk) FROM "+p.Parts()+
-		" WHERE active AND database = ? AND table IN (?, ?) GROUP BY table, partition", samples, p.Database, samples, rollups)
+	hists, hrollups := p.Stored(schema.TableHistograms), p.Stored(schema.TableHistogramRollups)
+	rows, err := s.conn.Query(ctx, "SELECT table IN (?, ?), table IN (?, ?), partition, sum(rows), sum(bytes_on_disk) FROM "+p.Parts()+
+		" WHERE active AND database = ? AND table IN (?, ?, ?, ?) GROUP BY table, partition",
+		samples, hists, hists, hrollups, p.Database, samples, rollups, hists, hrollups)
 	if err != nil {
 		return nil, fmt.Errorf("read part statistics of %s: %w", p.Database, err)
 	}
 	defer rows.Close()
-	// Partitions are keyed by resolution (0 for raw) and by their block: the day for raw,
-	// the 30-day block for rollups.
-	parts := map[int64]map[int64]partStats{}
+	// Partitions are keyed by table kind, by resolution (0 for raw) and by their block:
+	// the day for raw, the 30-day block for rollups.
+	type tableRes struct {
+		histograms bool
+		res        int64
+	}
+	parts := map[tableRes]map[int64]partStats{}
 	for rows.Next() {
 		var (
-			isRaw     uint8
-			partition string
-			n, bytes  uint64
+			isRaw, isHist uint8
+			partition     string
+			n, bytes      uint64
 		)
-		if err := rows.Scan(&isRaw, &partition, &n, &bytes); err != nil {
+		if err := rows.Scan(&isRaw, &isHist, &partition, &n, &bytes); err != nil {
 			return nil, fmt.Errorf("scan part statistics: %w", err)
 		}
 		res, block, err := parsePartition(isRaw == 1, partition)
 		if err != nil {
 			return nil, err
 		}
-		if parts[res] == nil {
-			parts[res] = map[int64]partStats{}
+		k := tableRes{isHist == 1, res}
+		if parts[k] == nil {
+			parts[k] = map[int64]partStats{}
 		}
-		p := parts[res][block]
-		parts[res][block] = partStats{rows: p.rows + n, bytes: p.bytes + bytes}
+		p := parts[k][block]
+		parts[k][block] = partStats{rows: p.rows + n, bytes: p.bytes + bytes}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read part statistics: %w", err)
@@ -61,19 +69,26 @@ func (s *Store) Status(ctx context.Context) ([]rollup.TierStatus, error) {
 	var rawNewest *int64
 	for _, t := range tiers {
 		st := rollup.NewTierStatus(t)
-		blocks := parts[t.ResolutionMs()]
-		if len(blocks) > 0 {
+		for _, histograms := range []bool{false, true} {
+			blocks := parts[tableRes{histograms, t.ResolutionMs()}]
+			if len(blocks) == 0 {
+				continue
+			}
 			lo, hi := int64(1<<62), int64(-1<<62)
 			for b, p := range blocks {
 				st.Rows += p.rows
 				st.BytesOnDisk += p.bytes
 				lo, hi = min(lo, b), max(hi, b)
 			}
-			oldest, newest, err := s.bounds(ctx, t, lo, hi)
+			oldest, newest, err := s.bounds(ctx, t, histograms, lo, hi)
 			if err != nil {
 				return nil, err
 			}
-			st.Oldest, st.Newest = &oldest, &newest
+			if st.Oldest == nil {
+				st.Oldest, st.Newest = &oldest, &newest
+				continue
+			}
+			*st.Oldest, *st.Newest = min(*st.Oldest, oldest), max(*st.Newest, newest)
 		}
 		switch {
 		case t.IsRaw():
@@ -111,13 +126,19 @@ func parsePartition(raw bool, partition string) (res, block int64, err error) {
 	return res, block, nil
 }
 
-// bounds finds the first and last timestamp of a tier with one query that reads only its
+// bounds finds the first and last timestamp of a tier's float or histogram table with one query that reads only its
 // oldest and newest partition (blocks lo and hi).
-func (s *Store) bounds(ctx context.Context, t rollup.Tier, lo, hi int64) (oldest, newest int64, err error) {
+func (s *Store) bounds(ctx context.Context, t rollup.Tier, histograms bool, lo, hi int64) (oldest, newest int64, err error) {
 	table, col, width, cond := schema.TableSamples, "ts", int64(schema.DayMillis), ""
+	if histograms {
+		table = schema.TableHistograms
+	}
 	var args []any
 	if !t.IsRaw() {
 		table, col, width, cond = schema.TableRollups, "bucket", int64(schema.RollupPartitionMillis), " AND res = ?"
+		if histograms {
+			table = schema.TableHistogramRollups
+		}
 		args = []any{t.ResolutionMs()}
 	}
 	q := fmt.Sprintf("SELECT minIf(%[1]s, %[1]s < ?), maxIf(%[1]s, %[1]s >= ?) FROM %[2]s.%[3]s"+

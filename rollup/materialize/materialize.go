@@ -284,5 +284,47 @@ func (m *Materializer) compute(ctx context.Context, start int64, targets []uint6
 		return fmt.Errorf("store the rollups of %d series: %w", len(series), err)
 	}
 	m.rows.Add(float64(len(rows)))
+	hrows, err := m.histogramRollups(ctx, start, targets, series)
+	if err != nil {
+		return err
+	}
+	if err := m.st.InsertHistogramRollups(ctx, hrows, version); err != nil {
+		return fmt.Errorf("store %d histogram rollup rows: %w", len(hrows), err)
+	}
+	m.rows.Add(float64(len(hrows)))
 	return m.st.InsertDone(ctx, m.width, start, targets, version)
+}
+
+// histogramRollups computes the rollup rows of the unit's histogram series, every tier from
+// raw as for floats. A histogram at a timestamp that also holds a float sample is left out,
+// as reads leave it out.
+func (m *Materializer) histogramRollups(ctx context.Context, start int64, targets []uint64, floats map[uint64]*store.UnitSeries) ([]store.HistogramRollupRow, error) {
+	hists, err := m.st.UnitHistograms(ctx, start, m.width, targets)
+	if err != nil {
+		return nil, err
+	}
+	fps := make([]uint64, 0, len(hists))
+	for fp := range hists {
+		fps = append(fps, fp)
+	}
+	slices.Sort(fps)
+	var rows []store.HistogramRollupRow
+	for _, fp := range fps {
+		s := hists[fp]
+		if f := floats[fp]; f != nil {
+			s.Histograms = slices.DeleteFunc(s.Histograms, func(h rollup.HistogramSample) bool {
+				_, found := slices.BinarySearch(f.Timestamps, h.T)
+				return found
+			})
+		}
+		for _, tier := range m.cfg.Tiers {
+			if tier.IsRaw() {
+				continue
+			}
+			for _, b := range rollup.DownsampleHistograms(s.Histograms, tier.ResolutionMs()) {
+				rows = append(rows, store.HistogramRollupRow{Target: s.Target, Fingerprint: fp, BucketHistogramAggregate: b})
+			}
+		}
+	}
+	return rows, nil
 }

@@ -154,3 +154,24 @@ PARTITION BY intDiv(ts, 86400000)
 ORDER BY (target, fingerprint, ts);
 
 CREATE TABLE IF NOT EXISTS pyramid.histograms ON CLUSTER pyramid AS pyramid.histograms_local ENGINE = Distributed(pyramid, pyramid, histograms_local, target);
+
+CREATE TABLE IF NOT EXISTS pyramid.histogram_rollups_local ON CLUSTER pyramid (
+    res Int64,
+    target UInt64,
+    fingerprint UInt64,
+    bucket Int64,
+    cnt UInt64,
+    first_ts Int64,
+    last_ts Int64,
+    resets UInt64,
+    incompatible UInt8,
+    first String,
+    last String,
+    correction String,
+    sum String,
+    version UInt32
+) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/pyramid/histogram_rollups', '{replica}', version)
+PARTITION BY (res, intDiv(bucket, 2592000000))
+ORDER BY (res, target, fingerprint, bucket);
+
+CREATE TABLE IF NOT EXISTS pyramid.histogram_rollups ON CLUSTER pyramid AS pyramid.histogram_rollups_local ENGINE = Distributed(pyramid, pyramid, histogram_rollups_local, target);

@@ -136,3 +136,22 @@ CREATE TABLE IF NOT EXISTS pyramid.histograms (
 ) ENGINE = ReplacingMergeTree
 PARTITION BY intDiv(ts, 86400000)
 ORDER BY (target, fingerprint, ts);
+
+CREATE TABLE IF NOT EXISTS pyramid.histogram_rollups (
+    res Int64,
+    target UInt64,
+    fingerprint UInt64,
+    bucket Int64,
+    cnt UInt64,
+    first_ts Int64,
+    last_ts Int64,
+    resets UInt64,
+    incompatible UInt8,
+    first String,
+    last String,
+    correction String,
+    sum String,
+    version UInt32
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY (res, intDiv(bucket, 2592000000))
+ORDER BY (res, target, fingerprint, bucket);

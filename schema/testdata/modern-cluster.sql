@@ -158,3 +158,24 @@ TTL toDateTime(intDiv(ts, 1000)) + INTERVAL 30 DAY
 SETTINGS ttl_only_drop_parts = 1;
 
 CREATE TABLE IF NOT EXISTS pyramid.histograms ON CLUSTER pyramid AS pyramid.histograms_local ENGINE = Distributed(pyramid, pyramid, histograms_local, target);
+
+CREATE TABLE IF NOT EXISTS pyramid.histogram_rollups_local ON CLUSTER pyramid (
+    res Int64,
+    target UInt64 CODEC(ZSTD(1)),
+    fingerprint UInt64 CODEC(ZSTD(1)),
+    bucket Int64 CODEC(DoubleDelta, ZSTD(1)),
+    cnt UInt64 CODEC(ZSTD(1)),
+    first_ts Int64 CODEC(DoubleDelta, ZSTD(1)),
+    last_ts Int64 CODEC(DoubleDelta, ZSTD(1)),
+    resets UInt64 CODEC(ZSTD(1)),
+    incompatible UInt8 CODEC(ZSTD(1)),
+    first String CODEC(ZSTD(1)),
+    last String CODEC(ZSTD(1)),
+    correction String CODEC(ZSTD(1)),
+    sum String CODEC(ZSTD(1)),
+    version UInt32 CODEC(ZSTD(1))
+) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/pyramid/histogram_rollups', '{replica}', version)
+PARTITION BY (res, intDiv(bucket, 2592000000))
+ORDER BY (res, target, fingerprint, bucket);
+
+CREATE TABLE IF NOT EXISTS pyramid.histogram_rollups ON CLUSTER pyramid AS pyramid.histogram_rollups_local ENGINE = Distributed(pyramid, pyramid, histogram_rollups_local, target);

@@ -140,3 +140,22 @@ PARTITION BY intDiv(ts, 86400000)
 ORDER BY (target, fingerprint, ts)
 TTL toDateTime(intDiv(ts, 1000)) + INTERVAL 30 DAY
 SETTINGS ttl_only_drop_parts = 1;
+
+CREATE TABLE IF NOT EXISTS pyramid.histogram_rollups (
+    res Int64,
+    target UInt64 CODEC(ZSTD(1)),
+    fingerprint UInt64 CODEC(ZSTD(1)),
+    bucket Int64 CODEC(DoubleDelta, ZSTD(1)),
+    cnt UInt64 CODEC(ZSTD(1)),
+    first_ts Int64 CODEC(DoubleDelta, ZSTD(1)),
+    last_ts Int64 CODEC(DoubleDelta, ZSTD(1)),
+    resets UInt64 CODEC(ZSTD(1)),
+    incompatible UInt8 CODEC(ZSTD(1)),
+    first String CODEC(ZSTD(1)),
+    last String CODEC(ZSTD(1)),
+    correction String CODEC(ZSTD(1)),
+    sum String CODEC(ZSTD(1)),
+    version UInt32 CODEC(ZSTD(1))
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY (res, intDiv(bucket, 2592000000))
+ORDER BY (res, target, fingerprint, bucket);
