@@ -744,7 +744,7 @@ func printReport(w io.Writer, r *result) {
 			fmt.Fprintf(tw, "  column %s\t%.3f bytes/%s (%d B compressed, ratio %.1f)\n", col.Name, col.BytesPerSample, unit, col.CompressedBytes, col.Ratio)
 		}
 		for _, t := range s.OtherTables {
-			fmt.Fprintf(tw, "  table %s\t%d rows, %d B compressed (%.4f bytes per sample)\n", t.Table, t.Rows, t.CompressedBytes, t.BytesPerSample)
+			fmt.Fprintf(tw, "  table %s\t%d rows, %d B compressed (%.4f bytes per %s)\n", t.Table, t.Rows, t.CompressedBytes, t.BytesPerSample, unit)
 		}
 	}
 	for _, ch := range r.Checks {

@@ -30,7 +30,7 @@ type storageResult struct {
 	MarksBytes        uint64       `json:"marks_bytes"`
 	BytesPerSample    float64      `json:"bytes_per_sample"`
 	Columns           []columnStat `json:"columns"`
-	OtherTables       []tableStat  `json:"other_tables"` // samples table only
+	OtherTables       []tableStat  `json:"other_tables"` // the tables that belong to this one
 	Checksum          uint64       `json:"checksum"`     // sum(cityHash64(every column)), wrapping
 }
 
@@ -46,7 +46,7 @@ type tableStat struct {
 	Table           string  `json:"table"`
 	Rows            uint64  `json:"rows"`
 	CompressedBytes uint64  `json:"data_compressed_bytes"`
-	BytesPerSample  float64 `json:"bytes_per_sample"` // this table's bytes per sample of the samples table
+	BytesPerSample  float64 `json:"bytes_per_sample"` // per row of the table it belongs to
 }
 
 // openStore is a store on db for the load generator's statements; it reads nothing, and
@@ -98,16 +98,16 @@ func measureStorage(ctx context.Context, st *store.Store, db, table string) (*st
 	if res.Checksum, err = checksum(ctx); err != nil {
 		return nil, err
 	}
-	if !samples {
-		return res, nil
-	}
 	tables, err := st.OtherTables(ctx)
 	if err != nil {
 		return nil, err
 	}
 	for _, tb := range tables {
-		if tb.Table == schema.TableHistograms {
-			continue // reported on its own
+		// The histograms table and its rollups go with the histograms, every other table
+		// with the samples.
+		histograms := tb.Table == schema.TableHistograms || tb.Table == schema.TableHistogramRollups
+		if histograms == samples || tb.Table == table {
+			continue
 		}
 		t := tableStat{Table: tb.Table, Rows: tb.Rows, CompressedBytes: tb.CompressedBytes}
 		if res.Rows > 0 {
