@@ -5,7 +5,9 @@
 # 127.0.0.1:19201, and bin/pyramid-loadgen; everything is stopped afterwards, pass or fail.
 #
 # Env: LOADGEN_ARGS (extra flags for bin/pyramid-loadgen), BENCH_CONFIGS (default
-# "zstd:19200 lz4:19300", COMPRESSION:TCP_PORT; the HTTP port is TCP_PORT+10).
+# "zstd:19200 lz4:19300", COMPRESSION:TCP_PORT; the HTTP port is TCP_PORT+10), BENCH_DIR
+# (default <repo>/var: where the ClickHouse directories go), BENCH_PYRAMID_ADDR (default
+# 127.0.0.1:19201).
 # Needs bin/pyramid and bin/pyramid-loadgen (make build).
 set -euo pipefail
 
@@ -14,7 +16,7 @@ repo=$(cd "$here/.." && pwd)
 cd "$repo"
 export PATH="$PATH:/usr/sbin:/sbin"
 
-pyramid_addr=127.0.0.1:19201
+pyramid_addr=${BENCH_PYRAMID_ADDR:-127.0.0.1:19201}
 configs=${BENCH_CONFIGS:-zstd:19200 lz4:19300}
 read -r -a loadgen_args <<<"${LOADGEN_ARGS:-}"
 
@@ -35,7 +37,7 @@ failed=()
 for cfg in $configs; do
 	compression=${cfg%%:*}
 	tcp=${cfg#*:}
-	ch_dir=$repo/var/bench-$compression
+	ch_dir=${BENCH_DIR:-$repo/var}/bench-$compression
 	echo "==== $compression: ClickHouse on 127.0.0.1:$tcp, dir $ch_dir"
 
 	"$here/clickhouse.sh" stop "$ch_dir" >/dev/null
@@ -46,7 +48,8 @@ for cfg in $configs; do
 
 	echo "==> bin/pyramid-loadgen (ClickHouse $compression)"
 	if ! bin/pyramid-loadgen -url "http://$pyramid_addr/api/v1/write" \
-		-clickhouse-addr "127.0.0.1:$tcp" -pyramid-pid "$pyramid_pid" "${loadgen_args[@]}"; then
+		-clickhouse-addr "127.0.0.1:$tcp" -pyramid-pid "$pyramid_pid" -clickhouse-pid "$(<"$ch_dir/clickhouse.pid")" \
+		-compression-label "$compression" "${loadgen_args[@]}"; then
 		failed+=("$compression")
 	fi
 	cleanup

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
@@ -111,7 +112,7 @@ func BenchmarkCodecs(b *testing.B) {
 			}
 			dr := &directResult{}
 			var batches []*adapter.Batch
-			p.directBatches(100_000, func(batch *adapter.Batch) {
+			p.directBatches(100_000, nil, func(batch *adapter.Batch) {
 				batches = append(batches, batch)
 				dr.Samples += batch.Samples()
 			})
@@ -131,7 +132,7 @@ func BenchmarkCodecs(b *testing.B) {
 			if gauges == "realistic" {
 				for i, v := range codecVariants {
 					table := fmt.Sprintf("%s_variant_%d", schema.TableSamples, i)
-					wall, cpu := copyWithCodecs(b, db, table, v)
+					wall, cpu := copyWithCodecs(b, db, schema.TableSamples, table, v)
 					lines = append(lines, variantLine(b, db, table, v.String(), samples, wall, cpu))
 				}
 			}
@@ -167,15 +168,15 @@ func (v codecVariant) String() string {
 	return strings.Join(parts, ", ")
 }
 
-// copyWithCodecs creates table as a copy of the samples table with v's codecs and
-// settings, fills it from the samples table and merges it; it returns how long the filling
+// copyWithCodecs creates table as a copy of the source table with v's codecs and
+// settings, fills it from the source table and merges it; it returns how long the filling
 // and merging took, in wall-clock time and in CPU time of the process (the engine runs in
 // it), which other work on a shared machine does not inflate.
-func copyWithCodecs(b *testing.B, db, table string, v codecVariant) (wall, cpu time.Duration) {
+func copyWithCodecs(b *testing.B, db, source, table string, v codecVariant) (wall, cpu time.Duration) {
 	b.Helper()
 	conn := chdbtest.Conn(b)
 	ctx := context.Background()
-	create := fmt.Sprintf("CREATE TABLE %s.%s AS %[1]s.%[3]s", db, table, schema.TableSamples)
+	create := fmt.Sprintf("CREATE TABLE %s.%s AS %[1]s.%[3]s", db, table, source)
 	if settings := v[settingsKey]; settings != "" {
 		create += " SETTINGS " + settings
 	}
@@ -197,7 +198,7 @@ func copyWithCodecs(b *testing.B, db, table string, v codecVariant) (wall, cpu t
 		}
 	}
 	start, startCPU := time.Now(), processCPU(b)
-	if err := conn.Exec(ctx, fmt.Sprintf("INSERT INTO %s.%s SELECT * FROM %[1]s.%[3]s", db, table, schema.TableSamples)); err != nil {
+	if err := conn.Exec(ctx, fmt.Sprintf("INSERT INTO %s.%s SELECT * FROM %[1]s.%[3]s", db, table, source)); err != nil {
 		b.Fatal(err)
 	}
 	st, err := openStore(conn, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -220,8 +221,8 @@ func processCPU(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// columnBytes returns the compressed bytes per sample of each column of table, and their
-// "total", checking first that the table holds every sample once.
+// columnBytes returns the compressed bytes per sample (per row) of each column of table,
+// and their "total", checking first that the table holds every sample once.
 func columnBytes(b *testing.B, db, table string, samples uint64) map[string]float64 {
 	b.Helper()
 	conn := chdbtest.Conn(b)
@@ -278,7 +279,7 @@ func prometheusChunkBytes(p *plan) int {
 		n := len(o.c.Bytes())
 		total += len(binary.AppendUvarint(nil, uint64(n))) + 1 + n + 4
 	}
-	p.walk(nil, func(d *seriesDef, ts int64, v float64) {
+	p.walk(nil, func(d *seriesDef, ts int64, v float64, _ *histogram.Histogram) {
 		o := cur[d.fp]
 		if o == nil || o.c.NumSamples() == 120 {
 			if o != nil {

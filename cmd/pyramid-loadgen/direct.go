@@ -21,6 +21,7 @@ type directResult struct {
 	Database      string     `json:"database"`
 	Batches       int        `json:"batches"`
 	Samples       int        `json:"samples"`
+	Histograms    int        `json:"histograms"`
 	SeriesRows    int        `json:"series_rows"`
 	BatchRows     int        `json:"batch_rows"`
 	Workers       int        `json:"workers"`
@@ -50,7 +51,8 @@ func resetDatabase(ctx context.Context, conn driver.Conn, db string, retention t
 }
 
 // insertDirect inserts batches with `workers` concurrent inserters, each doing what
-// pyramid's insert does for one batch: series rows first, then the samples.
+// pyramid's insert does for one batch: series rows first, then the samples, then the
+// histograms.
 func insertDirect(ctx context.Context, st *store.Store, batches []*adapter.Batch, workers int, res *directResult) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -69,6 +71,9 @@ func insertDirect(ctx context.Context, st *store.Store, batches []*adapter.Batch
 				err := st.InsertSeries(ctx, b.Series)
 				if err == nil {
 					err = st.InsertSamples(ctx, b.Targets, b.Fingerprints, b.Timestamps, b.Values)
+				}
+				if err == nil {
+					err = st.InsertHistograms(ctx, b.Histograms)
 				}
 				d := time.Since(t0)
 				mu.Lock()
@@ -101,7 +106,7 @@ feed:
 	slices.Sort(lat)
 	res.Workers = workers
 	res.WallSeconds = wall.Seconds()
-	res.RowsPerSec = float64(res.Samples) / wall.Seconds()
+	res.RowsPerSec = float64(res.Samples+res.Histograms) / wall.Seconds()
 	res.BatchP50Ms = ms(percentile(lat, 0.5))
 	if len(lat) > 0 {
 		res.BatchMaxMs = ms(lat[len(lat)-1])

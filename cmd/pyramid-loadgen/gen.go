@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
@@ -37,12 +38,21 @@ type genConfig struct {
 	// 0.01, temperatures to 1): every gauge is then an arbitrary double, the worst case
 	// for compression.
 	FullPrecisionGauges bool
+	// Histograms is the number of native histogram series per target, besides the
+	// SeriesPerTarget float series, of HistogramKind (histKindExponential,
+	// histKindCustom or histKindBoth).
+	Histograms    int
+	HistogramKind string
 }
 
 func (c genConfig) validate() error {
 	switch {
-	case c.Targets <= 0 || c.SeriesPerTarget <= 0 || c.Scrapes <= 0:
-		return fmt.Errorf("targets (%d), series per target (%d) and scrapes (%d) must be positive", c.Targets, c.SeriesPerTarget, c.Scrapes)
+	case c.Targets <= 0 || c.Scrapes <= 0:
+		return fmt.Errorf("targets (%d) and scrapes (%d) must be positive", c.Targets, c.Scrapes)
+	case c.SeriesPerTarget < 0 || c.Histograms < 0 || c.SeriesPerTarget+c.Histograms == 0:
+		return fmt.Errorf("series (%d) and histograms (%d) per target must not be negative, and not both zero", c.SeriesPerTarget, c.Histograms)
+	case c.Histograms > 0 && c.HistogramKind != histKindExponential && c.HistogramKind != histKindCustom && c.HistogramKind != histKindBoth:
+		return fmt.Errorf("histogram kind %q: want %s, %s or %s", c.HistogramKind, histKindExponential, histKindCustom, histKindBoth)
 	case c.IntervalMs <= 0:
 		return fmt.Errorf("scrape interval %dms must be positive", c.IntervalMs)
 	case c.ResetProb < 0 || c.ResetProb > 1:
@@ -88,9 +98,10 @@ func (r *rng) float() float64 { return float64(r.next()>>11) / (1 << 53) }
 
 // Domain tags keep the hashes of different purposes apart.
 const (
-	tagOffset = 1
-	tagReset  = 2
-	tagSeries = 3
+	tagOffset    = 1
+	tagReset     = 2
+	tagSeries    = 3
+	tagHistogram = 4
 )
 
 // ---- timestamps -----------------------------------------------------------------------
@@ -136,11 +147,15 @@ const (
 	kindCounter kind = iota
 	kindGauge
 	kindConstant
+	kindExponential // native histogram with exponential buckets
+	kindCustom      // native histogram with custom buckets
 )
 
 func (k kind) String() string {
-	return [...]string{"counter", "gauge", "constant"}[k]
+	return [...]string{"counter", "gauge", "constant", "exponential", "custom"}[k]
 }
+
+func (k kind) histogram() bool { return k == kindExponential || k == kindCustom }
 
 // metricSpec describes one series of a node exporter (labels without job and instance).
 // Per-series parameters are drawn around these from the series' own random stream.
@@ -155,6 +170,10 @@ type metricSpec struct {
 	lo, hi, sigma, scale float64
 	// constant: one of these values, picked per series.
 	choices []float64
+	// histograms: rate is requests per second, median their median latency in seconds;
+	// bounds are the classic buckets' upper bounds that become custom buckets.
+	median float64
+	bounds []float64
 }
 
 // nodeCatalog is the series of one node-exporter target plus Prometheus's own per-target
@@ -291,6 +310,7 @@ type seriesDef struct {
 	labels        []prompb.Label // sorted by name, __name__ included
 	fp, targetH   uint64         // what pyramid computes (adapter/validate.go)
 	spec          *metricSpec
+	stream        uint64          // seed of the series' own random stream
 	row           store.SeriesRow // Names/Values/MetricName filled; spans set per batch
 }
 
@@ -343,14 +363,17 @@ func newSeriesDef(job string, target, index int, spec *metricSpec) *seriesDef {
 // seriesState is the evolving value of one series during one generation pass.
 type seriesState struct {
 	r    rng
-	v    float64 // gauge: unrounded walk position; counter: current value
-	mean float64 // counter: this series' mean step
+	v    float64    // gauge: unrounded walk position; counter: current value
+	mean float64    // counter: this series' mean step
+	h    *histState // histograms
 }
 
-func newSeriesState(seed uint64, d *seriesDef) *seriesState {
-	st := &seriesState{r: rng{s: mix(seed, tagSeries, uint64(d.target), uint64(d.index))}}
+func newSeriesState(d *seriesDef, intervalMs int64) *seriesState {
+	st := &seriesState{r: rng{s: d.stream}}
 	s := d.spec
 	switch s.kind {
+	case kindExponential, kindCustom:
+		st.h = newHistState(s, &st.r, intervalMs)
 	case kindCounter:
 		st.mean = s.rate * (0.5 + st.r.float()) // each host is a little different
 		// A counter that has been running for days: 0..20000 scrapes' worth, integer.
@@ -401,7 +424,16 @@ func quantize(v, scale float64) float64 {
 	return math.Round(v*scale) / scale
 }
 
-// next returns the series' value at scrape k (call with k = 0, 1, 2, ... in order).
+// nextHistogram returns a histogram series' histogram at scrape k (call with k = 0, 1, 2,
+// ... in order).
+func (st *seriesState) nextHistogram(k int, reset bool) *histogram.Histogram {
+	if k > 0 {
+		st.h.next(&st.r, reset)
+	}
+	return st.h.histogram()
+}
+
+// next returns a float series' value at scrape k (call with k = 0, 1, 2, ... in order).
 func (st *seriesState) next(s *metricSpec, k int, reset bool) float64 {
 	switch s.kind {
 	case kindCounter:
@@ -444,12 +476,25 @@ func newPlan(cfg genConfig) (*plan, error) {
 			specs[i].scale = 0
 		}
 	}
+	var hists []metricSpec
+	if cfg.Histograms > 0 {
+		hists = specsFor(histogramCatalog(cfg.HistogramKind), cfg.Histograms)
+	}
 	p := &plan{cfg: cfg, targets: make([]targetInfo, cfg.Targets)}
 	for t := range cfg.Targets {
 		off := targetOffset(cfg.Seed, t, cfg.IntervalMs)
 		ti := targetInfo{index: t, offset: off, last: lastScrape(cfg.EndMs, cfg.IntervalMs, off)}
 		for i := range specs {
-			ti.series = append(ti.series, newSeriesDef(cfg.Job, t, i, &specs[i]))
+			d := newSeriesDef(cfg.Job, t, i, &specs[i])
+			d.stream = mix(cfg.Seed, tagSeries, uint64(t), uint64(i))
+			ti.series = append(ti.series, d)
+		}
+		// Histogram series have streams of their own, so that their data does not
+		// depend on the number of float series.
+		for j := range hists {
+			d := newSeriesDef(cfg.Job, t, len(specs)+j, &hists[j])
+			d.stream = mix(cfg.Seed, tagHistogram, uint64(t), uint64(j))
+			ti.series = append(ti.series, d)
 		}
 		p.targets[t] = ti
 		p.order = append(p.order, t)
@@ -462,8 +507,13 @@ func newPlan(cfg genConfig) (*plan, error) {
 	return p, nil
 }
 
-func (p *plan) totalSeries() int  { return p.cfg.Targets * p.cfg.SeriesPerTarget }
-func (p *plan) totalSamples() int { return p.totalSeries() * p.cfg.Scrapes }
+func (p *plan) totalSeries() int     { return p.cfg.Targets * (p.cfg.SeriesPerTarget + p.cfg.Histograms) }
+func (p *plan) totalSamples() int    { return p.cfg.Targets * p.cfg.SeriesPerTarget * p.cfg.Scrapes }
+func (p *plan) totalHistograms() int { return p.cfg.Targets * p.cfg.Histograms * p.cfg.Scrapes }
+
+// floatSeries and histogramSeries select series for walk and the phases.
+func floatSeries(d *seriesDef) bool     { return !d.spec.kind.histogram() }
+func histogramSeries(d *seriesDef) bool { return d.spec.kind.histogram() }
 
 // shardOf assigns a series to a sender, like Prometheus shards by a hash of the labels.
 func shardOf(fp uint64, shards int) int { return int(fp % uint64(shards)) }
@@ -471,7 +521,8 @@ func shardOf(fp uint64, shards int) int { return int(fp % uint64(shards)) }
 // walk emits the samples of the series that keep() selects in time order: scrape round by
 // round, targets in scrape order, a target's series in catalogue order (all of a target's
 // series share the scrape timestamp). Values are independent of which series are selected.
-func (p *plan) walk(keep func(*seriesDef) bool, emit func(d *seriesDef, ts int64, v float64)) {
+// A float series' sample is v (h nil), a histogram series' h, a new histogram each time.
+func (p *plan) walk(keep func(*seriesDef) bool, emit func(d *seriesDef, ts int64, v float64, h *histogram.Histogram)) {
 	type sel struct {
 		defs   []*seriesDef
 		states []*seriesState
@@ -481,7 +532,7 @@ func (p *plan) walk(keep func(*seriesDef) bool, emit func(d *seriesDef, ts int64
 		for _, d := range p.targets[t].series {
 			if keep == nil || keep(d) {
 				sels[t].defs = append(sels[t].defs, d)
-				sels[t].states = append(sels[t].states, newSeriesState(p.cfg.Seed, d))
+				sels[t].states = append(sels[t].states, newSeriesState(d, p.cfg.IntervalMs))
 			}
 		}
 	}
@@ -495,7 +546,11 @@ func (p *plan) walk(keep func(*seriesDef) bool, emit func(d *seriesDef, ts int64
 			ts := scrapeTs(p.targets[t].last, p.cfg.IntervalMs, k, n)
 			reset := resetAt(p.cfg.Seed, t, k, p.cfg.ResetProb)
 			for i, d := range s.defs {
-				emit(d, ts, s.states[i].next(d.spec, k, reset))
+				if d.spec.kind.histogram() {
+					emit(d, ts, 0, s.states[i].nextHistogram(k, reset))
+				} else {
+					emit(d, ts, s.states[i].next(d.spec, k, reset), nil)
+				}
 			}
 		}
 	}
@@ -505,16 +560,19 @@ func (p *plan) walk(keep func(*seriesDef) bool, emit func(d *seriesDef, ts int64
 
 // request is one pre-encoded remote-write body.
 type request struct {
-	body    []byte // snappy block of a prompb.WriteRequest
-	samples int
+	body       []byte // snappy block of a prompb.WriteRequest
+	samples    int
+	histograms int
 }
 
-// requestBuilder packs samples into WriteRequests of up to perRequest samples, one sample
-// per TimeSeries entry, as Prometheus's queue manager does.
+// requestBuilder packs samples and histograms into WriteRequests of up to perRequest of
+// them together, one per TimeSeries entry, as Prometheus's queue manager does.
 type requestBuilder struct {
 	perRequest int
 	wr         prompb.WriteRequest
 	samples    []prompb.Sample
+	hists      []prompb.Histogram
+	nHists     int
 	buf, enc   []byte
 	out        func(request)
 }
@@ -524,14 +582,21 @@ func newRequestBuilder(perRequest int, out func(request)) *requestBuilder {
 		perRequest: perRequest,
 		wr:         prompb.WriteRequest{Timeseries: make([]prompb.TimeSeries, 0, perRequest)},
 		samples:    make([]prompb.Sample, perRequest),
+		hists:      make([]prompb.Histogram, perRequest),
 		out:        out,
 	}
 }
 
-func (b *requestBuilder) add(d *seriesDef, ts int64, v float64) {
+func (b *requestBuilder) add(d *seriesDef, ts int64, v float64, h *histogram.Histogram) {
 	i := len(b.wr.Timeseries)
-	b.samples[i] = prompb.Sample{Value: v, Timestamp: ts}
-	b.wr.Timeseries = append(b.wr.Timeseries, prompb.TimeSeries{Labels: d.labels, Samples: b.samples[i : i+1 : i+1]})
+	if h != nil {
+		b.hists[i] = prompb.FromIntHistogram(ts, h)
+		b.wr.Timeseries = append(b.wr.Timeseries, prompb.TimeSeries{Labels: d.labels, Histograms: b.hists[i : i+1 : i+1]})
+		b.nHists++
+	} else {
+		b.samples[i] = prompb.Sample{Value: v, Timestamp: ts}
+		b.wr.Timeseries = append(b.wr.Timeseries, prompb.TimeSeries{Labels: d.labels, Samples: b.samples[i : i+1 : i+1]})
+	}
 	if len(b.wr.Timeseries) == b.perRequest {
 		b.flush()
 	}
@@ -553,24 +618,28 @@ func (b *requestBuilder) flush() {
 	// Encode into a scratch buffer and keep an exact-size copy: snappy.Encode returns a
 	// slice of its MaxEncodedLen buffer, and keeping that would hold ~6x the bytes.
 	b.enc = snappy.Encode(b.enc[:cap(b.enc)], raw)
-	b.out(request{body: bytes.Clone(b.enc), samples: n})
+	b.out(request{body: bytes.Clone(b.enc), samples: n - b.nHists, histograms: b.nHists})
 	b.wr.Timeseries = b.wr.Timeseries[:0]
+	clear(b.hists) // let the histograms' buckets go
+	b.nHists = 0
 }
 
-// shardRequests generates every request of one sender, in order.
-func (p *plan) shardRequests(shard, shards, perRequest int, out func(request)) {
+// shardRequests generates every request of one sender, in order, for the series keep
+// selects (nil: all).
+func (p *plan) shardRequests(shard, shards, perRequest int, keep func(*seriesDef) bool, out func(request)) {
 	b := newRequestBuilder(perRequest, out)
-	p.walk(func(d *seriesDef) bool { return shardOf(d.fp, shards) == shard }, b.add)
+	p.walk(func(d *seriesDef) bool { return shardOf(d.fp, shards) == shard && (keep == nil || keep(d)) }, b.add)
 	b.flush()
 }
 
 // ---- direct-insert batches --------------------------------------------------------------
 
-// directBatches cuts the whole sample stream, in time order, into adapter.Batches of
-// batchRows samples, each carrying the series rows pyramid would write with it: a series
-// row whenever a batch reaches an hour of that series not yet recorded (pyramid's series
-// cache, minus its eviction, which 5,000 series never reach).
-func (p *plan) directBatches(batchRows int, out func(*adapter.Batch)) {
+// directBatches cuts the stream of the series keep selects (nil: all), in time order,
+// into adapter.Batches of batchRows samples and histograms, each carrying the series rows
+// pyramid would write with it: a series row whenever a batch reaches an hour of that
+// series not yet recorded (pyramid's series cache, minus its eviction, which 5,000 series
+// never reach).
+func (p *plan) directBatches(batchRows int, keep func(*seriesDef) bool, out func(*adapter.Batch)) {
 	type span struct{ lo, hi int64 }
 	cache := make(map[uint64]span)
 	var cur *adapter.Batch
@@ -578,27 +647,24 @@ func (p *plan) directBatches(batchRows int, out func(*adapter.Batch)) {
 	bounds := make(map[uint64]span) // fp -> min/max ts within the batch
 	defs := make(map[uint64]*seriesDef)
 	newBatch := func() {
-		cur = &adapter.Batch{
-			Targets: make([]uint64, 0, batchRows), Fingerprints: make([]uint64, 0, batchRows),
-			Timestamps: make([]int64, 0, batchRows), Values: make([]float64, 0, batchRows),
-		}
+		cur = &adapter.Batch{}
 		clear(bounds)
 	}
 	finish := func() {
-		if cur == nil || cur.Samples() == 0 {
+		if cur == nil || cur.Samples()+len(cur.Histograms) == 0 {
 			return
 		}
 		// Deterministic order of series rows: first appearance in the batch.
 		clear(inBatch)
-		for _, fp := range cur.Fingerprints {
+		visit := func(fp uint64) {
 			if _, ok := inBatch[fp]; ok {
-				continue
+				return
 			}
 			inBatch[fp] = 0
 			b := bounds[fp]
 			c, ok := cache[fp]
 			if ok && c.lo <= adapter.HourOf(b.lo) && adapter.HourOf(b.hi) <= c.hi {
-				continue
+				return
 			}
 			row := defs[fp].row
 			row.FirstSeen, row.LastSeen = b.lo, b.hi
@@ -609,24 +675,42 @@ func (p *plan) directBatches(batchRows int, out func(*adapter.Batch)) {
 				cache[fp] = span{adapter.HourOf(b.lo), adapter.HourOf(b.hi)}
 			}
 		}
+		for _, fp := range cur.Fingerprints {
+			visit(fp)
+		}
+		for _, h := range cur.Histograms {
+			visit(h.Fingerprint)
+		}
 		out(cur)
 		cur = nil
 	}
-	p.walk(nil, func(d *seriesDef, ts int64, v float64) {
+	p.walk(keep, func(d *seriesDef, ts int64, v float64, h *histogram.Histogram) {
 		if cur == nil {
 			newBatch()
 		}
 		defs[d.fp] = d
-		cur.Targets = append(cur.Targets, d.targetH)
-		cur.Fingerprints = append(cur.Fingerprints, d.fp)
-		cur.Timestamps = append(cur.Timestamps, ts)
-		cur.Values = append(cur.Values, v)
+		if h != nil {
+			if cur.Histograms == nil {
+				cur.Histograms = make([]store.HistogramRow, 0, batchRows)
+			}
+			cur.Histograms = append(cur.Histograms, store.HistogramRow{Target: d.targetH, Fingerprint: d.fp,
+				HistogramSample: store.HistogramSample{T: ts, H: h}})
+		} else {
+			if cur.Targets == nil {
+				cur.Targets, cur.Fingerprints = make([]uint64, 0, batchRows), make([]uint64, 0, batchRows)
+				cur.Timestamps, cur.Values = make([]int64, 0, batchRows), make([]float64, 0, batchRows)
+			}
+			cur.Targets = append(cur.Targets, d.targetH)
+			cur.Fingerprints = append(cur.Fingerprints, d.fp)
+			cur.Timestamps = append(cur.Timestamps, ts)
+			cur.Values = append(cur.Values, v)
+		}
 		if b, ok := bounds[d.fp]; ok {
 			bounds[d.fp] = span{min(b.lo, ts), max(b.hi, ts)}
 		} else {
 			bounds[d.fp] = span{ts, ts}
 		}
-		if cur.Samples() == batchRows {
+		if cur.Samples()+len(cur.Histograms) == batchRows {
 			finish()
 		}
 	})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 
@@ -67,7 +68,7 @@ func TestTimestampsAlignedPerTarget(t *testing.T) {
 	scrape := map[uint64]int{} // fp -> scrapes seen
 	prevTs := map[uint64]int64{}
 	var lastEmitted int64 = math.MinInt64
-	p.walk(nil, func(d *seriesDef, ts int64, v float64) {
+	p.walk(nil, func(d *seriesDef, ts int64, v float64, _ *histogram.Histogram) {
 		k := scrape[d.fp]
 		scrape[d.fp]++
 		if got, ok := tsOf[key{d.target, k}]; ok && got != ts {
@@ -174,7 +175,7 @@ func TestCountersResetOnlyOnRestart(t *testing.T) {
 		prev := map[uint64]float64{}
 		scrape := map[uint64]int{}
 		resets, drops := 0, 0
-		p.walk(nil, func(d *seriesDef, ts int64, v float64) {
+		p.walk(nil, func(d *seriesDef, ts int64, v float64, _ *histogram.Histogram) {
 			k := scrape[d.fp]
 			scrape[d.fp]++
 			if d.spec.kind != kindCounter {
@@ -327,7 +328,7 @@ func TestRequests(t *testing.T) {
 	shardOfFP := map[uint64]int{}
 	for sh := range shards {
 		var reqs []request
-		p.shardRequests(sh, shards, per, func(r request) { reqs = append(reqs, r) })
+		p.shardRequests(sh, shards, per, nil, func(r request) { reqs = append(reqs, r) })
 		var lastTs int64 = math.MinInt64
 		for i, r := range reqs {
 			wr := decodeBody(t, r.body)
@@ -373,7 +374,7 @@ func TestRequests(t *testing.T) {
 	// The direct batches hold exactly the same rows.
 	var direct []decoded
 	var batches []*adapter.Batch
-	p.directBatches(5000, func(b *adapter.Batch) { batches = append(batches, b) })
+	p.directBatches(5000, nil, func(b *adapter.Batch) { batches = append(batches, b) })
 	seriesRows := 0
 	for i, b := range batches {
 		if i < len(batches)-1 && b.Samples() != 5000 {
@@ -423,7 +424,7 @@ func TestDeterminism(t *testing.T) {
 		p := mustPlan(t, c)
 		h := sha256.New()
 		for sh := range shards {
-			p.shardRequests(sh, shards, 2000, func(r request) { h.Write(r.body) })
+			p.shardRequests(sh, shards, 2000, nil, func(r request) { h.Write(r.body) })
 		}
 		return [32]byte(h.Sum(nil))
 	}
@@ -442,7 +443,7 @@ func TestDeterminism(t *testing.T) {
 		p := mustPlan(t, c)
 		m := map[decoded]bool{}
 		for sh := range shards {
-			p.shardRequests(sh, shards, 2000, func(r request) {
+			p.shardRequests(sh, shards, 2000, nil, func(r request) {
 				for _, ts := range decodeBody(t, r.body).Timeseries {
 					m[decoded{fingerprintOf(ts.Labels), ts.Samples[0].Timestamp, math.Float64bits(ts.Samples[0].Value)}] = true
 				}

@@ -20,19 +20,23 @@ import (
 
 // ingestResult holds what phase 1 measured.
 type ingestResult struct {
-	Requests      int              `json:"requests"`
-	Samples       int              `json:"samples"`
-	BodyBytes     int64            `json:"body_bytes"`
-	Senders       int              `json:"senders"`
-	PregenSeconds float64          `json:"pregen_seconds"`
-	WallSeconds   float64          `json:"wall_seconds"`
-	SamplesPerSec float64          `json:"samples_per_sec"`
-	Retries       int64            `json:"retries"`
-	RetryStatuses map[string]int64 `json:"retry_statuses,omitempty"`
-	LatencyP50Ms  float64          `json:"latency_p50_ms"`
-	LatencyP90Ms  float64          `json:"latency_p90_ms"`
-	LatencyP99Ms  float64          `json:"latency_p99_ms"`
-	LatencyMaxMs  float64          `json:"latency_max_ms"`
+	Series        string  `json:"series"` // "floats" or "histograms"
+	Requests      int     `json:"requests"`
+	Samples       int     `json:"samples"`
+	Histograms    int     `json:"histograms"`
+	BodyBytes     int64   `json:"body_bytes"`
+	Senders       int     `json:"senders"`
+	PregenSeconds float64 `json:"pregen_seconds"`
+	WallSeconds   float64 `json:"wall_seconds"`
+	SamplesPerSec float64 `json:"samples_per_sec"`
+	// HistogramsPerSec counts histogram samples.
+	HistogramsPerSec float64          `json:"histograms_per_sec"`
+	Retries          int64            `json:"retries"`
+	RetryStatuses    map[string]int64 `json:"retry_statuses,omitempty"`
+	LatencyP50Ms     float64          `json:"latency_p50_ms"`
+	LatencyP90Ms     float64          `json:"latency_p90_ms"`
+	LatencyP99Ms     float64          `json:"latency_p99_ms"`
+	LatencyMaxMs     float64          `json:"latency_max_ms"`
 	// Whole request including retries and backoff.
 	EndToEndMaxMs float64    `json:"end_to_end_max_ms"`
 	Pyramid       *procStats `json:"pyramid,omitempty"`
@@ -328,6 +332,7 @@ func runSenders(ctx context.Context, s *sender, shards int, next func(shard int)
 		e2eMax   time.Duration
 		requests int
 		samples  int
+		hists    int
 		bytes    int64
 		err      error
 	}
@@ -354,6 +359,7 @@ func runSenders(ctx context.Context, s *sender, shards int, next func(shard int)
 				o.e2eMax = max(o.e2eMax, total)
 				o.requests++
 				o.samples += r.samples
+				o.hists += r.histograms
 				o.bytes += int64(len(r.body))
 			}
 		}()
@@ -367,6 +373,7 @@ func runSenders(ctx context.Context, s *sender, shards int, next func(shard int)
 		lat = append(lat, o.lat...)
 		res.Requests += o.requests
 		res.Samples += o.samples
+		res.Histograms += o.hists
 		res.BodyBytes += o.bytes
 		res.EndToEndMaxMs = max(res.EndToEndMaxMs, ms(o.e2eMax))
 		if o.err != nil && !errors.Is(o.err, context.Canceled) {
@@ -378,6 +385,7 @@ func runSenders(ctx context.Context, s *sender, shards int, next func(shard int)
 	res.WallSeconds = wall.Seconds()
 	if wall > 0 {
 		res.SamplesPerSec = float64(res.Samples) / wall.Seconds()
+		res.HistogramsPerSec = float64(res.Histograms) / wall.Seconds()
 	}
 	res.Retries = s.retries.Load()
 	res.RetryStatuses = s.statuses

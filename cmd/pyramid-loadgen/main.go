@@ -8,6 +8,11 @@
 //     second database with the same schema: the physical limit pyramid could reach;
 //  3. storage: bytes per sample after OPTIMIZE FINAL, in total and per column.
 //
+// With -histograms, each target also has native histogram series (request latencies,
+// exponential or custom buckets, see hist.go), sent 2,000 histograms a request. Each phase
+// then runs twice, float series first and histogram series second, measured apart, and
+// the storage phase reports the histograms table too.
+//
 // Request bodies and direct batches are generated before their phase's clock starts
 // (-pregenerate, the default), so on a small machine the generator does not compete with
 // pyramid and ClickHouse for CPU.
@@ -57,6 +62,8 @@ type options struct {
 	resetProb          float64
 	job                string
 	gauges             string
+	histograms         int
+	histogramKind      string
 	samplesPerRequest  int
 	concurrency        int
 	batchRows          int
@@ -89,7 +96,7 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.StringVar(&o.database, "database", "pyramid", "pyramid's database")
 	fs.StringVar(&o.directDatabase, "direct-database", "", `database for the direct inserts, dropped and recreated at start (default "<database>_direct")`)
 	fs.IntVar(&o.targets, "targets", 50, "scrape targets (job/instance pairs)")
-	fs.IntVar(&o.seriesPerTarget, "series-per-target", 100, "series per target")
+	fs.IntVar(&o.seriesPerTarget, "series-per-target", 100, "float series per target")
 	fs.IntVar(&o.scrapes, "scrapes", 2000, "samples per series (scrapes), history ending now")
 	fs.DurationVar(&o.interval, "interval", 15*time.Second, "scrape interval")
 	fs.Int64Var(&o.endMs, "end-ms", 0, "timestamp (ms) the history ends at; 0 = now")
@@ -97,7 +104,9 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.Float64Var(&o.resetProb, "reset-probability", 0.0005, "per target and scrape: probability of a restart that resets its counters")
 	fs.StringVar(&o.job, "job", "node", "job label of every target")
 	fs.StringVar(&o.gauges, "gauges", "realistic", `gauge values: "realistic" (rounded like node exporter: bytes to KiB/pages, load to 0.01, temperatures and counts to 1; 2 of 28 gauges full doubles) or "full" (every gauge an arbitrary double: worst case for compression)`)
-	fs.IntVar(&o.samplesPerRequest, "samples-per-request", 2000, "samples per remote-write request (Prometheus 2.44+: 2000)")
+	fs.IntVar(&o.histograms, "histograms", 0, "native histogram series per target, besides -series-per-target float series (0: none); sent and measured apart from the floats")
+	fs.StringVar(&o.histogramKind, "histogram-kind", histKindExponential, `native histograms: "exponential" (client_golang's schema 3), "custom" (classic buckets converted to custom buckets, schema -53) or "both"`)
+	fs.IntVar(&o.samplesPerRequest, "samples-per-request", 2000, "samples, or histograms, per remote-write request (Prometheus 2.44+: 2000)")
 	fs.IntVar(&o.concurrency, "concurrency", 4, "concurrent senders, each owning a shard of series")
 	fs.IntVar(&o.batchRows, "batch-rows", 100000, "rows per direct insert (pyramid's PYRAMID_BATCH_ROWS)")
 	fs.IntVar(&o.directWorkers, "direct-workers", 2, "concurrent direct inserts (pyramid's PYRAMID_INSERT_WORKERS)")
@@ -138,6 +147,8 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 		return o, fmt.Errorf("-gauges %q: want realistic or full", o.gauges)
 	case o.pipelineDepth <= 0 || o.maxRetries < 0:
 		return o, errors.New("-pipeline-depth must be positive and -max-retries not negative")
+	case o.histogramKind != histKindExponential && o.histogramKind != histKindCustom && o.histogramKind != histKindBoth:
+		return o, fmt.Errorf("-histogram-kind %q: want %s, %s or %s", o.histogramKind, histKindExponential, histKindCustom, histKindBoth)
 	}
 	for _, db := range []string{o.database, o.directDatabase} {
 		if err := (schema.Config{Database: db}).Validate(); err != nil {
@@ -147,43 +158,55 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	return o, nil
 }
 
+// config is what one run generated and how it sent it.
+type config struct {
+	Targets           int            `json:"targets"`
+	SeriesPerTarget   int            `json:"series_per_target"`
+	Series            int            `json:"series"`
+	Scrapes           int            `json:"scrapes"`
+	Samples           int            `json:"samples"`
+	IntervalMs        int64          `json:"interval_ms"`
+	FirstTsMs         int64          `json:"first_ts_ms"`
+	EndMs             int64          `json:"end_ms"`
+	Seed              uint64         `json:"seed"`
+	ResetProbability  float64        `json:"reset_probability"`
+	SamplesPerRequest int            `json:"samples_per_request"`
+	Concurrency       int            `json:"concurrency"`
+	BatchRows         int            `json:"batch_rows"`
+	DirectWorkers     int            `json:"direct_workers"`
+	Pregenerate       bool           `json:"pregenerate"`
+	Gauges            string         `json:"gauges"`
+	Mix               map[string]int `json:"series_mix"`
+	Histograms        int            `json:"histograms_per_target"`
+	HistogramKind     string         `json:"histogram_kind,omitempty"`
+	HistogramSamples  int            `json:"histogram_samples"`
+}
+
 // result is everything one run measured; -json prints it.
 type result struct {
-	Config struct {
-		Targets           int            `json:"targets"`
-		SeriesPerTarget   int            `json:"series_per_target"`
-		Series            int            `json:"series"`
-		Scrapes           int            `json:"scrapes"`
-		Samples           int            `json:"samples"`
-		IntervalMs        int64          `json:"interval_ms"`
-		FirstTsMs         int64          `json:"first_ts_ms"`
-		EndMs             int64          `json:"end_ms"`
-		Seed              uint64         `json:"seed"`
-		ResetProbability  float64        `json:"reset_probability"`
-		SamplesPerRequest int            `json:"samples_per_request"`
-		Concurrency       int            `json:"concurrency"`
-		BatchRows         int            `json:"batch_rows"`
-		DirectWorkers     int            `json:"direct_workers"`
-		Pregenerate       bool           `json:"pregenerate"`
-		Gauges            string         `json:"gauges"`
-		Mix               map[string]int `json:"series_mix"`
-	} `json:"config"`
+	Config  config `json:"config"`
 	Machine struct {
 		NumCPU     int    `json:"num_cpu"`
 		GOMAXPROCS int    `json:"gomaxprocs"`
 		Note       string `json:"note"`
 	} `json:"machine"`
-	ServerVersion       string           `json:"server_version"`
-	Compression         string           `json:"compression"`
-	CompressionLabel    string           `json:"compression_label,omitempty"`
-	Ingest              *ingestResult    `json:"ingest,omitempty"`
-	SettleSeconds       float64          `json:"settle_seconds"`
-	MergesLeft          uint64           `json:"merges_left_at_direct_start"`
-	Direct              *directResult    `json:"direct,omitempty"`
-	IngestToDirectRatio float64          `json:"ingest_to_direct_ratio,omitempty"`
-	RowsBefore          uint64           `json:"pyramid_rows_before_ingest"`
-	Storage             []*storageResult `json:"storage,omitempty"`
-	Checks              []string         `json:"checks"`
+	ServerVersion       string        `json:"server_version"`
+	Compression         string        `json:"compression"`
+	CompressionLabel    string        `json:"compression_label,omitempty"`
+	Ingest              *ingestResult `json:"ingest,omitempty"`
+	SettleSeconds       float64       `json:"settle_seconds"`
+	MergesLeft          uint64        `json:"merges_left_at_direct_start"`
+	Direct              *directResult `json:"direct,omitempty"`
+	IngestToDirectRatio float64       `json:"ingest_to_direct_ratio,omitempty"`
+	RowsBefore          uint64        `json:"pyramid_rows_before_ingest"`
+	// The histogram series' phases, run after the float series' ones.
+	IngestHistograms        *ingestResult `json:"ingest_histograms,omitempty"`
+	DirectHistograms        *directResult `json:"direct_histograms,omitempty"`
+	HistIngestToDirectRatio float64       `json:"histograms_ingest_to_direct_ratio,omitempty"`
+	HistogramRowsBefore     uint64        `json:"pyramid_histogram_rows_before_ingest"`
+	// Storage holds the samples table of each database, then the histograms table of each.
+	Storage []*storageResult `json:"storage,omitempty"`
+	Checks  []string         `json:"checks"`
 }
 
 func main() {
@@ -222,7 +245,7 @@ func run(args []string) error {
 	}
 	gc := genConfig{Seed: o.seed, Targets: o.targets, SeriesPerTarget: o.seriesPerTarget, Scrapes: o.scrapes,
 		IntervalMs: o.interval.Milliseconds(), EndMs: end, ResetProb: o.resetProb, Job: o.job,
-		FullPrecisionGauges: o.gauges == "full"}
+		FullPrecisionGauges: o.gauges == "full", Histograms: o.histograms, HistogramKind: o.histogramKind}
 	p, err := newPlan(gc)
 	if err != nil {
 		return err
@@ -235,6 +258,10 @@ func run(args []string) error {
 	c.SamplesPerRequest, c.Concurrency, c.BatchRows, c.DirectWorkers, c.Pregenerate = o.samplesPerRequest, o.concurrency, o.batchRows, o.directWorkers, o.pregenerate
 	c.FirstTsMs = end
 	c.Gauges = o.gauges
+	c.Histograms, c.HistogramSamples = o.histograms, p.totalHistograms()
+	if o.histograms > 0 {
+		c.HistogramKind = o.histogramKind
+	}
 	c.Mix = map[string]int{}
 	for _, t := range p.targets {
 		c.FirstTsMs = min(c.FirstTsMs, scrapeTs(t.last, gc.IntervalMs, 0, gc.Scrapes))
@@ -262,35 +289,85 @@ func run(args []string) error {
 		return err
 	}
 	res.ServerVersion = v.String()
-	logger.Info("plan", "series", c.Series, "samples", c.Samples, "from", time.UnixMilli(c.FirstTsMs).UTC(), "to", time.UnixMilli(end).UTC(),
-		"mix", c.Mix, "clickhouse", res.ServerVersion)
+	logger.Info("plan", "series", c.Series, "samples", c.Samples, "histograms", c.HistogramSamples,
+		"from", time.UnixMilli(c.FirstTsMs).UTC(), "to", time.UnixMilli(end).UTC(), "mix", c.Mix, "clickhouse", res.ServerVersion)
 
+	// The float series' phase first, then the histogram series'.
+	type part struct {
+		name   string
+		keep   func(*seriesDef) bool
+		ingest **ingestResult
+		direct **directResult
+	}
+	var parts []part
+	if p.totalSamples() > 0 {
+		parts = append(parts, part{"floats", floatSeries, &res.Ingest, &res.Direct})
+	}
+	if p.totalHistograms() > 0 {
+		parts = append(parts, part{"histograms", histogramSeries, &res.IngestHistograms, &res.DirectHistograms})
+	}
+	// settle waits for the previous phase's merges, so that they do not eat into the next
+	// phase's measurement.
+	settle := func(db string) (time.Duration, uint64, error) {
+		st, err := openStore(conn, db, logger)
+		if err != nil {
+			return 0, 0, err
+		}
+		waited, left, err := waitMerges(ctx, st, o.settleTimeout)
+		if err != nil {
+			return 0, 0, err
+		}
+		logger.Info("merges settled", "waited", waited.Round(time.Millisecond), "merges_left", left)
+		return waited, left, nil
+	}
 	if !o.skipIngest {
-		if err := phaseIngest(ctx, o, p, conn, &res, logger); err != nil {
+		if err := rowsBefore(ctx, o, conn, &res, logger); err != nil {
 			return fmt.Errorf("ingest: %w", err)
 		}
-		debug.FreeOSMemory()
+		for i, pt := range parts {
+			if i > 0 {
+				if _, _, err := settle(o.database); err != nil {
+					return err
+				}
+			}
+			ir, err := phaseIngest(ctx, o, p, pt.name, pt.keep, conn, logger)
+			*pt.ingest = ir
+			if err != nil {
+				return fmt.Errorf("ingest: %w", err)
+			}
+			debug.FreeOSMemory()
+		}
 	}
 	if !o.skipDirect {
 		if !o.skipIngest {
-			st, err := openStore(conn, o.database, logger)
+			waited, left, err := settle(o.database)
 			if err != nil {
 				return err
 			}
-			settle, left, err := waitMerges(ctx, st, o.settleTimeout)
-			if err != nil {
-				return err
-			}
-			res.SettleSeconds, res.MergesLeft = settle.Seconds(), left
-			logger.Info("merges settled", "waited", settle.Round(time.Millisecond), "merges_left", left)
+			res.SettleSeconds, res.MergesLeft = waited.Seconds(), left
 		}
-		if err := phaseDirect(ctx, o, p, conn, &res, logger); err != nil {
+		if err := resetDatabase(ctx, conn, o.directDatabase, o.rawRetention, logger); err != nil {
 			return fmt.Errorf("direct: %w", err)
 		}
-		debug.FreeOSMemory()
+		for i, pt := range parts {
+			if i > 0 {
+				if _, _, err := settle(o.directDatabase); err != nil {
+					return err
+				}
+			}
+			dr, err := phaseDirect(ctx, o, p, pt.keep, conn, logger)
+			if err != nil {
+				return fmt.Errorf("direct: %w", err)
+			}
+			*pt.direct = dr
+			debug.FreeOSMemory()
+		}
 	}
 	if res.Ingest != nil && res.Direct != nil && res.Direct.RowsPerSec > 0 {
 		res.IngestToDirectRatio = res.Ingest.SamplesPerSec / res.Direct.RowsPerSec
+	}
+	if res.IngestHistograms != nil && res.DirectHistograms != nil && res.DirectHistograms.RowsPerSec > 0 {
+		res.HistIngestToDirectRatio = res.IngestHistograms.HistogramsPerSec / res.DirectHistograms.RowsPerSec
 	}
 	if !o.skipStorage {
 		if err := phaseStorage(ctx, o, p, conn, &res, logger); err != nil {
@@ -307,9 +384,9 @@ func run(args []string) error {
 	return nil
 }
 
-// ingestRequests prepares each sender's requests: all of them up front (pregenerate) or
-// through a bounded pipeline per sender.
-func ingestRequests(ctx context.Context, o options, p *plan) (next func(int) (request, bool), total int) {
+// ingestRequests prepares each sender's requests for the series keep selects: all of them
+// up front (pregenerate) or through a bounded pipeline per sender.
+func ingestRequests(ctx context.Context, o options, p *plan, keep func(*seriesDef) bool) (next func(int) (request, bool), total int) {
 	shards := o.concurrency
 	if o.pregenerate {
 		all := make([][]request, shards)
@@ -321,7 +398,7 @@ func ingestRequests(ctx context.Context, o options, p *plan) (next func(int) (re
 				defer wg.Done()
 				sem <- struct{}{}
 				defer func() { <-sem }()
-				p.shardRequests(sh, shards, o.samplesPerRequest, func(r request) { all[sh] = append(all[sh], r) })
+				p.shardRequests(sh, shards, o.samplesPerRequest, keep, func(r request) { all[sh] = append(all[sh], r) })
 			}()
 		}
 		wg.Wait()
@@ -344,7 +421,7 @@ func ingestRequests(ctx context.Context, o options, p *plan) (next func(int) (re
 		chans[sh] = make(chan request, o.pipelineDepth)
 		go func() {
 			defer close(chans[sh])
-			p.shardRequests(sh, shards, o.samplesPerRequest, func(r request) {
+			p.shardRequests(sh, shards, o.samplesPerRequest, keep, func(r request) {
 				select {
 				case chans[sh] <- r:
 				case <-ctx.Done():
@@ -358,18 +435,9 @@ func ingestRequests(ctx context.Context, o options, p *plan) (next func(int) (re
 	}, -1
 }
 
-func phaseIngest(ctx context.Context, o options, p *plan, conn driver.Conn, res *result, logger *slog.Logger) error {
-	client := &http.Client{
-		Timeout: o.timeout,
-		Transport: &http.Transport{
-			MaxIdleConns:        o.concurrency * 2,
-			MaxIdleConnsPerHost: o.concurrency * 2,
-			IdleConnTimeout:     90 * time.Second,
-		},
-	}
-	if err := waitReady(ctx, client, o.url, o.readyTimeout); err != nil {
-		return err
-	}
+// rowsBefore counts what pyramid's database holds before the ingest phase: storage figures
+// then include those rows.
+func rowsBefore(ctx context.Context, o options, conn driver.Conn, res *result, logger *slog.Logger) error {
 	st, err := openStore(conn, o.database, logger)
 	if err != nil {
 		return err
@@ -384,30 +452,58 @@ func phaseIngest(ctx context.Context, o options, p *plan, conn driver.Conn, res 
 			logger.Warn("pyramid's samples table is not empty: storage figures will include earlier rows", "rows", res.RowsBefore)
 		}
 	}
+	if ok, err := st.TableExists(ctx, schema.TableHistograms); err != nil {
+		return err
+	} else if ok {
+		parts, err := st.HistogramsParts(ctx)
+		if err != nil {
+			return err
+		}
+		if res.HistogramRowsBefore = parts.Rows; parts.Rows > 0 {
+			logger.Warn("pyramid's histograms table is not empty: storage figures will include earlier rows", "rows", parts.Rows)
+		}
+	}
+	return nil
+}
 
-	ir := &ingestResult{}
+// phaseIngest sends the requests of the series keep selects to pyramid and measures.
+func phaseIngest(ctx context.Context, o options, p *plan, name string, keep func(*seriesDef) bool, conn driver.Conn, logger *slog.Logger) (*ingestResult, error) {
+	client := &http.Client{
+		Timeout: o.timeout,
+		Transport: &http.Transport{
+			MaxIdleConns:        o.concurrency * 2,
+			MaxIdleConnsPerHost: o.concurrency * 2,
+			IdleConnTimeout:     90 * time.Second,
+		},
+	}
+	if err := waitReady(ctx, client, o.url, o.readyTimeout); err != nil {
+		return nil, err
+	}
+
+	ir := &ingestResult{Series: name}
 	t0 := time.Now()
-	next, n := ingestRequests(ctx, o, p)
+	next, n := ingestRequests(ctx, o, p, keep)
 	ir.PregenSeconds = time.Since(t0).Seconds()
 	if o.pregenerate {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		logger.Info("request bodies encoded", "requests", n, "took", time.Since(t0).Round(time.Millisecond), "heap_mib", ms.HeapAlloc>>20)
+		logger.Info("request bodies encoded", "series", ir.Series, "requests", n, "took", time.Since(t0).Round(time.Millisecond), "heap_mib", ms.HeapAlloc>>20)
 	}
 
 	var pw, cw *procWatcher
+	var err error
 	if o.pyramidPID > 0 {
 		if pw, err = watchProc(o.pyramidPID, 200*time.Millisecond); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if o.clickhousePID > 0 {
 		if cw, err = watchProc(o.clickhousePID, 200*time.Millisecond); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	s := &sender{client: client, url: o.url, userAgent: "Prometheus/2.53.0 (pyramid-loadgen)", maxRetries: o.maxRetries, statuses: map[string]int64{}}
-	logger.Info("ingest started", "url", o.url, "senders", o.concurrency)
+	logger.Info("ingest started", "series", ir.Series, "url", o.url, "senders", o.concurrency)
 	cpu0 := selfCPUSeconds()
 	err = runSenders(ctx, s, o.concurrency, next, ir)
 	ir.LoadgenCPUSec = selfCPUSeconds() - cpu0
@@ -417,41 +513,42 @@ func phaseIngest(ctx context.Context, o options, p *plan, conn driver.Conn, res 
 	if cw != nil {
 		ir.ClickHouse = cw.finish()
 	}
-	res.Ingest = ir
 	if err != nil {
-		return err
+		return ir, err
 	}
-	logger.Info("ingest done", "samples", ir.Samples, "seconds", fmt.Sprintf("%.1f", ir.WallSeconds), "samples_per_sec", fmt.Sprintf("%.0f", ir.SamplesPerSec))
-	return nil
+	logger.Info("ingest done", "series", ir.Series, "samples", ir.Samples, "histograms", ir.Histograms, "seconds", fmt.Sprintf("%.1f", ir.WallSeconds),
+		"rows_per_sec", fmt.Sprintf("%.0f", ir.SamplesPerSec+ir.HistogramsPerSec))
+	return ir, nil
 }
 
-func phaseDirect(ctx context.Context, o options, p *plan, conn driver.Conn, res *result, logger *slog.Logger) error {
-	if err := resetDatabase(ctx, conn, o.directDatabase, o.rawRetention, logger); err != nil {
-		return err
-	}
+// phaseDirect inserts the rows of the series keep selects straight into the direct
+// database, which the caller has reset, and measures.
+func phaseDirect(ctx context.Context, o options, p *plan, keep func(*seriesDef) bool, conn driver.Conn, logger *slog.Logger) (*directResult, error) {
 	dr := &directResult{Database: o.directDatabase, BatchRows: o.batchRows}
 	t0 := time.Now()
 	var batches []*adapter.Batch
-	p.directBatches(o.batchRows, func(b *adapter.Batch) {
+	p.directBatches(o.batchRows, keep, func(b *adapter.Batch) {
 		batches = append(batches, b)
 		dr.Samples += b.Samples()
+		dr.Histograms += len(b.Histograms)
 		dr.SeriesRows += len(b.Series)
 	})
 	dr.Batches = len(batches)
 	dr.PregenSeconds = time.Since(t0).Seconds()
-	logger.Info("direct batches built", "batches", dr.Batches, "samples", dr.Samples, "series_rows", dr.SeriesRows, "took", time.Since(t0).Round(time.Millisecond))
+	logger.Info("direct batches built", "batches", dr.Batches, "samples", dr.Samples, "histograms", dr.Histograms,
+		"series_rows", dr.SeriesRows, "took", time.Since(t0).Round(time.Millisecond))
 
 	var cw *procWatcher
 	var err error
 	if o.clickhousePID > 0 {
 		if cw, err = watchProc(o.clickhousePID, 200*time.Millisecond); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	cpu0 := selfCPUSeconds()
 	st, err := openStore(conn, o.directDatabase, logger)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	err = insertDirect(ctx, st, batches, o.directWorkers, dr)
 	dr.LoadgenCPUSec = selfCPUSeconds() - cpu0
@@ -459,11 +556,10 @@ func phaseDirect(ctx context.Context, o options, p *plan, conn driver.Conn, res 
 		dr.ClickHouse = cw.finish()
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	res.Direct = dr
-	logger.Info("direct done", "rows", dr.Samples, "seconds", fmt.Sprintf("%.1f", dr.WallSeconds), "rows_per_sec", fmt.Sprintf("%.0f", dr.RowsPerSec))
-	return nil
+	logger.Info("direct done", "rows", dr.Samples+dr.Histograms, "seconds", fmt.Sprintf("%.1f", dr.WallSeconds), "rows_per_sec", fmt.Sprintf("%.0f", dr.RowsPerSec))
+	return dr, nil
 }
 
 func phaseStorage(ctx context.Context, o options, p *plan, conn driver.Conn, res *result, logger *slog.Logger) error {
@@ -477,49 +573,61 @@ func phaseStorage(ctx context.Context, o options, p *plan, conn driver.Conn, res
 	if len(dbs) == 0 { // both phases skipped: report whatever pyramid's database holds
 		dbs = append(dbs, o.database)
 	}
-	want := uint64(p.totalSamples())
+	// Each table holds what was generated for it, plus what pyramid's database held before.
+	type table struct {
+		name         string
+		want, before uint64
+	}
+	tables := []table{{schema.TableSamples, uint64(p.totalSamples()), res.RowsBefore}}
+	if p.totalHistograms() > 0 {
+		tables = append(tables, table{schema.TableHistograms, uint64(p.totalHistograms()), res.HistogramRowsBefore})
+	}
 	var first *store.Store
-	for _, db := range dbs {
-		st, err := openStore(conn, db, logger)
-		if err != nil {
-			return err
+	for _, tb := range tables {
+		var measured []*storageResult
+		for _, db := range dbs {
+			st, err := openStore(conn, db, logger)
+			if err != nil {
+				return err
+			}
+			ok, err := st.TableExists(ctx, tb.name)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				logger.Warn("no such table; skipping", "database", db, "table", tb.name)
+				continue
+			}
+			logger.Info("OPTIMIZE FINAL", "database", db, "table", tb.name)
+			sr, err := measureStorage(ctx, st, db, tb.name)
+			if err != nil {
+				return err
+			}
+			res.Storage = append(res.Storage, sr)
+			measured = append(measured, sr)
+			if first == nil && tb.name == schema.TableSamples {
+				first = st
+			}
+			expect := tb.want
+			if db == o.database {
+				expect += tb.before
+			}
+			if sr.Rows == expect {
+				res.Checks = append(res.Checks, fmt.Sprintf("OK   %s.%s: %d rows after OPTIMIZE FINAL, as generated", db, tb.name, sr.Rows))
+			} else {
+				res.Checks = append(res.Checks, fmt.Sprintf("FAIL %s.%s: %d rows after OPTIMIZE FINAL, generated %d", db, tb.name, sr.Rows, expect))
+			}
 		}
-		ok, err := st.TableExists(ctx, schema.TableSamples)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			logger.Warn("no samples table; skipping", "database", db)
-			continue
-		}
-		logger.Info("OPTIMIZE FINAL", "database", db)
-		sr, err := measureStorage(ctx, st, db)
-		if err != nil {
-			return err
-		}
-		res.Storage = append(res.Storage, sr)
-		if first == nil {
-			first = st
-		}
-		expect := want
-		if db == o.database {
-			expect += res.RowsBefore
-		}
-		if sr.Rows == expect {
-			res.Checks = append(res.Checks, fmt.Sprintf("OK   %s: %d rows after OPTIMIZE FINAL, as generated", db, sr.Rows))
-		} else {
-			res.Checks = append(res.Checks, fmt.Sprintf("FAIL %s: %d rows after OPTIMIZE FINAL, generated %d", db, sr.Rows, expect))
+		if len(measured) == 2 && tb.before == 0 {
+			a, b := measured[0], measured[1]
+			if a.Checksum == b.Checksum {
+				res.Checks = append(res.Checks, fmt.Sprintf("OK   %[1]s.%[2]s and %[3]s.%[2]s hold identical rows (checksum %016[4]x)", a.Database, tb.name, b.Database, a.Checksum))
+			} else {
+				res.Checks = append(res.Checks, fmt.Sprintf("FAIL %[1]s.%[2]s and %[3]s.%[2]s differ (checksums %016[4]x, %016[5]x)", a.Database, tb.name, b.Database, a.Checksum, b.Checksum))
+			}
 		}
 	}
-	if len(res.Storage) == 2 && res.RowsBefore == 0 {
-		a, b := res.Storage[0], res.Storage[1]
-		if a.Checksum == b.Checksum {
-			res.Checks = append(res.Checks, fmt.Sprintf("OK   %s and %s hold identical rows (checksum %016x)", a.Database, b.Database, a.Checksum))
-		} else {
-			res.Checks = append(res.Checks, fmt.Sprintf("FAIL %s and %s differ (checksums %016x, %016x)", a.Database, b.Database, a.Checksum, b.Checksum))
-		}
-	}
-	if first != nil {
+	if first != nil && p.totalSamples() > 0 {
 		comp, err := detectCompression(ctx, first)
 		if err != nil {
 			logger.Warn("cannot detect the server's compression from its files", "err", err)
@@ -536,20 +644,61 @@ func phaseStorage(ctx context.Context, o options, p *plan, conn driver.Conn, res
 
 func mib(kib int64) string { return fmt.Sprintf("%.1f MiB", float64(kib)/1024) }
 
-func printProc(tw io.Writer, name string, ps *procStats, wall float64) {
+// printProc prints a process's figures over a phase that stored rows rows (samples or
+// histograms), with its CPU time per million of them.
+func printProc(tw io.Writer, name string, ps *procStats, wall float64, rows int) {
 	if ps == nil {
 		return
 	}
-	fmt.Fprintf(tw, "  %s (pid %d)\tVmHWM %s (process lifetime); VmRSS max %s during phase (start %s, end %s); CPU %.1f s = %.2f cores\n",
-		name, ps.PID, mib(ps.VmHWMKiB), mib(ps.MaxRSSKiB), mib(ps.StartRSSKiB), mib(ps.EndRSSKiB), ps.CPUSeconds, ps.CPUSeconds/wall)
+	fmt.Fprintf(tw, "  %s (pid %d)\tVmHWM %s (process lifetime); VmRSS max %s during phase (start %s, end %s); CPU %.1f s = %.2f cores = %.1f s per million\n",
+		name, ps.PID, mib(ps.VmHWMKiB), mib(ps.MaxRSSKiB), mib(ps.StartRSSKiB), mib(ps.EndRSSKiB), ps.CPUSeconds, ps.CPUSeconds/wall,
+		ps.CPUSeconds/(float64(max(rows, 1))/1e6))
+}
+
+func printIngest(tw io.Writer, c *config, in *ingestResult) {
+	unit, rows, rate := "samples", in.Samples, in.SamplesPerSec
+	if in.Series == "histograms" {
+		unit, rows, rate = "histograms", in.Histograms, in.HistogramsPerSec
+	}
+	fmt.Fprintf(tw, "ingest through pyramid: %s\n", in.Series)
+	fmt.Fprintf(tw, "  requests\t%d x <=%d %s from %d senders, %.1f MiB of snappy bodies (%.1f B each), generated in %.1f s before the clock\n",
+		in.Requests, c.SamplesPerRequest, unit, in.Senders, float64(in.BodyBytes)/(1<<20), float64(in.BodyBytes)/float64(max(rows, 1)), in.PregenSeconds)
+	fmt.Fprintf(tw, "  accepted\t%d %s in %.2f s = %.0f %[2]s/s (wall clock)\n", rows, unit, in.WallSeconds, rate)
+	fmt.Fprintf(tw, "  latency\tp50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms (2xx attempts); max with retries %.1f ms\n",
+		in.LatencyP50Ms, in.LatencyP90Ms, in.LatencyP99Ms, in.LatencyMaxMs, in.EndToEndMaxMs)
+	fmt.Fprintf(tw, "  retries\t%d %v\n", in.Retries, in.RetryStatuses)
+	printProc(tw, "pyramid", in.Pyramid, in.WallSeconds, rows)
+	printProc(tw, "clickhouse", in.ClickHouse, in.WallSeconds, rows)
+	fmt.Fprintf(tw, "  loadgen\tCPU %.1f s = %.2f cores\n", in.LoadgenCPUSec, in.LoadgenCPUSec/in.WallSeconds)
+}
+
+func printDirect(tw io.Writer, r *result, d *directResult) {
+	what, rows := "InsertSamples", d.Samples
+	if d.Histograms > 0 {
+		what, rows = "InsertHistograms", d.Histograms
+	}
+	fmt.Fprintf(tw, "direct inserts (store.InsertSeries/%s into %s)\n", what, d.Database)
+	fmt.Fprintf(tw, "  batches\t%d x <=%d rows, %d series rows, %d workers; built in %.1f s before the clock",
+		d.Batches, d.BatchRows, d.SeriesRows, d.Workers, d.PregenSeconds)
+	if d == r.Direct || r.Direct == nil {
+		fmt.Fprintf(tw, "; waited %.1f s for merges first (%d left)", r.SettleSeconds, r.MergesLeft)
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintf(tw, "  inserted\t%d rows in %.2f s = %.0f rows/s; batch p50 %.1f ms, max %.1f ms\n", rows, d.WallSeconds, d.RowsPerSec, d.BatchP50Ms, d.BatchMaxMs)
+	printProc(tw, "clickhouse", d.ClickHouse, d.WallSeconds, rows)
+	fmt.Fprintf(tw, "  loadgen\tCPU %.1f s = %.2f cores\n", d.LoadgenCPUSec, d.LoadgenCPUSec/d.WallSeconds)
 }
 
 func printReport(w io.Writer, r *result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	c := r.Config
+	c := &r.Config
 	fmt.Fprintf(tw, "pyramid-loadgen\n")
 	fmt.Fprintf(tw, "  workload\t%d targets x %d series = %d series (%d counters, %d gauges, %d constants) x %d scrapes @ %dms = %d samples\n",
-		c.Targets, c.SeriesPerTarget, c.Series, c.Mix["counter"], c.Mix["gauge"], c.Mix["constant"], c.Scrapes, c.IntervalMs, c.Samples)
+		c.Targets, c.SeriesPerTarget, c.Targets*c.SeriesPerTarget, c.Mix["counter"], c.Mix["gauge"], c.Mix["constant"], c.Scrapes, c.IntervalMs, c.Samples)
+	if c.Histograms > 0 {
+		fmt.Fprintf(tw, "  histograms\t%d targets x %d native histogram series = %d series (%d exponential schema %d, %d custom buckets) x %d scrapes = %d histograms\n",
+			c.Targets, c.Histograms, c.Targets*c.Histograms, c.Mix["exponential"], expSchema, c.Mix["custom"], c.Scrapes, c.HistogramSamples)
+	}
 	fmt.Fprintf(tw, "  time range\t%s .. %s, seed %d, reset probability %g, %s gauges\n",
 		time.UnixMilli(c.FirstTsMs).UTC().Format(time.RFC3339), time.UnixMilli(c.EndMs).UTC().Format(time.RFC3339), c.Seed, c.ResetProbability, c.Gauges)
 	fmt.Fprintf(tw, "  machine\t%s (GOMAXPROCS %d)\n", r.Machine.Note, r.Machine.GOMAXPROCS)
@@ -558,38 +707,44 @@ func printReport(w io.Writer, r *result) {
 		fmt.Fprintf(tw, ", labelled %q", r.CompressionLabel)
 	}
 	fmt.Fprintln(tw)
-	if in := r.Ingest; in != nil {
-		fmt.Fprintf(tw, "ingest through pyramid\n")
-		fmt.Fprintf(tw, "  requests\t%d x <=%d samples from %d senders, %.1f MiB of snappy bodies (%.1f B/sample), generated in %.1f s before the clock\n",
-			in.Requests, c.SamplesPerRequest, in.Senders, float64(in.BodyBytes)/(1<<20), float64(in.BodyBytes)/float64(max(in.Samples, 1)), in.PregenSeconds)
-		fmt.Fprintf(tw, "  accepted\t%d samples in %.2f s = %.0f samples/s (wall clock)\n", in.Samples, in.WallSeconds, in.SamplesPerSec)
-		fmt.Fprintf(tw, "  latency\tp50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms (2xx attempts); max with retries %.1f ms\n",
-			in.LatencyP50Ms, in.LatencyP90Ms, in.LatencyP99Ms, in.LatencyMaxMs, in.EndToEndMaxMs)
-		fmt.Fprintf(tw, "  retries\t%d %v\n", in.Retries, in.RetryStatuses)
-		printProc(tw, "pyramid", in.Pyramid, in.WallSeconds)
-		printProc(tw, "clickhouse", in.ClickHouse, in.WallSeconds)
-		fmt.Fprintf(tw, "  loadgen\tCPU %.1f s = %.2f cores\n", in.LoadgenCPUSec, in.LoadgenCPUSec/in.WallSeconds)
+	for _, in := range []*ingestResult{r.Ingest, r.IngestHistograms} {
+		if in != nil {
+			printIngest(tw, c, in)
+		}
 	}
-	if d := r.Direct; d != nil {
-		fmt.Fprintf(tw, "direct inserts (store.InsertSeries/InsertSamples into %s)\n", d.Database)
-		fmt.Fprintf(tw, "  batches\t%d x <=%d rows, %d series rows, %d workers; built in %.1f s before the clock; waited %.1f s for merges first (%d left)\n",
-			d.Batches, d.BatchRows, d.SeriesRows, d.Workers, d.PregenSeconds, r.SettleSeconds, r.MergesLeft)
-		fmt.Fprintf(tw, "  inserted\t%d rows in %.2f s = %.0f rows/s; batch p50 %.1f ms, max %.1f ms\n", d.Samples, d.WallSeconds, d.RowsPerSec, d.BatchP50Ms, d.BatchMaxMs)
-		printProc(tw, "clickhouse", d.ClickHouse, d.WallSeconds)
-		fmt.Fprintf(tw, "  loadgen\tCPU %.1f s = %.2f cores\n", d.LoadgenCPUSec, d.LoadgenCPUSec/d.WallSeconds)
+	if f, h := r.Ingest, r.IngestHistograms; f != nil && h != nil && f.SamplesPerSec > 0 {
+		fmt.Fprintf(tw, "histograms / floats\t%d / %d requests; %.3f times the rows per second", h.Requests, f.Requests, h.HistogramsPerSec/f.SamplesPerSec)
+		if f.Pyramid != nil && h.Pyramid != nil && f.Pyramid.CPUSeconds > 0 && f.Samples > 0 {
+			fmt.Fprintf(tw, "; pyramid CPU per row %.2f times, per request %.2f times",
+				(h.Pyramid.CPUSeconds/float64(h.Histograms))/(f.Pyramid.CPUSeconds/float64(f.Samples)),
+				(h.Pyramid.CPUSeconds/float64(h.Requests))/(f.Pyramid.CPUSeconds/float64(f.Requests)))
+		}
+		fmt.Fprintln(tw)
+	}
+	for _, d := range []*directResult{r.Direct, r.DirectHistograms} {
+		if d != nil {
+			printDirect(tw, r, d)
+		}
 	}
 	if r.IngestToDirectRatio > 0 {
 		fmt.Fprintf(tw, "ingest / direct\t%.3f (%.1f%% of the physical limit)\n", r.IngestToDirectRatio, 100*r.IngestToDirectRatio)
 	}
+	if r.HistIngestToDirectRatio > 0 {
+		fmt.Fprintf(tw, "ingest / direct, histograms\t%.3f (%.1f%% of the physical limit)\n", r.HistIngestToDirectRatio, 100*r.HistIngestToDirectRatio)
+	}
 	for _, s := range r.Storage {
-		fmt.Fprintf(tw, "storage of %s.samples after OPTIMIZE FINAL (%.1f s)\n", s.Database, s.OptimizeSeconds)
-		fmt.Fprintf(tw, "  total\t%d rows, %d active parts in %d partitions, %d B compressed (%d uncompressed, %d marks) = %.3f bytes/sample\n",
-			s.Rows, s.Parts, s.Partitions, s.CompressedBytes, s.UncompressedBytes, s.MarksBytes, s.BytesPerSample)
+		unit := "sample"
+		if s.Table == schema.TableHistograms {
+			unit = "histogram"
+		}
+		fmt.Fprintf(tw, "storage of %s.%s after OPTIMIZE FINAL (%.1f s)\n", s.Database, s.Table, s.OptimizeSeconds)
+		fmt.Fprintf(tw, "  total\t%d rows, %d active parts in %d partitions, %d B compressed (%d uncompressed, %d marks) = %.3f bytes/%s\n",
+			s.Rows, s.Parts, s.Partitions, s.CompressedBytes, s.UncompressedBytes, s.MarksBytes, s.BytesPerSample, unit)
 		for _, col := range s.Columns {
-			fmt.Fprintf(tw, "  column %s\t%.3f bytes/sample (%d B compressed, ratio %.1f)\n", col.Name, col.BytesPerSample, col.CompressedBytes, col.Ratio)
+			fmt.Fprintf(tw, "  column %s\t%.3f bytes/%s (%d B compressed, ratio %.1f)\n", col.Name, col.BytesPerSample, unit, col.CompressedBytes, col.Ratio)
 		}
 		for _, t := range s.OtherTables {
-			fmt.Fprintf(tw, "  table %s\t%d rows, %d B compressed (%.4f bytes per sample)\n", t.Table, t.Rows, t.CompressedBytes, t.BytesPerSample)
+			fmt.Fprintf(tw, "  table %s\t%d rows, %d B compressed (%.4f bytes per %s)\n", t.Table, t.Rows, t.CompressedBytes, t.BytesPerSample, unit)
 		}
 	}
 	for _, ch := range r.Checks {

@@ -16,9 +16,11 @@ import (
 	"github.com/pyramid-metrics/pyramid/schema"
 )
 
-// storageResult is the on-disk size of one database's samples table after OPTIMIZE FINAL.
+// storageResult is the on-disk size of one database's samples or histograms table after
+// OPTIMIZE FINAL. Bytes per sample are per row: per histogram for the histograms table.
 type storageResult struct {
 	Database          string       `json:"database"`
+	Table             string       `json:"table"`
 	OptimizeSeconds   float64      `json:"optimize_seconds"`
 	Rows              uint64       `json:"rows"`
 	Parts             uint64       `json:"active_parts"`
@@ -28,8 +30,8 @@ type storageResult struct {
 	MarksBytes        uint64       `json:"marks_bytes"`
 	BytesPerSample    float64      `json:"bytes_per_sample"`
 	Columns           []columnStat `json:"columns"`
-	OtherTables       []tableStat  `json:"other_tables"`
-	Checksum          uint64       `json:"checksum"` // sum(cityHash64(target, fingerprint, ts, value)), wrapping
+	OtherTables       []tableStat  `json:"other_tables"` // the tables that belong to this one
+	Checksum          uint64       `json:"checksum"`     // sum(cityHash64(every column)), wrapping
 }
 
 type columnStat struct {
@@ -44,7 +46,7 @@ type tableStat struct {
 	Table           string  `json:"table"`
 	Rows            uint64  `json:"rows"`
 	CompressedBytes uint64  `json:"data_compressed_bytes"`
-	BytesPerSample  float64 `json:"bytes_per_sample"` // this table's bytes per sample of the samples table
+	BytesPerSample  float64 `json:"bytes_per_sample"` // per row of the table it belongs to
 }
 
 // openStore is a store on db for the load generator's statements; it reads nothing, and
@@ -53,31 +55,36 @@ func openStore(conn driver.Conn, db string, logger *slog.Logger) (*store.Store, 
 	return store.New(store.Config{Database: db, TierRefresh: time.Minute}, conn, logger, prometheus.NewRegistry())
 }
 
-// measureStorage runs OPTIMIZE FINAL on the samples table of st's database and reads its
-// sizes.
-func measureStorage(ctx context.Context, st *store.Store, db string) (*storageResult, error) {
-	res := &storageResult{Database: db}
+// measureStorage runs OPTIMIZE FINAL on table (the samples or the histograms table) of
+// st's database and reads its sizes.
+func measureStorage(ctx context.Context, st *store.Store, db, table string) (*storageResult, error) {
+	res := &storageResult{Database: db, Table: table}
 	t0 := time.Now()
-	if err := st.OptimizeFinal(ctx, schema.TableSamples); err != nil {
+	if err := st.OptimizeFinal(ctx, table); err != nil {
 		return nil, err
 	}
 	res.OptimizeSeconds = time.Since(t0).Seconds()
 
-	parts, err := st.SamplesParts(ctx)
+	samples := table == schema.TableSamples
+	parts, columns, checksum := st.SamplesParts, st.SamplesColumns, st.SamplesChecksum
+	if !samples {
+		parts, columns, checksum = st.HistogramsParts, st.HistogramsColumns, st.HistogramsChecksum
+	}
+	ps, err := parts(ctx)
 	if err != nil {
 		return nil, err
 	}
-	res.Rows, res.Parts, res.Partitions = parts.Rows, parts.Parts, parts.Partitions
-	res.CompressedBytes, res.UncompressedBytes, res.MarksBytes = parts.CompressedBytes, parts.UncompressedBytes, parts.MarksBytes
+	res.Rows, res.Parts, res.Partitions = ps.Rows, ps.Parts, ps.Partitions
+	res.CompressedBytes, res.UncompressedBytes, res.MarksBytes = ps.CompressedBytes, ps.UncompressedBytes, ps.MarksBytes
 	if res.Rows > 0 {
 		res.BytesPerSample = float64(res.CompressedBytes) / float64(res.Rows)
 	}
 
-	columns, err := st.SamplesColumns(ctx)
+	cols, err := columns(ctx)
 	if err != nil {
 		return nil, err
 	}
-	for _, col := range columns {
+	for _, col := range cols {
 		c := columnStat{Name: col.Name, CompressedBytes: col.CompressedBytes, UncompressedBytes: col.UncompressedBytes}
 		if res.Rows > 0 {
 			c.BytesPerSample = float64(c.CompressedBytes) / float64(res.Rows)
@@ -88,20 +95,25 @@ func measureStorage(ctx context.Context, st *store.Store, db string) (*storageRe
 		res.Columns = append(res.Columns, c)
 	}
 
+	if res.Checksum, err = checksum(ctx); err != nil {
+		return nil, err
+	}
 	tables, err := st.OtherTables(ctx)
 	if err != nil {
 		return nil, err
 	}
 	for _, tb := range tables {
+		// The histograms table and its rollups go with the histograms, every other table
+		// with the samples.
+		histograms := tb.Table == schema.TableHistograms || tb.Table == schema.TableHistogramRollups
+		if histograms == samples || tb.Table == table {
+			continue
+		}
 		t := tableStat{Table: tb.Table, Rows: tb.Rows, CompressedBytes: tb.CompressedBytes}
 		if res.Rows > 0 {
 			t.BytesPerSample = float64(t.CompressedBytes) / float64(res.Rows)
 		}
 		res.OtherTables = append(res.OtherTables, t)
-	}
-
-	if res.Checksum, err = st.SamplesChecksum(ctx); err != nil {
-		return nil, err
 	}
 	return res, nil
 }
