@@ -350,7 +350,10 @@ ORDER BY (width, unit, target)`, RollupPartitionMillis),
 // without tuples. Retried writes collapse as in samples, and like samples the table
 // expires by day partitions.
 func (g ddl) histograms(cfg Config) []string {
-	z := g.codec("ZSTD(1)")
+	// Bucket arrays are most of a histogram's bytes, and ZSTD(3) packs their small
+	// deltas far tighter than ZSTD(1); counts grow steadily (DoubleDelta) and sums drift
+	// (Delta, as samples.value). BenchmarkHistogramCodecs in cmd/pyramid-loadgen compares
+	// the choices.
 	return g.create(stored{
 		name: TableHistograms,
 		columns: fmt.Sprintf(`(
@@ -361,21 +364,21 @@ func (g ddl) histograms(cfg Config) []string {
     reset_hint UInt8%[1]s,
     schema Int8%[1]s,
     zero_threshold Float64%[1]s,
-    count_int UInt64%[3]s,
-    count_float Float64%[1]s,
-    zero_count_int UInt64%[3]s,
-    zero_count_float Float64%[1]s,
-    sum Float64%[1]s,
-    positive_offsets Array(Int32)%[1]s,
-    positive_lengths Array(UInt32)%[1]s,
-    positive_deltas Array(Int64)%[1]s,
-    positive_counts Array(Float64)%[1]s,
-    negative_offsets Array(Int32)%[1]s,
-    negative_lengths Array(UInt32)%[1]s,
-    negative_deltas Array(Int64)%[1]s,
-    negative_counts Array(Float64)%[1]s,
-    custom_values Array(Float64)%[1]s
-)`, z, g.codec("DoubleDelta, ZSTD(1)"), g.codec("Delta, ZSTD(1)")),
+    count_int UInt64%[2]s,
+    count_float Float64%[3]s,
+    zero_count_int UInt64%[2]s,
+    zero_count_float Float64%[3]s,
+    sum Float64%[3]s,
+    positive_offsets Array(Int32)%[4]s,
+    positive_lengths Array(UInt32)%[4]s,
+    positive_deltas Array(Int64)%[4]s,
+    positive_counts Array(Float64)%[4]s,
+    negative_offsets Array(Int32)%[4]s,
+    negative_lengths Array(UInt32)%[4]s,
+    negative_deltas Array(Int64)%[4]s,
+    negative_counts Array(Float64)%[4]s,
+    custom_values Array(Float64)%[4]s
+)`, g.codec("ZSTD(1)"), g.codec("DoubleDelta, ZSTD(1)"), g.codec("Delta, ZSTD(1)"), g.codec("ZSTD(3)")),
 		engine: "ReplacingMergeTree",
 		clauses: fmt.Sprintf(`
 PARTITION BY intDiv(ts, %d)
