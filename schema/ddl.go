@@ -19,6 +19,8 @@ const (
 	TableHistograms   = "histograms"
 	// TableHistogramRollups holds the rollup tiers of native histogram series.
 	TableHistogramRollups = "histogram_rollups"
+	// TableBackfillBlocks records the Prometheus blocks `pyramid backfill` has imported.
+	TableBackfillBlocks = "backfill_blocks"
 )
 
 // RollupPartitionMillis is the width of one rollups partition per resolution: 30 days, so
@@ -419,6 +421,30 @@ func (g ddl) histogramRollups(Config) []string {
 PARTITION BY (res, intDiv(bucket, %d))
 ORDER BY (res, target, fingerprint, bucket)`, RollupPartitionMillis),
 		shardKey: "target",
+	})
+}
+
+// backfillBlocks is migration 5: the Prometheus TSDB blocks `pyramid backfill` has stored
+// completely, by block ULID and by the scope of the run (its time range and matchers), so
+// that a run started again skips them. The newest record of a block and scope wins.
+func (g ddl) backfillBlocks(Config) []string {
+	return g.create(stored{
+		name: TableBackfillBlocks,
+		columns: `(
+    block String,
+    scope String,
+    min_time Int64,
+    max_time Int64,
+    series UInt64,
+    samples UInt64,
+    histograms UInt64,
+    done_ms Int64
+)`,
+		engine: "ReplacingMergeTree",
+		args:   "done_ms",
+		clauses: `
+ORDER BY (block, scope)`,
+		shardKey: "cityHash64(block)",
 	})
 }
 

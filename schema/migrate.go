@@ -24,6 +24,7 @@ func migrationList() []migration {
 		{version: 2, name: "rollups", statements: ddl.rollups},
 		{version: 3, name: "histograms", statements: ddl.histograms},
 		{version: 4, name: "histogram_rollups", statements: ddl.histogramRollups},
+		{version: 5, name: "backfill_blocks", statements: ddl.backfillBlocks},
 	}
 }
 

@@ -51,7 +51,7 @@ func TestMigrate(t *testing.T) {
 	}
 	want := []string{schema.TableMetadata, schema.TableSamples, schema.TableMigrations, schema.TableSeries,
 		schema.TableSeriesInput, schema.TableSeriesLabels, schema.TableSeriesLabels + "_mv", schema.TableSeries + "_mv",
-		schema.TableRollups, schema.TableRollupDirty, schema.TableRollupDone, schema.TableHistograms, schema.TableHistogramRollups}
+		schema.TableRollups, schema.TableRollupDirty, schema.TableRollupDone, schema.TableHistograms, schema.TableHistogramRollups, schema.TableBackfillBlocks}
 	slices.Sort(want)
 	if !slices.Equal(tables, want) {
 		t.Errorf("tables = %v, want %v", tables, want)

@@ -94,8 +94,10 @@ func run(args []string) error {
 		return nil
 	case "serve":
 		return serve(ctx, cfg, conn, logger)
+	case "backfill":
+		return runBackfill(ctx, cfg, rest[1:], os.Stderr, conn, logger)
 	default:
-		return fmt.Errorf("unknown command %q (want serve or migrate)", cmd)
+		return fmt.Errorf("unknown command %q (want serve, migrate or backfill)", cmd)
 	}
 }
 

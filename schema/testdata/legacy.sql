@@ -155,3 +155,15 @@ CREATE TABLE IF NOT EXISTS pyramid.histogram_rollups (
 ) ENGINE = ReplacingMergeTree(version)
 PARTITION BY (res, intDiv(bucket, 2592000000))
 ORDER BY (res, target, fingerprint, bucket);
+
+CREATE TABLE IF NOT EXISTS pyramid.backfill_blocks (
+    block String,
+    scope String,
+    min_time Int64,
+    max_time Int64,
+    series UInt64,
+    samples UInt64,
+    histograms UInt64,
+    done_ms Int64
+) ENGINE = ReplacingMergeTree(done_ms)
+ORDER BY (block, scope);

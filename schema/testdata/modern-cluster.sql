@@ -179,3 +179,17 @@ PARTITION BY (res, intDiv(bucket, 2592000000))
 ORDER BY (res, target, fingerprint, bucket);
 
 CREATE TABLE IF NOT EXISTS pyramid.histogram_rollups ON CLUSTER pyramid AS pyramid.histogram_rollups_local ENGINE = Distributed(pyramid, pyramid, histogram_rollups_local, target);
+
+CREATE TABLE IF NOT EXISTS pyramid.backfill_blocks_local ON CLUSTER pyramid (
+    block String,
+    scope String,
+    min_time Int64,
+    max_time Int64,
+    series UInt64,
+    samples UInt64,
+    histograms UInt64,
+    done_ms Int64
+) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/pyramid/backfill_blocks', '{replica}', done_ms)
+ORDER BY (block, scope);
+
+CREATE TABLE IF NOT EXISTS pyramid.backfill_blocks ON CLUSTER pyramid AS pyramid.backfill_blocks_local ENGINE = Distributed(pyramid, pyramid, backfill_blocks_local, cityHash64(block));

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/promql/parser"
+
+	"github.com/pyramid-metrics/pyramid/adapter/backfill"
+	"github.com/pyramid-metrics/pyramid/adapter/store"
+	"github.com/pyramid-metrics/pyramid/schema"
+)
+
+// backfillConfig parses `pyramid backfill [flags] PATH`.
+func backfillConfig(args []string, cfg config, out io.Writer) (backfill.Config, error) {
+	fs := flag.NewFlagSet("pyramid backfill", flag.ContinueOnError)
+	fs.SetOutput(out)
+	var (
+		minTime, maxTime string
+		matches          stringList
+		bc               = backfill.Config{MinTime: math.MinInt64, MaxTime: math.MaxInt64, Tiers: cfg.tiers}
+	)
+	fs.StringVar(&minTime, "min-time", "", "import no sample before this time (RFC 3339, or Unix seconds); samples older than raw retention go into the rollup tiers that keep them")
+	fs.StringVar(&maxTime, "max-time", "", "import no sample after this time (RFC 3339, or Unix seconds)")
+	fs.Var(&matches, "match", `series selector of the series to import, such as '{job="node"}' (repeatable: a series matching any is imported; none imports every series)`)
+	fs.IntVar(&bc.BatchRows, "batch-rows", 500_000, "rows held in memory and inserted at once")
+	fs.Usage = func() {
+		fmt.Fprintln(out, "usage: pyramid backfill [flags] PATH\n\nImports the blocks of a Prometheus data directory or snapshot at PATH into ClickHouse.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return bc, err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return bc, fmt.Errorf("backfill takes one path, got %d arguments", fs.NArg())
+	}
+	bc.Path = fs.Arg(0)
+	var err error
+	if bc.MinTime, err = parseTime(minTime, math.MinInt64); err != nil {
+		return bc, fmt.Errorf("--min-time: %w", err)
+	}
+	if bc.MaxTime, err = parseTime(maxTime, math.MaxInt64); err != nil {
+		return bc, fmt.Errorf("--max-time: %w", err)
+	}
+	if len(matches) > 1 {
+		return bc, fmt.Errorf("--match given %d times; one selector is supported", len(matches))
+	}
+	for _, m := range matches {
+		sel, err := parser.NewParser(parser.Options{}).ParseMetricSelector(m)
+		if err != nil {
+			return bc, fmt.Errorf("--match %q: %w", m, err)
+		}
+		bc.Matchers = sel
+	}
+	return bc, bc.Validate()
+}
+
+// parseTime reads RFC 3339 or Unix seconds; empty is def.
+func parseTime(s string, def int64) (int64, error) {
+	if s == "" {
+		return def, nil
+	}
+	if secs, err := strconv.ParseFloat(s, 64); err == nil {
+		return int64(math.Round(secs * 1000)), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is neither RFC 3339 nor Unix seconds", s)
+	}
+	return t.UnixMilli(), nil
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return fmt.Sprint(*l) }
+func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
+
+// runBackfill applies the schema and imports the blocks.
+func runBackfill(ctx context.Context, cfg config, args []string, out io.Writer, conn driver.Conn, logger *slog.Logger) error {
+	bc, err := backfillConfig(args, cfg, out)
+	if err != nil {
+		return err
+	}
+	if _, err := schema.Migrate(ctx, conn, cfg.schemaConfig(), logger); err != nil {
+		return err
+	}
+	st, err := store.New(cfg.storeConfig(), conn, logger, prometheus.NewRegistry())
+	if err != nil {
+		return err
+	}
+	sum, err := backfill.Run(ctx, bc, st, logger)
+	logger.Info("backfill: done", "blocks", sum.Blocks, "skipped_blocks", sum.Skipped, "series", sum.Series,
+		"samples", sum.Samples, "histograms", sum.Histograms, "older_than_raw_retention", sum.ToTiers,
+		"rollup_rows", sum.Rollups,
+		"seconds", math.Round(sum.Elapsed.Seconds()*10)/10)
+	return err
+}

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"io"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/pyramid-metrics/pyramid/rollup"
+)
+
+func TestBackfillConfig(t *testing.T) {
+	tiers, err := rollup.ParseTiers("raw:30d,1h:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config{tiers: tiers}
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		wantErr  bool
+		min, max int64
+		matchers int
+	}{
+		{name: "path only", args: []string{"/data"}, min: math.MinInt64, max: math.MaxInt64},
+		{name: "Unix seconds and RFC 3339", args: []string{"--min-time", "1.5", "--max-time", "2026-01-02T03:04:05Z", "/data"},
+			min: 1500, max: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixMilli()},
+		{name: "a selector", args: []string{"--match", `{job="node", instance=~"a.*"}`, "/data"}, min: math.MinInt64, max: math.MaxInt64, matchers: 2},
+		{name: "no path", args: nil, wantErr: true},
+		{name: "two paths", args: []string{"/a", "/b"}, wantErr: true},
+		{name: "a time that is neither", args: []string{"--min-time", "yesterday", "/data"}, wantErr: true},
+		{name: "min after max", args: []string{"--min-time", "20", "--max-time", "10", "/data"}, wantErr: true},
+		{name: "a selector that does not parse", args: []string{"--match", `{job=}`, "/data"}, wantErr: true},
+		{name: "no batch", args: []string{"--batch-rows", "0", "/data"}, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bc, err := backfillConfig(tc.args, cfg, io.Discard)
+			if tc.wantErr {
+				if err == nil {
+					t.Fatalf("no error for %q", tc.args)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bc.Path != "/data" || bc.MinTime != tc.min || bc.MaxTime != tc.max || len(bc.Matchers) != tc.matchers {
+				t.Errorf("got path %q, times %d..%d, %d matchers; want /data, %d..%d, %d", bc.Path, bc.MinTime, bc.MaxTime, len(bc.Matchers), tc.min, tc.max, tc.matchers)
+			}
+		})
+	}
+}

@@ -1,0 +1,202 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/prometheus/prometheus/prompb"
+)
+
+// backfillDB is the rollup accuracy test's database, whose rollups waitAccuracyRollups
+// waits for (every e2e test has a ClickHouse of its own).
+const backfillDB = accuracyDB
+
+// TestBackfillMatchesPrometheus imports TSDB blocks written by Prometheus 2.42's own
+// promtool (the rollup accuracy test's two days of counters with resets, gauges, a gappy
+// gauge and odd label values) with `pyramid backfill`, while pyramid serves the same
+// database:
+//   - a first run is killed (SIGKILL) once it has stored some rows, and a second run ends
+//     with pyramid's remote read equal to Prometheus's own /api/v1/read over the blocks,
+//     bit for bit, in both response types;
+//   - a third run finds every block recorded and stores nothing; a fourth with another
+//     scope imports the blocks again, and the answer is still the same;
+//   - the backfilled hours get their rollups, and pyramid's query API holds the rollup
+//     accuracy bounds on them against Prometheus.
+func TestBackfillMatchesPrometheus(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test of about a minute; skipped in -short mode")
+	}
+	tools := requireTools(t, "bash", "clickhouse-server", "clickhouse-client", "prometheus", "promtool")
+	began := time.Now()
+	logf := func(format string, args ...any) {
+		t.Helper()
+		t.Logf("[%5.1fs] "+format, append([]any{time.Since(began).Seconds()}, args...)...)
+	}
+	ch := startClickHouse(t)
+	work := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	data := generateAccuracyData(accuracyEnd(time.Now()))
+	omPath := filepath.Join(work, "data.om")
+	if err := data.writeOpenMetrics(omPath); err != nil {
+		t.Fatalf("write OpenMetrics: %v", err)
+	}
+	blocks := filepath.Join(work, "prometheus-tsdb")
+	if _, err := createBlocks(ctx, tools["promtool"], omPath, blocks); err != nil {
+		t.Fatal(err)
+	}
+	promA := startQueryPrometheus(t, tools["prometheus"], work, "prometheus-a", blocks, "scrape_configs: []\n")
+	logf("%d series, %d samples as promtool's blocks; Prometheus A serves them on %s", len(data.series), data.samples(), promA.url)
+
+	env := []string{"PYRAMID_TIERS=raw:30d,5m:365d,1h:0", "PYRAMID_ROLLUP_SETTLE=1s", "PYRAMID_ROLLUP_INTERVAL=1s", "PYRAMID_READ_TIER_REFRESH=1s"}
+	bin := buildPyramid(t, work)
+	pyr := startPyramid(t, bin, ch.addr(), backfillDB, work, env...)
+	backfill := func(args ...string) *exec.Cmd {
+		cmd := exec.CommandContext(ctx, bin, append([]string{"backfill"}, args...)...)
+		cmd.Env = append([]string{"PATH=/usr/bin:/bin", "PYRAMID_CLICKHOUSE_ADDR=" + ch.addr(),
+			"PYRAMID_CLICKHOUSE_DATABASE=" + backfillDB}, env...)
+		return cmd
+	}
+
+	// 1. Killed once rows are in.
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{ch.addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	killed := backfill("--batch-rows", "500", blocks)
+	var killedOut bytes.Buffer
+	killed.Stdout, killed.Stderr = &killedOut, &killedOut
+	if err := killed.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first backfill to store some rows", time.Minute, func() error {
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM "+backfillDB+".samples").Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("no rows yet")
+		}
+		return nil
+	})
+	if err := killed.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err = killed.Wait()
+	if strings.Contains(killedOut.String(), "backfill: done") {
+		t.Fatalf("the first backfill ended before it was killed (%v); the test proves nothing about resuming:\n%s", err, killedOut.String())
+	}
+	logf("first backfill killed halfway: %v", err)
+
+	// 2. Run again to the end: pyramid now answers what Prometheus holds.
+	out := runBackfill(t, backfill(blocks))
+	stored := summaryField(t, out, "blocks")
+	if stored == "0" {
+		t.Fatalf("the second backfill stored no block:\n%s", out)
+	}
+	logf("second backfill: %s blocks stored", stored)
+	q := &prompb.Query{StartTimestampMs: data.start - accuracyHourMs, EndTimestampMs: data.end + accuracyHourMs,
+		Matchers: []*prompb.LabelMatcher{{Type: prompb.LabelMatcher_EQ, Name: "job", Value: accuracyJob}}}
+	sameAsPrometheus := func(when string) {
+		t.Helper()
+		want, err := readChunked(ctx, promA.url, q)
+		if err != nil {
+			t.Fatalf("remote-read Prometheus A: %v", err)
+		}
+		if len(want.points()) != len(data.series) {
+			t.Fatalf("Prometheus A answers %d series, want %d", len(want.points()), len(data.series))
+		}
+		sampled, err := readSampled(ctx, pyr.url, q)
+		if err != nil {
+			t.Fatalf("remote-read pyramid (SAMPLES): %v", err)
+		}
+		if d := diffPointSets(want.points(), sampled); d != "" {
+			t.Fatalf("%s: pyramid's SAMPLES answer differs from Prometheus's:\n%s", when, d)
+		}
+		streamed, err := readChunked(ctx, pyr.url, q)
+		if err != nil {
+			t.Fatalf("remote-read pyramid (STREAMED_XOR_CHUNKS): %v", err)
+		}
+		if d := diffPointSets(want.points(), streamed.points()); d != "" {
+			t.Fatalf("%s: pyramid's streamed answer differs from Prometheus's:\n%s", when, d)
+		}
+		logf("%s: pyramid's remote read equals Prometheus's, bit for bit, in both response types", when)
+	}
+	sameAsPrometheus("after the killed and the completed run")
+
+	// 3. Nothing left to do.
+	out = runBackfill(t, backfill(blocks))
+	if got := summaryField(t, out, "blocks"); got != "0" || summaryField(t, out, "skipped_blocks") != stored {
+		t.Fatalf("a third backfill stored %s blocks and skipped %s, want 0 and %s:\n%s", got, summaryField(t, out, "skipped_blocks"), stored, out)
+	}
+	// 4. Another scope imports every block again, which changes no answer.
+	out = runBackfill(t, backfill("--min-time", "0", blocks))
+	if got := summaryField(t, out, "blocks"); got != stored {
+		t.Fatalf("a backfill with another scope stored %s blocks, want %s:\n%s", got, stored, out)
+	}
+	logf("a backfill of every block again (scope changed): %s samples in %s s, while pyramid serves",
+		summaryField(t, out, "samples"), summaryField(t, out, "seconds"))
+	sameAsPrometheus("after importing every block a second time")
+
+	// 5. Rollups of the backfilled hours, and the accuracy bounds on them.
+	waitAccuracyRollups(t, ctx, pyr, ch.addr(), data)
+	time.Sleep(2500 * time.Millisecond) // Routing relearns the tiers every second.
+	checked := 0
+	for _, aq := range accuracyQueries(data) {
+		a, err := runQuery(ctx, promA.url, aq.expr, aq.mode)
+		if err != nil {
+			t.Fatalf("query %s (%s) on A: %v", aq.expr, aq.mode.name, err)
+		}
+		p, err := runQuery(ctx, pyr.url, aq.expr, aq.mode)
+		if err != nil {
+			t.Fatalf("query %s (%s) on pyramid: %v", aq.expr, aq.mode.name, err)
+		}
+		if a.points() == 0 {
+			t.Errorf("query %s (%s): A answers nothing, so the comparison would pass vacuously", aq.expr, aq.mode.name)
+		}
+		c := compareAccuracy(a, p, func(key string, ts int64) accuracyTolerance { return aq.tolerance(data, key, ts) })
+		if len(c.problems) > 0 {
+			t.Errorf("query %s (%s): pyramid is not within %s of Prometheus on backfilled data; %d of %d points differ:\n%s",
+				aq.expr, aq.mode.name, aq.allowed, len(c.problems), c.points, c.report())
+		}
+		checked++
+	}
+	logf("%d accuracy queries over the backfilled range hold their bounds", checked)
+}
+
+// runBackfill runs a backfill to the end and returns its output.
+func runBackfill(t *testing.T, cmd *exec.Cmd) string {
+	t.Helper()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("pyramid backfill: %v\n%s", err, out)
+	}
+	return string(out)
+}
+
+// summaryField reads a field of the backfill's final log line.
+func summaryField(t *testing.T, out, field string) string {
+	t.Helper()
+	line := ""
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, `msg="backfill: done"`) {
+			line = l
+		}
+	}
+	m := regexp.MustCompile(`(?:^| )` + regexp.QuoteMeta(field) + `=(\S+)`).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("no %s in the backfill's summary:\n%s", field, out)
+	}
+	return m[1]
+}
