@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -29,6 +30,8 @@ const backfillDB = accuracyDB
 //     bit for bit, in both response types;
 //   - a third run finds every block recorded and stores nothing; a fourth with another
 //     scope imports the blocks again, and the answer is still the same;
+//   - a backfill from the Prometheus serving the blocks, through its remote read, into
+//     another database gives the same answer, and a second one stores nothing;
 //   - the backfilled hours get their rollups, and pyramid's query API holds the rollup
 //     accuracy bounds on them against Prometheus.
 func TestBackfillMatchesPrometheus(t *testing.T) {
@@ -108,7 +111,7 @@ func TestBackfillMatchesPrometheus(t *testing.T) {
 	logf("second backfill: %s blocks stored", stored)
 	q := &prompb.Query{StartTimestampMs: data.start - accuracyHourMs, EndTimestampMs: data.end + accuracyHourMs,
 		Matchers: []*prompb.LabelMatcher{{Type: prompb.LabelMatcher_EQ, Name: "job", Value: accuracyJob}}}
-	sameAsPrometheus := func(when string) {
+	sameAsPrometheus := func(pyrURL, when string) {
 		t.Helper()
 		want, err := readChunked(ctx, promA.url, q)
 		if err != nil {
@@ -117,14 +120,14 @@ func TestBackfillMatchesPrometheus(t *testing.T) {
 		if len(want.points()) != len(data.series) {
 			t.Fatalf("Prometheus A answers %d series, want %d", len(want.points()), len(data.series))
 		}
-		sampled, err := readSampled(ctx, pyr.url, q)
+		sampled, err := readSampled(ctx, pyrURL, q)
 		if err != nil {
 			t.Fatalf("remote-read pyramid (SAMPLES): %v", err)
 		}
 		if d := diffPointSets(want.points(), sampled); d != "" {
 			t.Fatalf("%s: pyramid's SAMPLES answer differs from Prometheus's:\n%s", when, d)
 		}
-		streamed, err := readChunked(ctx, pyr.url, q)
+		streamed, err := readChunked(ctx, pyrURL, q)
 		if err != nil {
 			t.Fatalf("remote-read pyramid (STREAMED_XOR_CHUNKS): %v", err)
 		}
@@ -133,7 +136,7 @@ func TestBackfillMatchesPrometheus(t *testing.T) {
 		}
 		logf("%s: pyramid's remote read equals Prometheus's, bit for bit, in both response types", when)
 	}
-	sameAsPrometheus("after the killed and the completed run")
+	sameAsPrometheus(pyr.url, "after the killed and the completed run")
 
 	// 3. Nothing left to do.
 	out = runBackfill(t, backfill(blocks))
@@ -147,7 +150,23 @@ func TestBackfillMatchesPrometheus(t *testing.T) {
 	}
 	logf("a backfill of every block again (scope changed): %s samples in %s s, while pyramid serves",
 		summaryField(t, out, "samples"), summaryField(t, out, "seconds"))
-	sameAsPrometheus("after importing every block a second time")
+	sameAsPrometheus(pyr.url, "after importing every block a second time")
+
+	// From the running Prometheus through remote read instead, into another database.
+	fromRemote := func() string {
+		cmd := backfill("--from-remote-read", promA.url+"/api/v1/read", "--min-time", strconv.FormatInt(data.start/1000-3600, 10))
+		cmd.Env = append(cmd.Env, "PYRAMID_CLICKHOUSE_DATABASE="+backfillDB+"_remote")
+		return runBackfill(t, cmd)
+	}
+	out = fromRemote()
+	days := summaryField(t, out, "blocks")
+	logf("backfill through remote read: %s days, %s samples in %s s", days, summaryField(t, out, "samples"), summaryField(t, out, "seconds"))
+	remote := startPyramid(t, bin, ch.addr(), backfillDB+"_remote", work, append(env, "PYRAMID_TEST_LOG=pyramid-remote.log")...)
+	sameAsPrometheus(remote.url, "after a backfill through remote read")
+	if out = fromRemote(); summaryField(t, out, "blocks") != "0" || summaryField(t, out, "skipped_blocks") != days {
+		t.Fatalf("a second backfill through remote read stored %s days and skipped %s, want 0 and %s:\n%s",
+			summaryField(t, out, "blocks"), summaryField(t, out, "skipped_blocks"), days, out)
+	}
 
 	// 5. Rollups of the backfilled hours, and the accuracy bounds on them.
 	waitAccuracyRollups(t, ctx, pyr, ch.addr(), data)

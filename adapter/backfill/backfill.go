@@ -35,6 +35,9 @@ type Config struct {
 	// Path is a Prometheus data directory or snapshot: its block directories are read,
 	// its WAL is not.
 	Path string
+	// RemoteRead, instead of Path, is the remote-read URL of a running Prometheus, read a
+	// UTC day at a time from MinTime (required then) to MaxTime or now.
+	RemoteRead string
 	// MinTime and MaxTime bound the samples imported (ms, inclusive).
 	MinTime, MaxTime int64
 	// Matchers select the series imported; none imports every series.
@@ -50,8 +53,10 @@ type Config struct {
 // Validate reports the first setting that cannot work.
 func (c Config) Validate() error {
 	switch {
-	case c.Path == "":
-		return errors.New("backfill needs the path of a Prometheus data directory or snapshot")
+	case (c.Path == "") == (c.RemoteRead == ""):
+		return errors.New("backfill needs either the path of a Prometheus data directory or snapshot, or a remote-read URL")
+	case c.RemoteRead != "" && c.MinTime == math.MinInt64:
+		return errors.New("backfill from remote read needs a min time: a remote-read endpoint does not say where its data begins")
 	case c.MinTime > c.MaxTime:
 		return fmt.Errorf("min time %d is after max time %d", c.MinTime, c.MaxTime)
 	case c.BatchRows <= 0:
@@ -83,7 +88,18 @@ type Summary struct {
 	Elapsed                 time.Duration
 }
 
-// Run imports the blocks under cfg.Path into st, logging progress per block.
+// add counts another block's or day's figures in.
+func (s *Summary) add(o Summary) {
+	s.Blocks++
+	s.Series += o.Series
+	s.Samples += o.Samples
+	s.Histograms += o.Histograms
+	s.ToTiers += o.ToTiers
+	s.Rollups += o.Rollups
+}
+
+// Run imports the blocks under cfg.Path, or the days cfg.RemoteRead serves, into st,
+// logging progress per block or day.
 func Run(ctx context.Context, cfg Config, st *store.Store, logger *slog.Logger) (Summary, error) {
 	if err := cfg.Validate(); err != nil {
 		return Summary{}, err
@@ -94,6 +110,15 @@ func Run(ctx context.Context, cfg Config, st *store.Store, logger *slog.Logger) 
 		now = cfg.Now
 	}
 	cutoff := cfg.Tiers[0].ExpiredBefore(now().UnixMilli())
+	scope := cfg.scope()
+	done, err := st.BackfilledBlocks(ctx, scope)
+	if err != nil {
+		return Summary{}, err
+	}
+	w := &writer{st: st, marker: rollup.NewMarker(rollup.UnitWidth(cfg.Tiers)), now: now, max: cfg.BatchRows, tiers: cfg.Tiers}
+	if cfg.RemoteRead != "" {
+		return runRemoteRead(ctx, cfg, w, done, scope, cutoff, start, logger)
+	}
 	db, err := tsdb.OpenDBReadOnly(cfg.Path, "", logger)
 	if err != nil {
 		return Summary{}, fmt.Errorf("open Prometheus data %s: %w", cfg.Path, err)
@@ -103,13 +128,7 @@ func Run(ctx context.Context, cfg Config, st *store.Store, logger *slog.Logger) 
 	if err != nil {
 		return Summary{}, fmt.Errorf("open the blocks of %s: %w", cfg.Path, err)
 	}
-	scope := cfg.scope()
-	done, err := st.BackfilledBlocks(ctx, scope)
-	if err != nil {
-		return Summary{}, err
-	}
 	var sum Summary
-	w := &writer{st: st, marker: rollup.NewMarker(rollup.UnitWidth(cfg.Tiers)), now: now, max: cfg.BatchRows, tiers: cfg.Tiers}
 	for i, b := range blocks {
 		meta := b.Meta()
 		id := meta.ULID.String()
@@ -131,12 +150,7 @@ func Run(ctx context.Context, cfg Config, st *store.Store, logger *slog.Logger) 
 			DoneMs: time.Now().UnixMilli()}); err != nil {
 			return sum, err
 		}
-		sum.Blocks++
-		sum.Series += bs.Series
-		sum.Samples += bs.Samples
-		sum.Histograms += bs.Histograms
-		sum.ToTiers += bs.ToTiers
-		sum.Rollups += bs.Rollups
+		sum.add(bs)
 		elapsed := time.Since(start)
 		logger.Info("backfill: block stored", "block", id, "n", i+1, "of", len(blocks),
 			"from", time.UnixMilli(meta.MinTime).UTC().Format(time.RFC3339), "to", time.UnixMilli(meta.MaxTime).UTC().Format(time.RFC3339),
@@ -168,18 +182,28 @@ type writer struct {
 	hrollups []store.HistogramRollupRow
 }
 
-// block imports the samples of one block in [mint, maxt] newer than cutoff.
+// block imports the samples of one block in [mint, maxt].
 func (w *writer) block(ctx context.Context, b tsdb.BlockReader, mint, maxt, cutoff int64, ms []*labels.Matcher) (Summary, error) {
 	q, err := tsdb.NewBlockQuerier(b, mint, maxt)
 	if err != nil {
 		return Summary{}, fmt.Errorf("query the block: %w", err)
 	}
 	defer q.Close()
+	return w.seriesSet(ctx, q.Select(ctx, false, &storage.SelectHints{Start: mint, End: maxt}, selector(ms)...), cutoff)
+}
+
+// selector is ms, or every series when there are none.
+func selector(ms []*labels.Matcher) []*labels.Matcher {
 	if len(ms) == 0 {
-		ms = []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+")}
+		return []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+")}
 	}
+	return ms
+}
+
+// seriesSet imports every sample of ss and stores the last batch; samples older than
+// cutoff (raw retention) go to the rollup tiers only.
+func (w *writer) seriesSet(ctx context.Context, ss storage.SeriesSet, cutoff int64) (Summary, error) {
 	var sum Summary
-	ss := q.Select(ctx, false, &storage.SelectHints{Start: mint, End: maxt}, ms...)
 	var it chunkenc.Iterator
 	for ss.Next() {
 		s := ss.At()
@@ -250,8 +274,8 @@ func (w *writer) block(ctx context.Context, b tsdb.BlockReader, mint, maxt, cuto
 	if err := ss.Err(); err != nil {
 		return sum, fmt.Errorf("select series: %w", err)
 	}
-	// A block is stored whole before it is recorded, and one insert never spans more
-	// than a block's days (at most 31 for Prometheus's largest blocks).
+	// A block (or a day read remotely) is stored whole before it is recorded, and one
+	// insert never spans more than its days (at most 31 for Prometheus's largest blocks).
 	return sum, w.flush(ctx)
 }
 

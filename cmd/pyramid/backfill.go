@@ -32,18 +32,23 @@ func backfillConfig(args []string, cfg config, out io.Writer) (backfill.Config, 
 	fs.StringVar(&maxTime, "max-time", "", "import no sample after this time (RFC 3339, or Unix seconds)")
 	fs.Var(&matches, "match", `series selector of the series to import, such as '{job="node"}' (repeatable: a series matching any is imported; none imports every series)`)
 	fs.IntVar(&bc.BatchRows, "batch-rows", 500_000, "rows held in memory and inserted at once")
+	fs.StringVar(&bc.RemoteRead, "from-remote-read", "", "instead of PATH, the remote-read URL of a running Prometheus (such as http://prometheus:9090/api/v1/read), read a day at a time from --min-time")
 	fs.Usage = func() {
-		fmt.Fprintln(out, "usage: pyramid backfill [flags] PATH\n\nImports the blocks of a Prometheus data directory or snapshot at PATH into ClickHouse.")
+		fmt.Fprintln(out, "usage: pyramid backfill [flags] PATH\n       pyramid backfill [flags] --from-remote-read URL --min-time T\n\nImports the blocks of a Prometheus data directory or snapshot at PATH, or what a running\nPrometheus serves through remote read, into ClickHouse.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return bc, err
 	}
-	if fs.NArg() != 1 {
+	switch {
+	case bc.RemoteRead == "" && fs.NArg() != 1:
 		fs.Usage()
 		return bc, fmt.Errorf("backfill takes one path, got %d arguments", fs.NArg())
+	case bc.RemoteRead != "" && fs.NArg() != 0:
+		return bc, fmt.Errorf("backfill takes a path or --from-remote-read, not both")
+	case bc.RemoteRead == "":
+		bc.Path = fs.Arg(0)
 	}
-	bc.Path = fs.Arg(0)
 	var err error
 	if bc.MinTime, err = parseTime(minTime, math.MinInt64); err != nil {
 		return bc, fmt.Errorf("--min-time: %w", err)

@@ -21,10 +21,12 @@ func TestBackfillConfig(t *testing.T) {
 		wantErr  bool
 		min, max int64
 		matchers int
+		remote   bool
 	}{
 		{name: "path only", args: []string{"/data"}, min: math.MinInt64, max: math.MaxInt64},
 		{name: "Unix seconds and RFC 3339", args: []string{"--min-time", "1.5", "--max-time", "2026-01-02T03:04:05Z", "/data"},
 			min: 1500, max: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixMilli()},
+		{name: "remote read", args: []string{"--from-remote-read", "http://p/api/v1/read", "--min-time", "10"}, min: 10_000, max: math.MaxInt64, remote: true},
 		{name: "a selector", args: []string{"--match", `{job="node", instance=~"a.*"}`, "/data"}, min: math.MinInt64, max: math.MaxInt64, matchers: 2},
 		{name: "no path", args: nil, wantErr: true},
 		{name: "two paths", args: []string{"/a", "/b"}, wantErr: true},
@@ -32,6 +34,8 @@ func TestBackfillConfig(t *testing.T) {
 		{name: "min after max", args: []string{"--min-time", "20", "--max-time", "10", "/data"}, wantErr: true},
 		{name: "a selector that does not parse", args: []string{"--match", `{job=}`, "/data"}, wantErr: true},
 		{name: "no batch", args: []string{"--batch-rows", "0", "/data"}, wantErr: true},
+		{name: "remote read without a start", args: []string{"--from-remote-read", "http://p/api/v1/read"}, wantErr: true},
+		{name: "remote read and a path", args: []string{"--from-remote-read", "http://p/api/v1/read", "--min-time", "0", "/data"}, wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bc, err := backfillConfig(tc.args, cfg, io.Discard)
@@ -44,8 +48,12 @@ func TestBackfillConfig(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if bc.Path != "/data" || bc.MinTime != tc.min || bc.MaxTime != tc.max || len(bc.Matchers) != tc.matchers {
-				t.Errorf("got path %q, times %d..%d, %d matchers; want /data, %d..%d, %d", bc.Path, bc.MinTime, bc.MaxTime, len(bc.Matchers), tc.min, tc.max, tc.matchers)
+			wantPath := "/data"
+			if tc.remote {
+				wantPath = ""
+			}
+			if bc.Path != wantPath || (bc.RemoteRead != "") != tc.remote || bc.MinTime != tc.min || bc.MaxTime != tc.max || len(bc.Matchers) != tc.matchers {
+				t.Errorf("got path %q, remote %q, times %d..%d, %d matchers; want %q, %d..%d, %d", bc.Path, bc.RemoteRead, bc.MinTime, bc.MaxTime, len(bc.Matchers), wantPath, tc.min, tc.max, tc.matchers)
 			}
 		})
 	}
