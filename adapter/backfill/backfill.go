@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"golang.org/x/time/rate"
 
 	"github.com/pyramid-metrics/pyramid/adapter"
 	"github.com/pyramid-metrics/pyramid/adapter/store"
@@ -44,6 +45,12 @@ type Config struct {
 	Matchers []*labels.Matcher
 	// BatchRows bounds the rows held and inserted at once.
 	BatchRows int
+	// RateLimit bounds the rows inserted per second, so that a backfill leaves ClickHouse
+	// room for live ingest; 0 is no limit.
+	RateLimit float64
+	// Progress, when set, is called after every batch stored, and the line logged per
+	// block or day drops to debug level: a progress bar takes its place.
+	Progress func(Progress)
 	// Tiers is the resolution ladder, for raw retention and the rollup marks.
 	Tiers []rollup.Tier
 	// Now is the clock raw retention is counted from; nil is time.Now.
@@ -61,6 +68,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("min time %d is after max time %d", c.MinTime, c.MaxTime)
 	case c.BatchRows <= 0:
 		return fmt.Errorf("batch rows %d must be positive", c.BatchRows)
+	case c.RateLimit < 0:
+		return fmt.Errorf("rate limit %g must not be negative", c.RateLimit)
 	case len(c.Tiers) == 0:
 		return errors.New("backfill needs the tier ladder")
 	}
@@ -86,6 +95,14 @@ type Summary struct {
 	Samples, Histograms     int64
 	ToTiers, Rollups        int64
 	Elapsed                 time.Duration
+}
+
+// Progress is how far a run has come: blocks (or days) done of all, samples and histograms
+// read so far, and the samples and histograms the blocks hold in all (0 when unknown, as
+// through remote read).
+type Progress struct {
+	Units, UnitsTotal int
+	Read, ReadTotal   int64
 }
 
 // add counts another block's or day's figures in.
@@ -115,7 +132,11 @@ func Run(ctx context.Context, cfg Config, st *store.Store, logger *slog.Logger) 
 	if err != nil {
 		return Summary{}, err
 	}
-	w := &writer{st: st, marker: rollup.NewMarker(rollup.UnitWidth(cfg.Tiers)), now: now, max: cfg.BatchRows, tiers: cfg.Tiers}
+	w := &writer{st: st, marker: rollup.NewMarker(rollup.UnitWidth(cfg.Tiers)), now: now, max: cfg.BatchRows, tiers: cfg.Tiers,
+		progress: cfg.Progress, logger: logger}
+	if cfg.RateLimit > 0 {
+		w.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), cfg.BatchRows)
+	}
 	if cfg.RemoteRead != "" {
 		return runRemoteRead(ctx, cfg, w, done, scope, cutoff, start, logger)
 	}
@@ -129,12 +150,26 @@ func Run(ctx context.Context, cfg Config, st *store.Store, logger *slog.Logger) 
 		return Summary{}, fmt.Errorf("open the blocks of %s: %w", cfg.Path, err)
 	}
 	var sum Summary
+	w.report.UnitsTotal = len(blocks)
+	for _, b := range blocks {
+		st := b.Meta().Stats
+		w.report.ReadTotal += int64(st.NumFloatSamples + st.NumHistogramSamples)
+	}
+	if w.report.ReadTotal == 0 {
+		for _, b := range blocks {
+			w.report.ReadTotal += int64(b.Meta().Stats.NumSamples)
+		}
+	}
 	for i, b := range blocks {
 		meta := b.Meta()
 		id := meta.ULID.String()
 		if done[id] {
 			sum.Skipped++
-			logger.Info("backfill: block already stored", "block", id, "n", i+1, "of", len(blocks))
+			w.report.Units++
+			st := meta.Stats
+			w.report.Read += int64(max(st.NumSamples, st.NumFloatSamples+st.NumHistogramSamples))
+			w.reportProgress()
+			w.unitLog("backfill: block already stored", "block", id, "n", i+1, "of", len(blocks))
 			continue
 		}
 		mint, maxt := max(meta.MinTime, cfg.MinTime), min(meta.MaxTime-1, cfg.MaxTime)
@@ -151,8 +186,10 @@ func Run(ctx context.Context, cfg Config, st *store.Store, logger *slog.Logger) 
 			return sum, err
 		}
 		sum.add(bs)
+		w.report.Units++
+		w.reportProgress()
 		elapsed := time.Since(start)
-		logger.Info("backfill: block stored", "block", id, "n", i+1, "of", len(blocks),
+		w.unitLog("backfill: block stored", "block", id, "n", i+1, "of", len(blocks),
 			"from", time.UnixMilli(meta.MinTime).UTC().Format(time.RFC3339), "to", time.UnixMilli(meta.MaxTime).UTC().Format(time.RFC3339),
 			"series", bs.Series, "samples", bs.Samples, "histograms", bs.Histograms, "to_tiers", bs.ToTiers, "rollup_rows", bs.Rollups,
 			"samples_per_second", math.Round(float64(sum.Samples+sum.Histograms)/elapsed.Seconds()))
@@ -170,6 +207,12 @@ type writer struct {
 	now    func() time.Time
 	max    int
 	tiers  []rollup.Tier
+	// limiter paces the inserts (Config.RateLimit); nil is no limit.
+	limiter *rate.Limiter
+	// progress is Config.Progress, report what it is told.
+	progress func(Progress)
+	report   Progress
+	logger   *slog.Logger
 
 	batch  adapter.Batch
 	series map[uint64]int // fingerprint -> index in batch.Series
@@ -214,6 +257,7 @@ func (w *writer) seriesSet(ctx context.Context, ss storage.SeriesSet, cutoff int
 		n := 0
 		w.oldTs, w.oldVs, w.oldHs = w.oldTs[:0], w.oldVs[:0], w.oldHs[:0]
 		for typ := it.Next(); typ != chunkenc.ValNone; typ = it.Next() {
+			w.report.Read++
 			var t int64
 			switch typ {
 			case chunkenc.ValFloat:
@@ -334,12 +378,47 @@ func (w *writer) aggregateOld(fp, target uint64) int {
 	return n
 }
 
+// unitLog logs the line of a block or day: info, or debug under a progress bar.
+func (w *writer) unitLog(msg string, args ...any) {
+	level := slog.LevelInfo
+	if w.progress != nil {
+		level = slog.LevelDebug
+	}
+	w.logger.Log(context.Background(), level, msg, args...)
+}
+
+// reportProgress tells Config.Progress how far the run has come.
+func (w *writer) reportProgress() {
+	if w.progress != nil {
+		w.progress(w.report)
+	}
+}
+
+// pace waits until n more rows fit the rate limit.
+func (w *writer) pace(ctx context.Context, n int) error {
+	if w.limiter == nil {
+		return nil
+	}
+	for n > 0 {
+		k := min(n, w.limiter.Burst())
+		if err := w.limiter.WaitN(ctx, k); err != nil {
+			return fmt.Errorf("wait for the rate limit: %w", err)
+		}
+		n -= k
+	}
+	return nil
+}
+
 // flush stores the batch and empties it.
 func (w *writer) flush(ctx context.Context) error {
 	b := &w.batch
 	if w.rows() == 0 {
 		return nil
 	}
+	if err := w.pace(ctx, w.rows()); err != nil {
+		return err
+	}
+	defer w.reportProgress()
 	if err := w.st.InsertSeries(ctx, b.Series); err != nil {
 		return err
 	}

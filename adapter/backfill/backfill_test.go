@@ -105,11 +105,15 @@ func TestBackfillOlderThanRawRetention(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	var last backfill.Progress
 	cfg := backfill.Config{Path: blockDir, MinTime: math.MinInt64, MaxTime: math.MaxInt64, BatchRows: 1000,
-		Tiers: tiers, Now: func() time.Time { return now }}
+		RateLimit: 1e7, Tiers: tiers, Now: func() time.Time { return now }, Progress: func(p backfill.Progress) { last = p }}
 	sum, err := backfill.Run(ctx, cfg, st, logger)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if total := int64(len(ts) + len(hs)); last != (backfill.Progress{Units: 1, UnitsTotal: 1, Read: total, ReadTotal: total}) {
+		t.Errorf("last progress %+v, want 1 of 1 block and %d of %d samples", last, total, total)
 	}
 	if sum.Blocks != 1 || sum.Series != 2 || sum.Samples != int64(len(ts)) || sum.Histograms != int64(len(hs)) ||
 		sum.ToTiers != int64(len(oldF)+len(oldH)) {

@@ -47,10 +47,13 @@ func runRemoteRead(ctx context.Context, cfg Config, w *writer, done map[string]b
 	}
 	first, last := cfg.MinTime/schema.DayMillis, maxt/schema.DayMillis
 	var sum Summary
+	w.report.UnitsTotal = int(last - first + 1)
 	for day := first; day <= last; day++ {
 		id := fmt.Sprintf("remote-read %s day %d", cfg.RemoteRead, day)
 		if done[id] {
 			sum.Skipped++
+			w.report.Units++
+			w.reportProgress()
 			continue
 		}
 		mint, dayMaxt := max(cfg.MinTime, day*schema.DayMillis), min(maxt, (day+1)*schema.DayMillis-1)
@@ -67,7 +70,9 @@ func runRemoteRead(ctx context.Context, cfg Config, w *writer, done map[string]b
 			return sum, err
 		}
 		sum.add(ds)
-		logger.Info("backfill: day stored", "day", time.UnixMilli(day*schema.DayMillis).UTC().Format(time.DateOnly),
+		w.report.Units++
+		w.reportProgress()
+		w.unitLog("backfill: day stored", "day", time.UnixMilli(day*schema.DayMillis).UTC().Format(time.DateOnly),
 			"n", day-first+1, "of", last-first+1, "series", ds.Series, "samples", ds.Samples, "histograms", ds.Histograms,
 			"to_tiers", ds.ToTiers, "rollup_rows", ds.Rollups,
 			"samples_per_second", math.Round(float64(sum.Samples+sum.Histograms)/time.Since(start).Seconds()))

@@ -7,12 +7,15 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"os"
 	"strconv"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
 
 	"github.com/pyramid-metrics/pyramid/adapter/backfill"
 	"github.com/pyramid-metrics/pyramid/adapter/store"
@@ -32,6 +35,7 @@ func backfillConfig(args []string, cfg config, out io.Writer) (backfill.Config, 
 	fs.StringVar(&maxTime, "max-time", "", "import no sample after this time (RFC 3339, or Unix seconds)")
 	fs.Var(&matches, "match", `series selector of the series to import, such as '{job="node"}' (repeatable: a series matching any is imported; none imports every series)`)
 	fs.IntVar(&bc.BatchRows, "batch-rows", 500_000, "rows held in memory and inserted at once")
+	fs.Float64Var(&bc.RateLimit, "rate-limit", 0, "rows inserted per second at most, to leave ClickHouse room for live ingest; 0 is no limit")
 	fs.StringVar(&bc.RemoteRead, "from-remote-read", "", "instead of PATH, the remote-read URL of a running Prometheus (such as http://prometheus:9090/api/v1/read), read a day at a time from --min-time")
 	fs.Usage = func() {
 		fmt.Fprintln(out, "usage: pyramid backfill [flags] PATH\n       pyramid backfill [flags] --from-remote-read URL --min-time T\n\nImports the blocks of a Prometheus data directory or snapshot at PATH, or what a running\nPrometheus serves through remote read, into ClickHouse.")
@@ -102,6 +106,19 @@ func runBackfill(ctx context.Context, cfg config, args []string, out io.Writer, 
 	st, err := store.New(cfg.storeConfig(), conn, logger, prometheus.NewRegistry())
 	if err != nil {
 		return err
+	}
+	if f, ok := out.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		bar := progressbar.NewOptions64(-1, progressbar.OptionSetWriter(out), progressbar.OptionShowCount(),
+			progressbar.OptionShowIts(), progressbar.OptionSetItsString("samples"), progressbar.OptionSetPredictTime(true),
+			progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
+		defer bar.Close()
+		bc.Progress = func(p backfill.Progress) {
+			if p.ReadTotal > 0 && bar.GetMax64() != p.ReadTotal {
+				bar.ChangeMax64(p.ReadTotal)
+			}
+			bar.Describe(fmt.Sprintf("backfill: %d of %d", p.Units, p.UnitsTotal))
+			_ = bar.Set64(p.Read)
+		}
 	}
 	sum, err := backfill.Run(ctx, bc, st, logger)
 	logger.Info("backfill: done", "blocks", sum.Blocks, "skipped_blocks", sum.Skipped, "series", sum.Series,
