@@ -327,6 +327,8 @@ func startPrometheus(t *testing.T, bin, work, exporterAddr, pyramidURL string, e
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr,
 		"--log.level=info",
+		// For TSDB snapshots, which the backfill test imports.
+		"--web.enable-admin-api",
 	)
 	waitReady(t, s.process, s.url+"/-/ready")
 	return s
