@@ -241,7 +241,21 @@ func TestBackfillPrometheusSnapshot(t *testing.T) {
 	st.exp.setLate(true)
 	time.Sleep(4 * time.Second)
 	st.prom.dropTargets(t)
-	time.Sleep(4 * time.Second) // the stale markers come with the next scrape interval
+	// Dropped targets get their stale markers at what would have been their next scrape.
+	all := &prompb.Query{StartTimestampMs: began.Add(-time.Minute).UnixMilli(), EndTimestampMs: time.Now().Add(time.Hour).UnixMilli(),
+		Matchers: []*prompb.LabelMatcher{{Type: prompb.LabelMatcher_RE, Name: "job", Value: ".+"}}}
+	waitFor(t, "Prometheus to end every series with a stale marker", time.Minute, func() error {
+		got, err := readChunked(ctx, st.prom.url, all)
+		if err != nil {
+			return err
+		}
+		for k, ps := range got.points() {
+			if !ps[len(ps)-1].isStale() {
+				return fmt.Errorf("%s does not end with a stale marker yet", k)
+			}
+		}
+		return nil
+	})
 	resp, err := http.Post(st.prom.url+"/api/v1/admin/tsdb/snapshot", "", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -255,7 +269,7 @@ func TestBackfillPrometheusSnapshot(t *testing.T) {
 		t.Fatalf("take a snapshot: %s, %v", resp.Status, err)
 	}
 	dir := filepath.Join(st.work, "prometheus", "data", "snapshots", snap.Data.Name)
-	logf("Prometheus 2.42 scraped for 16s, dropped its targets and took snapshot %s", snap.Data.Name)
+	logf("Prometheus 2.42 scraped for 16s, dropped its targets, wrote stale markers and took snapshot %s", snap.Data.Name)
 
 	bin := buildPyramid(t, st.work)
 	cmd := exec.CommandContext(ctx, bin, "backfill", dir)
