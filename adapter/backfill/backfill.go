@@ -152,8 +152,8 @@ func Run(ctx context.Context, cfg Config, st *store.Store, logger *slog.Logger) 
 	var sum Summary
 	w.report.UnitsTotal = len(blocks)
 	for _, b := range blocks {
-		st := b.Meta().Stats
-		w.report.ReadTotal += int64(st.NumFloatSamples + st.NumHistogramSamples)
+		stats := b.Meta().Stats
+		w.report.ReadTotal += int64(stats.NumFloatSamples + stats.NumHistogramSamples)
 	}
 	if w.report.ReadTotal == 0 {
 		for _, b := range blocks {
@@ -166,8 +166,8 @@ func Run(ctx context.Context, cfg Config, st *store.Store, logger *slog.Logger) 
 		if done[id] {
 			sum.Skipped++
 			w.report.Units++
-			st := meta.Stats
-			w.report.Read += int64(max(st.NumSamples, st.NumFloatSamples+st.NumHistogramSamples))
+			stats := meta.Stats
+			w.report.Read += int64(max(stats.NumSamples, stats.NumFloatSamples+stats.NumHistogramSamples))
 			w.reportProgress()
 			w.unitLog("backfill: block already stored", "block", id, "n", i+1, "of", len(blocks))
 			continue
