@@ -84,3 +84,22 @@ func TestLimitBuckets(t *testing.T) {
 		})
 	}
 }
+
+// TestBatchMarked: histograms mark units like samples, and the batch's own columns keep
+// their length and contents even when they have room to grow.
+func TestBatchMarked(t *testing.T) {
+	b := Batch{Targets: make([]uint64, 1, 8), Timestamps: make([]int64, 1, 8)}
+	b.Targets[0], b.Timestamps[0] = 1, 10
+	if targets, stamps := b.Marked(); len(targets) != 1 || targets[0] != 1 || stamps[0] != 10 {
+		t.Fatalf("without histograms: %v %v, want [1] [10]", targets, stamps)
+	}
+	b.Histograms = []store.HistogramRow{{Target: 2, HistogramSample: store.HistogramSample{T: 20}}}
+	targets, stamps := b.Marked()
+	if len(targets) != 2 || targets[1] != 2 || stamps[1] != 20 || len(stamps) != 2 {
+		t.Fatalf("with a histogram: %v %v, want [1 2] [10 20]", targets, stamps)
+	}
+	targets[0] = 99
+	if b.Targets[0] != 1 || len(b.Targets) != 1 {
+		t.Errorf("Marked shares or grows the batch's columns: %v", b.Targets)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -112,14 +111,7 @@ func (s *Server) insert(ctx context.Context, b *Batch) error {
 	// failure here fails the batch, whose retry stores the samples again (harmlessly) and
 	// the marks for the first time.
 	now := time.Now().UnixMilli()
-	targets, stamps := b.Targets, b.Timestamps
-	if len(b.Histograms) > 0 {
-		// Histograms have rollups too, so they mark their units like samples.
-		targets, stamps = slices.Clone(targets), slices.Clone(stamps)
-		for _, h := range b.Histograms {
-			targets, stamps = append(targets, h.Target), append(stamps, h.T)
-		}
-	}
+	targets, stamps := b.Marked()
 	if units := s.marker.Unmarked(targets, stamps, now); len(units) > 0 {
 		if err := s.store.InsertMarks(ctx, s.marker.Width(), units); err != nil {
 			return err

@@ -27,6 +27,19 @@ type Batch struct {
 	Series       []store.SeriesRow
 }
 
+// Marked returns the targets and timestamps of b's samples and histograms, which mark
+// rollup units (rollup.Marker.Unmarked). b's own columns are never appended to.
+func (b *Batch) Marked() (targets []uint64, timestamps []int64) {
+	if len(b.Histograms) == 0 {
+		return b.Targets, b.Timestamps
+	}
+	targets, timestamps = slices.Clip(b.Targets), slices.Clip(b.Timestamps)
+	for _, h := range b.Histograms {
+		targets, timestamps = append(targets, h.Target), append(timestamps, h.T)
+	}
+	return targets, timestamps
+}
+
 // Samples is the number of float sample rows in b.
 func (b *Batch) Samples() int { return len(b.Timestamps) }
 

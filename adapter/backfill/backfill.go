@@ -442,10 +442,7 @@ func (w *writer) flush(ctx context.Context) error {
 		}
 		w.rollups, w.hrollups = w.rollups[:0], w.hrollups[:0]
 	}
-	targets, stamps := b.Targets, b.Timestamps
-	for _, h := range b.Histograms {
-		targets, stamps = append(targets, h.Target), append(stamps, h.T)
-	}
+	targets, stamps := b.Marked()
 	nowMs := w.now().UnixMilli()
 	if units := w.marker.Unmarked(targets, stamps, nowMs); len(units) > 0 {
 		if err := w.st.InsertMarks(ctx, w.marker.Width(), units); err != nil {
