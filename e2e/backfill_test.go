@@ -206,7 +206,7 @@ func runBackfill(t *testing.T, cmd *exec.Cmd) string {
 	return string(out)
 }
 
-// summaryField reads a field of the backfill's final log line.
+// summaryField reads a field of the backfill's final log line, unquoted.
 func summaryField(t *testing.T, out, field string) string {
 	t.Helper()
 	line := ""
@@ -215,11 +215,11 @@ func summaryField(t *testing.T, out, field string) string {
 			line = l
 		}
 	}
-	m := regexp.MustCompile(`(?:^| )` + regexp.QuoteMeta(field) + `=(\S+)`).FindStringSubmatch(line)
+	m := regexp.MustCompile(`(?:^| )` + regexp.QuoteMeta(field) + `=("[^"]*"|\S+)`).FindStringSubmatch(line)
 	if m == nil {
 		t.Fatalf("no %s in the backfill's summary:\n%s", field, out)
 	}
-	return m[1]
+	return strings.Trim(m[1], `"`)
 }
 
 // TestBackfillPrometheusSnapshot backfills the TSDB of a real Prometheus 2.42: it scrapes the
@@ -227,7 +227,13 @@ func summaryField(t *testing.T, out, field string) string {
 // drops its targets so that it writes stale markers, and takes a snapshot through its admin
 // API (the head included). pyramid's remote read of a database filled only by `pyramid
 // backfill SNAPSHOT` must then equal Prometheus's own /api/v1/read, bit for bit, stale
-// markers included.
+// markers included. Before the targets are dropped (Prometheus answers /api/v1/metadata
+// from its live targets only), `pyramid backfill --from-remote-read` imports what it holds
+// so far into another database: with a metadata URL that fails, the samples are imported
+// and the failure counted; run again with the metadata URL derived from the remote-read
+// URL, it stores the metadata, and pyramid's /api/v1/metadata and remote read then answer
+// as Prometheus's. A backfill of Prometheus's live data directory reads its 2.42 WAL,
+// which holds no metadata records, without a failure.
 func TestBackfillPrometheusSnapshot(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test of about half a minute; skipped in -short mode")
@@ -240,6 +246,45 @@ func TestBackfillPrometheusSnapshot(t *testing.T) {
 	time.Sleep(12 * time.Second) // a dozen scrapes
 	st.exp.setLate(true)
 	time.Sleep(4 * time.Second)
+
+	bin := buildPyramid(t, st.work)
+	const remoteDB = "e2e_snapshot_remote"
+	// Samples up to a few scrape intervals ago are all committed by the time they are read.
+	remoteMin, remoteMax := began.Add(-time.Minute).Unix(), time.Now().Add(-3*time.Second).Unix()
+	fromRemote := func(args ...string) string {
+		cmd := exec.CommandContext(ctx, bin, append([]string{"backfill", "--from-remote-read", st.prom.url + "/api/v1/read",
+			"--min-time", strconv.FormatInt(remoteMin, 10), "--max-time", strconv.FormatInt(remoteMax, 10)}, args...)...)
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "PYRAMID_CLICKHOUSE_ADDR=" + st.ch.addr(), "PYRAMID_CLICKHOUSE_DATABASE=" + remoteDB}
+		return runBackfill(t, cmd)
+	}
+	out := fromRemote("--metadata-url", st.prom.url+"/api/v1/no-such-endpoint")
+	days := summaryField(t, out, "blocks")
+	if days == "0" || summaryField(t, out, "samples") == "0" || summaryField(t, out, "metadata") != "0" ||
+		summaryField(t, out, "metadata_failures") != "1" || summaryField(t, out, "bytes_read") == "0 B" || summaryField(t, out, "bytes_sent") == "0 B" {
+		t.Fatalf("a backfill through remote read with a metadata URL that fails: want days, samples and bytes stored, no metadata and 1 failure:\n%s", out)
+	}
+	logf("backfill through remote read with a failing metadata URL: %s samples, %s read, %s sent, metadata failures %s",
+		summaryField(t, out, "samples"), summaryField(t, out, "bytes_read"), summaryField(t, out, "bytes_sent"), summaryField(t, out, "metadata_failures"))
+	sourceMetadata := func() map[string][]string {
+		t.Helper()
+		data, err := apiDo(ctx, http.MethodGet, st.prom.url, "/api/v1/metadata", nil)
+		if err != nil {
+			t.Fatalf("metadata of Prometheus: %v", err)
+		}
+		md, err := metadataFamilies(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return md
+	}
+	metaBefore := sourceMetadata()
+	out = fromRemote()
+	metaAfter := sourceMetadata()
+	if summaryField(t, out, "blocks") != "0" || summaryField(t, out, "skipped_blocks") != days ||
+		summaryField(t, out, "metadata_failures") != "0" || summaryField(t, out, "metadata") == "0" {
+		t.Fatalf("a second backfill through remote read: want every day skipped (%s), metadata stored and no failure:\n%s", days, out)
+	}
+	logf("second backfill through remote read: %s days skipped, metadata of %s families stored", days, summaryField(t, out, "metadata"))
 	st.prom.dropTargets(t)
 	// Dropped targets get their stale markers at what would have been their next scrape.
 	all := &prompb.Query{StartTimestampMs: began.Add(-time.Minute).UnixMilli(), EndTimestampMs: time.Now().Add(time.Hour).UnixMilli(),
@@ -271,10 +316,9 @@ func TestBackfillPrometheusSnapshot(t *testing.T) {
 	dir := filepath.Join(st.work, "prometheus", "data", "snapshots", snap.Data.Name)
 	logf("Prometheus 2.42 scraped for 16s, dropped its targets, wrote stale markers and took snapshot %s", snap.Data.Name)
 
-	bin := buildPyramid(t, st.work)
 	cmd := exec.CommandContext(ctx, bin, "backfill", dir)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "PYRAMID_CLICKHOUSE_ADDR=" + st.ch.addr(), "PYRAMID_CLICKHOUSE_DATABASE=e2e_snapshot_backfill"}
-	out := runBackfill(t, cmd)
+	out = runBackfill(t, cmd)
 	logf("backfilled %s blocks, %s samples", summaryField(t, out, "blocks"), summaryField(t, out, "samples"))
 	pyr := startPyramid(t, bin, st.ch.addr(), "e2e_snapshot_backfill", st.work, "PYRAMID_TEST_LOG=pyramid-backfilled.log")
 
@@ -311,4 +355,63 @@ func TestBackfillPrometheusSnapshot(t *testing.T) {
 		t.Fatalf("pyramid's streamed answer differs from Prometheus's:\n%s", d)
 	}
 	logf("pyramid's remote read of the backfilled snapshot equals Prometheus's: %d series, %d stale markers, bit for bit", series, stale)
+	if summaryField(t, out, "metadata") != "0" || summaryField(t, out, "metadata_failures") != "0" || summaryField(t, out, "bytes_read") == "0 B" {
+		t.Errorf("the snapshot's backfill: want bytes read, and neither metadata nor a failure (a snapshot has no WAL):\n%s", out)
+	}
+
+	// The database filled through remote read, while the targets were live.
+	remote := startPyramid(t, bin, st.ch.addr(), remoteDB, st.work, "PYRAMID_TEST_LOG=pyramid-remote.log")
+	data, err := apiDo(ctx, http.MethodGet, remote.url, "/api/v1/metadata", nil)
+	if err != nil {
+		t.Fatalf("metadata of pyramid: %v", err)
+	}
+	got, err := metadataFamilies(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A family both answers of Prometheus list, taken around the backfill's own request,
+	// must be pyramid's with one of Prometheus's entries; pyramid has no family that
+	// neither lists.
+	both := map[string][]string{}
+	for k, v := range metaAfter {
+		if metaBefore[k] != nil {
+			both[k] = v
+		}
+	}
+	if len(both) < 20 || both["e2e_scrapes_total"] == nil {
+		t.Fatalf("Prometheus lists metadata of %d families and none for e2e_scrapes_total; the comparison would prove little", len(both))
+	}
+	if d := diffMetadata(both, got); d != "" {
+		t.Errorf("metadata of Prometheus (%d families) and of pyramid after a backfill through remote read (%d) differ:\n%s", len(both), len(got), d)
+	}
+	for k := range got {
+		if metaBefore[k] == nil && metaAfter[k] == nil {
+			t.Errorf("pyramid holds metadata of %s, which Prometheus does not list", k)
+		}
+	}
+	rq := &prompb.Query{StartTimestampMs: remoteMin * 1000, EndTimestampMs: remoteMax * 1000,
+		Matchers: []*prompb.LabelMatcher{{Type: prompb.LabelMatcher_RE, Name: "job", Value: ".+"}}}
+	if want, err = readChunked(ctx, st.prom.url, rq); err != nil {
+		t.Fatalf("remote-read Prometheus: %v", err)
+	}
+	if sampled, err = readSampled(ctx, remote.url, rq); err != nil {
+		t.Fatalf("remote-read pyramid (SAMPLES): %v", err)
+	}
+	if len(want.points()) < 50 {
+		t.Fatalf("Prometheus holds %d series up to the remote backfill's max time; the comparison would prove little", len(want.points()))
+	}
+	if d := diffPointSets(want.points(), sampled); d != "" {
+		t.Fatalf("pyramid's answer after a backfill through remote read differs from Prometheus's:\n%s", d)
+	}
+	logf("after a backfill through remote read: pyramid's metadata (%d families) and remote read (%d series) answer as Prometheus's",
+		len(got), len(want.points()))
+
+	// Prometheus's live data directory: its 2.42 WAL holds series and samples but no
+	// metadata records, which that version cannot write.
+	cmd = exec.CommandContext(ctx, bin, "backfill", filepath.Join(st.work, "prometheus", "data"))
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "PYRAMID_CLICKHOUSE_ADDR=" + st.ch.addr(), "PYRAMID_CLICKHOUSE_DATABASE=e2e_snapshot_datadir"}
+	out = runBackfill(t, cmd)
+	if summaryField(t, out, "metadata") != "0" || summaryField(t, out, "metadata_failures") != "0" {
+		t.Errorf("a backfill of Prometheus 2.42's data directory: want no metadata and no failure reading its WAL:\n%s", out)
+	}
 }

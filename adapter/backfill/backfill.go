@@ -6,7 +6,9 @@
 // never computes, go straight into the rollup tiers that still keep them, aggregated here
 // by the materializer's own rules. Every block stored completely is recorded, so a run
 // started again (after a kill, or to be sure) skips it; a block cut short is stored again
-// whole, which the tables absorb as they absorb retried writes.
+// whole, which the tables absorb as they absorb retried writes. Series metadata (type, help,
+// unit) comes along where the source has it: from the metadata records of a data
+// directory's WAL, or from the /api/v1/metadata of the Prometheus read remotely.
 package backfill
 
 import (
@@ -17,6 +19,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -33,12 +37,15 @@ import (
 
 // Config is one backfill run.
 type Config struct {
-	// Path is a Prometheus data directory or snapshot: its block directories are read,
-	// its WAL is not.
+	// Path is a Prometheus data directory or snapshot: its block directories are read, and
+	// of its WAL only the metadata records.
 	Path string
 	// RemoteRead, instead of Path, is the remote-read URL of a running Prometheus, read a
 	// UTC day at a time from MinTime (required then) to MaxTime or now.
 	RemoteRead string
+	// MetadataURL is where the metadata of the Prometheus read remotely is fetched from;
+	// empty is RemoteRead with its /api/v1/read path turned into /api/v1/metadata.
+	MetadataURL string
 	// MinTime and MaxTime bound the samples imported (ms, inclusive).
 	MinTime, MaxTime int64
 	// Matchers select the series imported; none imports every series.
@@ -62,6 +69,8 @@ func (c Config) Validate() error {
 	switch {
 	case (c.Path == "") == (c.RemoteRead == ""):
 		return errors.New("backfill needs either the path of a Prometheus data directory or snapshot, or a remote-read URL")
+	case c.MetadataURL != "" && c.RemoteRead == "":
+		return errors.New("a metadata URL goes with a remote-read URL: a data directory's metadata is read from its WAL")
 	case c.RemoteRead != "" && c.MinTime == math.MinInt64:
 		return errors.New("backfill from remote read needs a min time: a remote-read endpoint does not say where its data begins")
 	case c.MinTime > c.MaxTime:
@@ -94,7 +103,19 @@ type Summary struct {
 	Blocks, Skipped, Series int
 	Samples, Histograms     int64
 	ToTiers, Rollups        int64
-	Elapsed                 time.Duration
+	// BytesRead is what was read of the source: the index and chunk files of the blocks
+	// imported (not those skipped), or the remote-read response bodies as they came
+	// (snappy-compressed).
+	BytesRead int64
+	// BytesSent is the uncompressed column bytes of the rows inserted into ClickHouse:
+	// samples, histograms, series catalogue rows, tier rows and rollup marks
+	// (store.SampleRowBytes and the rows' ColumnBytes).
+	BytesSent int64
+	// Metadata is how many metric families' metadata was stored. MetadataFailures counts
+	// the metadata sources that could not be read, each logged as a warning: metadata is
+	// optional in every source, so its failure stops no import.
+	Metadata, MetadataFailures int
+	Elapsed                    time.Duration
 }
 
 // Progress is how far a run has come: blocks (or days) done of all, samples and histograms
@@ -113,6 +134,8 @@ func (s *Summary) add(o Summary) {
 	s.Histograms += o.Histograms
 	s.ToTiers += o.ToTiers
 	s.Rollups += o.Rollups
+	s.BytesRead += o.BytesRead
+	s.BytesSent += o.BytesSent
 }
 
 // Run imports the blocks under cfg.Path, or the days cfg.RemoteRead serves, into st,
@@ -134,6 +157,10 @@ func Run(ctx context.Context, cfg Config, st *store.Store, logger *slog.Logger) 
 	}
 	w := &writer{st: st, marker: rollup.NewMarker(rollup.UnitWidth(cfg.Tiers)), now: now, max: cfg.BatchRows, tiers: cfg.Tiers,
 		progress: cfg.Progress, logger: logger}
+	if cfg.RemoteRead != "" && len(cfg.Matchers) > 0 {
+		// The metric names of the series imported, whose families' metadata is stored.
+		w.names = map[string]struct{}{}
+	}
 	if cfg.RateLimit > 0 {
 		w.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), cfg.BatchRows)
 	}
@@ -176,10 +203,16 @@ func Run(ctx context.Context, cfg Config, st *store.Store, logger *slog.Logger) 
 		if mint > maxt {
 			continue
 		}
+		read, err := blockBytes(b)
+		if err != nil {
+			return sum, fmt.Errorf("backfill block %s (%d of %d): %w", id, i+1, len(blocks), err)
+		}
+		sent := w.sent
 		bs, err := w.block(ctx, b, mint, maxt, cutoff, cfg.Matchers)
 		if err != nil {
 			return sum, fmt.Errorf("backfill block %s (%d of %d): %w", id, i+1, len(blocks), err)
 		}
+		bs.BytesRead, bs.BytesSent = read, w.sent-sent
 		if err := st.InsertBackfilledBlock(ctx, store.BackfilledBlock{Block: id, Scope: scope, MinTime: meta.MinTime,
 			MaxTime: meta.MaxTime, Series: uint64(bs.Series), Samples: uint64(bs.Samples), Histograms: uint64(bs.Histograms),
 			DoneMs: time.Now().UnixMilli()}); err != nil {
@@ -192,10 +225,33 @@ func Run(ctx context.Context, cfg Config, st *store.Store, logger *slog.Logger) 
 		w.unitLog("backfill: block stored", "block", id, "n", i+1, "of", len(blocks),
 			"from", time.UnixMilli(meta.MinTime).UTC().Format(time.RFC3339), "to", time.UnixMilli(meta.MaxTime).UTC().Format(time.RFC3339),
 			"series", bs.Series, "samples", bs.Samples, "histograms", bs.Histograms, "to_tiers", bs.ToTiers, "rollup_rows", bs.Rollups,
+			"bytes_read", FormatBytes(bs.BytesRead), "bytes_sent", FormatBytes(bs.BytesSent),
 			"samples_per_second", math.Round(float64(sum.Samples+sum.Histograms)/elapsed.Seconds()))
 	}
+	sum.Metadata, sum.MetadataFailures, err = w.walMetadata(ctx, cfg.Path, cfg.Matchers)
 	sum.Elapsed = time.Since(start)
-	return sum, nil
+	return sum, err
+}
+
+// blockBytes is the size of a block's index and chunk files.
+func blockBytes(b tsdb.BlockReader) (int64, error) {
+	d, ok := b.(interface{ Dir() string })
+	if !ok {
+		return 0, fmt.Errorf("block of type %T has no directory", b)
+	}
+	files, err := filepath.Glob(filepath.Join(d.Dir(), "chunks", "*"))
+	if err != nil {
+		return 0, fmt.Errorf("list the chunk files of %s: %w", d.Dir(), err)
+	}
+	var n int64
+	for _, f := range append(files, filepath.Join(d.Dir(), "index")) {
+		fi, err := os.Stat(f)
+		if err != nil {
+			return 0, fmt.Errorf("size the block's files: %w", err)
+		}
+		n += fi.Size()
+	}
+	return n, nil
 }
 
 // writer gathers rows into column batches of at most max rows and stores them: series
@@ -213,6 +269,10 @@ type writer struct {
 	progress func(Progress)
 	report   Progress
 	logger   *slog.Logger
+	// sent is the column bytes inserted so far (Summary.BytesSent).
+	sent int64
+	// names, when not nil, gathers the metric names of the series imported.
+	names map[string]struct{}
 
 	batch  adapter.Batch
 	series map[uint64]int // fingerprint -> index in batch.Series
@@ -334,6 +394,12 @@ func (w *writer) seen(lset labels.Labels, fp, target uint64, t int64) {
 		w.series = map[uint64]int{}
 	}
 	w.series[fp] = len(w.batch.Series)
+	if w.names != nil {
+		name := lset.Get(labels.MetricName)
+		if _, ok := w.names[name]; !ok {
+			w.names[strings.Clone(name)] = struct{}{}
+		}
+	}
 	row := store.SeriesRow{Fingerprint: fp, Target: target, MetricName: lset.Get(labels.MetricName), FirstSeen: t, LastSeen: t}
 	lset.Range(func(l labels.Label) {
 		row.Names = append(row.Names, l.Name)
@@ -419,6 +485,16 @@ func (w *writer) flush(ctx context.Context) error {
 		return err
 	}
 	defer w.reportProgress()
+	sent := int64(len(b.Timestamps))*store.SampleRowBytes + int64(len(w.rollups))*store.RollupRowBytes
+	for _, r := range b.Series {
+		sent += int64(r.ColumnBytes())
+	}
+	for _, r := range b.Histograms {
+		sent += int64(r.ColumnBytes())
+	}
+	for _, r := range w.hrollups {
+		sent += int64(r.ColumnBytes())
+	}
 	if err := w.st.InsertSeries(ctx, b.Series); err != nil {
 		return err
 	}
@@ -449,7 +525,9 @@ func (w *writer) flush(ctx context.Context) error {
 			return err
 		}
 		w.marker.Remember(units, nowMs)
+		sent += int64(len(units)) * store.MarkRowBytes
 	}
+	w.sent += sent
 	*b = adapter.Batch{Targets: b.Targets[:0], Fingerprints: b.Fingerprints[:0], Timestamps: b.Timestamps[:0], Values: b.Values[:0]}
 	clear(w.series)
 	return nil

@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -116,8 +118,38 @@ func TestBackfillOlderThanRawRetention(t *testing.T) {
 		t.Errorf("last progress %+v, want 1 of 1 block and %d of %d samples", last, total, total)
 	}
 	if sum.Blocks != 1 || sum.Series != 2 || sum.Samples != int64(len(ts)) || sum.Histograms != int64(len(hs)) ||
-		sum.ToTiers != int64(len(oldF)+len(oldH)) {
-		t.Errorf("summary %+v, want 1 block, 2 series, %d samples, %d histograms, %d to tiers", sum, len(ts), len(hs), len(oldF)+len(oldH))
+		sum.ToTiers != int64(len(oldF)+len(oldH)) || sum.Metadata != 0 || sum.MetadataFailures != 0 {
+		t.Errorf("summary %+v, want 1 block, 2 series, %d samples, %d histograms, %d to tiers, and no metadata (no WAL) nor failure",
+			sum, len(ts), len(hs), len(oldF)+len(oldH))
+	}
+	// Bytes read: the block's index and chunk files, sized here from the directory.
+	files, err := filepath.Glob(filepath.Join(blockDir, "*", "chunks", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	indexes, err := filepath.Glob(filepath.Join(blockDir, "*", "index"))
+	if err != nil || len(indexes) != 1 || len(files) == 0 {
+		t.Fatalf("the block directory holds %d index files and %d chunk files (%v), want 1 and some", len(indexes), len(files), err)
+	}
+	var blockBytes int64
+	for _, f := range append(files, indexes...) {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blockBytes += fi.Size()
+	}
+	if sum.BytesRead != blockBytes {
+		t.Errorf("%d bytes read, want the block's index and chunks: %d", sum.BytesRead, blockBytes)
+	}
+	// Bytes sent: at least the raw rows and the float tier rows, at most twice that (the
+	// series rows, histogram tier rows and marks weigh far less than the samples).
+	histRow := store.HistogramRow{HistogramSample: store.HistogramSample{H: &histogram.Histogram{
+		PositiveSpans: []histogram.Span{{Offset: 1, Length: 1}}, PositiveBuckets: []int64{1}}}}
+	least := int64(recentF)*store.SampleRowBytes + int64(recentH)*int64(histRow.ColumnBytes()) +
+		int64(len(rollup.Downsample(oldF, oldV, 5*60_000))+len(rollup.Downsample(oldF, oldV, hour)))*store.RollupRowBytes
+	if sum.BytesSent < least || sum.BytesSent > 2*least {
+		t.Errorf("%d bytes sent, want from %d (the rows' columns) to twice that", sum.BytesSent, least)
 	}
 	n, err := st.CountSamples(ctx)
 	if err != nil {
@@ -163,8 +195,9 @@ func TestBackfillOlderThanRawRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again.Blocks != 0 || again.Skipped != 1 {
-		t.Errorf("a second run stored %d blocks and skipped %d, want 0 and 1", again.Blocks, again.Skipped)
+	if again.Blocks != 0 || again.Skipped != 1 || again.BytesRead != 0 || again.BytesSent != 0 {
+		t.Errorf("a second run stored %d blocks and skipped %d, reading %d bytes and sending %d; want 0, 1, 0, 0",
+			again.Blocks, again.Skipped, again.BytesRead, again.BytesSent)
 	}
 }
 

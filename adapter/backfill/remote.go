@@ -3,9 +3,12 @@ package backfill
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
+	"net/http"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	config_util "github.com/prometheus/common/config"
@@ -37,6 +40,14 @@ func runRemoteRead(ctx context.Context, cfg Config, w *writer, done map[string]b
 	if err != nil {
 		return Summary{}, fmt.Errorf("remote-read client for %s: %w", cfg.RemoteRead, err)
 	}
+	// Prometheus's client reads the responses itself: the bytes are counted as its
+	// transport hands them over.
+	rc, ok := client.(*remote.Client)
+	if !ok {
+		return Summary{}, fmt.Errorf("remote-read client of type %T has no HTTP client to count bytes on", client)
+	}
+	counted := &countingTransport{next: rc.Client.Transport}
+	rc.Client.Transport = counted
 	maxt := cfg.MaxTime
 	if maxt == math.MaxInt64 {
 		maxt = w.now().UnixMilli()
@@ -57,6 +68,7 @@ func runRemoteRead(ctx context.Context, cfg Config, w *writer, done map[string]b
 			continue
 		}
 		mint, dayMaxt := max(cfg.MinTime, day*schema.DayMillis), min(maxt, (day+1)*schema.DayMillis-1)
+		read, sent := counted.n.Load(), w.sent
 		ss, err := client.Read(ctx, &prompb.Query{StartTimestampMs: mint, EndTimestampMs: dayMaxt, Matchers: matchers}, false)
 		if err != nil {
 			return sum, fmt.Errorf("remote-read day %d of %s: %w", day, cfg.RemoteRead, err)
@@ -65,6 +77,7 @@ func runRemoteRead(ctx context.Context, cfg Config, w *writer, done map[string]b
 		if err != nil {
 			return sum, fmt.Errorf("backfill day %d of %s: %w", day, cfg.RemoteRead, err)
 		}
+		ds.BytesRead, ds.BytesSent = counted.n.Load()-read, w.sent-sent
 		if err := w.st.InsertBackfilledBlock(ctx, store.BackfilledBlock{Block: id, Scope: scope, MinTime: mint, MaxTime: dayMaxt,
 			Series: uint64(ds.Series), Samples: uint64(ds.Samples), Histograms: uint64(ds.Histograms), DoneMs: time.Now().UnixMilli()}); err != nil {
 			return sum, err
@@ -75,8 +88,36 @@ func runRemoteRead(ctx context.Context, cfg Config, w *writer, done map[string]b
 		w.unitLog("backfill: day stored", "day", time.UnixMilli(day*schema.DayMillis).UTC().Format(time.DateOnly),
 			"n", day-first+1, "of", last-first+1, "series", ds.Series, "samples", ds.Samples, "histograms", ds.Histograms,
 			"to_tiers", ds.ToTiers, "rollup_rows", ds.Rollups,
+			"bytes_read", FormatBytes(ds.BytesRead), "bytes_sent", FormatBytes(ds.BytesSent),
 			"samples_per_second", math.Round(float64(sum.Samples+sum.Histograms)/time.Since(start).Seconds()))
 	}
+	sum.Metadata, sum.MetadataFailures, err = w.remoteMetadata(ctx, cfg)
 	sum.Elapsed = time.Since(start)
-	return sum, nil
+	return sum, err
+}
+
+// countingTransport counts the response body bytes read through it.
+type countingTransport struct {
+	next http.RoundTripper
+	n    atomic.Int64
+}
+
+func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err != nil {
+		return resp, err
+	}
+	resp.Body = &countingBody{ReadCloser: resp.Body, n: &t.n}
+	return resp, nil
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
 }

@@ -29,4 +29,6 @@
 //	status.go     what each tier holds (Status), and its cached pyramid_tier_* metrics
 //	retention.go  dropping expired partitions: raw on servers without TTL, and rollups
 //	storage.go    what the tables take on disk, for the load generator's report
+//	backfill.go   the blocks `pyramid backfill` has stored, so that a run started again skips them
+//	rowbytes.go   what a row of each table weighs uncompressed, for backfill's bytes sent
 package store

@@ -37,8 +37,9 @@ func backfillConfig(args []string, cfg config, out io.Writer) (backfill.Config, 
 	fs.IntVar(&bc.BatchRows, "batch-rows", 500_000, "rows held in memory and inserted at once")
 	fs.Float64Var(&bc.RateLimit, "rate-limit", 0, "rows inserted per second at most, to leave ClickHouse room for live ingest; 0 is no limit")
 	fs.StringVar(&bc.RemoteRead, "from-remote-read", "", "instead of PATH, the remote-read URL of a running Prometheus (such as http://prometheus:9090/api/v1/read), read a day at a time from --min-time")
+	fs.StringVar(&bc.MetadataURL, "metadata-url", "", "with --from-remote-read, where the source's metric metadata is fetched from (default: the remote-read URL with /api/v1/metadata for /api/v1/read)")
 	fs.Usage = func() {
-		fmt.Fprintln(out, "usage: pyramid backfill [flags] PATH\n       pyramid backfill [flags] --from-remote-read URL --min-time T\n\nImports the blocks of a Prometheus data directory or snapshot at PATH, or what a running\nPrometheus serves through remote read, into ClickHouse.")
+		fmt.Fprintln(out, "usage: pyramid backfill [flags] PATH\n       pyramid backfill [flags] --from-remote-read URL --min-time T\n\nImports the blocks of a Prometheus data directory or snapshot at PATH, or what a running\nPrometheus serves through remote read, into ClickHouse, with the metric metadata the source\nhas: the metadata records of the data directory's WAL, or the running Prometheus's\n/api/v1/metadata.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -123,7 +124,8 @@ func runBackfill(ctx context.Context, cfg config, args []string, out io.Writer, 
 	sum, err := backfill.Run(ctx, bc, st, logger)
 	logger.Info("backfill: done", "blocks", sum.Blocks, "skipped_blocks", sum.Skipped, "series", sum.Series,
 		"samples", sum.Samples, "histograms", sum.Histograms, "older_than_raw_retention", sum.ToTiers,
-		"rollup_rows", sum.Rollups,
+		"rollup_rows", sum.Rollups, "metadata", sum.Metadata, "metadata_failures", sum.MetadataFailures,
+		"bytes_read", backfill.FormatBytes(sum.BytesRead), "bytes_sent", backfill.FormatBytes(sum.BytesSent),
 		"seconds", math.Round(sum.Elapsed.Seconds()*10)/10)
 	return err
 }

@@ -22,6 +22,7 @@ func TestBackfillConfig(t *testing.T) {
 		min, max int64
 		matchers int
 		remote   bool
+		metadata string
 	}{
 		{name: "path only", args: []string{"/data"}, min: math.MinInt64, max: math.MaxInt64},
 		{name: "Unix seconds and RFC 3339", args: []string{"--min-time", "1.5", "--max-time", "2026-01-02T03:04:05Z", "/data"},
@@ -36,6 +37,9 @@ func TestBackfillConfig(t *testing.T) {
 		{name: "no batch", args: []string{"--batch-rows", "0", "/data"}, wantErr: true},
 		{name: "remote read without a start", args: []string{"--from-remote-read", "http://p/api/v1/read"}, wantErr: true},
 		{name: "remote read and a path", args: []string{"--from-remote-read", "http://p/api/v1/read", "--min-time", "0", "/data"}, wantErr: true},
+		{name: "remote read with a metadata URL", args: []string{"--from-remote-read", "http://p/read", "--metadata-url", "http://p/api/v1/metadata", "--min-time", "10"},
+			min: 10_000, max: math.MaxInt64, remote: true, metadata: "http://p/api/v1/metadata"},
+		{name: "a metadata URL without remote read", args: []string{"--metadata-url", "http://p/api/v1/metadata", "/data"}, wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bc, err := backfillConfig(tc.args, cfg, io.Discard)
@@ -52,8 +56,9 @@ func TestBackfillConfig(t *testing.T) {
 			if tc.remote {
 				wantPath = ""
 			}
-			if bc.Path != wantPath || (bc.RemoteRead != "") != tc.remote || bc.MinTime != tc.min || bc.MaxTime != tc.max || len(bc.Matchers) != tc.matchers {
-				t.Errorf("got path %q, remote %q, times %d..%d, %d matchers; want %q, %d..%d, %d", bc.Path, bc.RemoteRead, bc.MinTime, bc.MaxTime, len(bc.Matchers), wantPath, tc.min, tc.max, tc.matchers)
+			if bc.Path != wantPath || (bc.RemoteRead != "") != tc.remote || bc.MinTime != tc.min || bc.MaxTime != tc.max || len(bc.Matchers) != tc.matchers || bc.MetadataURL != tc.metadata {
+				t.Errorf("got path %q, remote %q, times %d..%d, %d matchers, metadata URL %q; want %q, %d..%d, %d, %q", bc.Path, bc.RemoteRead,
+					bc.MinTime, bc.MaxTime, len(bc.Matchers), bc.MetadataURL, wantPath, tc.min, tc.max, tc.matchers, tc.metadata)
 			}
 		})
 	}
