@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 
@@ -588,10 +589,44 @@ func TestSortDedup(t *testing.T) {
 		{"conflicts listed once, in order", []int64{5, 2, 5, 2, 5, 2}, []float64{1, 1, 2, 2, 1, 1}, []int64{2, 5}, []float64{1, 1}, []int64{2, 5}},
 		{"NaN payloads differ", []int64{1, 1}, []float64{math.NaN(), math.Float64frombits(0x7ff0000000000002)}, []int64{1}, []float64{math.NaN()}, []int64{1}},
 		{"same bits retried thrice", []int64{1, 1, 1}, []float64{-0.5, -0.5, -0.5}, []int64{1}, []float64{-0.5}, nil},
+		// Runs merged: three parts' rows interleaved by two reading threads.
+		{"three runs", []int64{7, 8, 1, 4, 9, 2, 3}, []float64{7, 8, 1, 4, 9, 2, 3}, []int64{1, 2, 3, 4, 7, 8, 9}, []float64{1, 2, 3, 4, 7, 8, 9}, nil},
+		{"runs of one", []int64{5, 4, 3, 2, 1}, []float64{5, 4, 3, 2, 1}, []int64{1, 2, 3, 4, 5}, []float64{1, 2, 3, 4, 5}, nil},
+		{"a conflict across runs keeps the earlier run's value", []int64{2, 3, 1, 3}, []float64{2, 30, 1, 31}, []int64{1, 2, 3}, []float64{1, 2, 30}, []int64{3}},
+		{"a conflict within a run keeps its first value", []int64{4, 1, 1, 2}, []float64{4, 10, 11, 2}, []int64{1, 2, 4}, []float64{10, 2, 4}, []int64{1}},
+		// 17 runs, one more than merged: the stable sort answers alike.
+		{"too many runs to merge", []int64{17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 1},
+			[]float64{17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 100},
+			[]int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17},
+			[]float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17}, []int64{1}},
 	} {
 		ts, values, conflicts := SortDedup(slices.Clone(tc.ts), slices.Clone(tc.values))
 		if !slices.Equal(ts, tc.wantTs) || !slices.EqualFunc(values, tc.wantValues, sameFloat) || !slices.Equal(conflicts, tc.wantConflicts) {
 			t.Errorf("%s: %v %v %v, want %v %v %v", tc.name, ts, values, conflicts, tc.wantTs, tc.wantValues, tc.wantConflicts)
+		}
+	}
+}
+
+// TestSortRunsIsStableSort checks the run merge against sort.Stable on random series made
+// of 1 to 20 ascending runs with repeated timestamps, as unmerged parts return them.
+func TestSortRunsIsStableSort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	for iter := range 2000 {
+		var ts []int64
+		var values []float64
+		for range 1 + rng.IntN(20) {
+			at := rng.Int64N(50)
+			for range rng.IntN(30) {
+				at += rng.Int64N(3) // 0 repeats a timestamp within the run
+				ts = append(ts, at)
+				values = append(values, float64(len(values)))
+			}
+		}
+		wantTs, wantValues := slices.Clone(ts), slices.Clone(values)
+		sort.Stable(samplesByTime{wantTs, wantValues})
+		gotTs, gotValues := sortRuns(slices.Clone(ts), slices.Clone(values))
+		if !slices.Equal(gotTs, wantTs) || !slices.Equal(gotValues, wantValues) {
+			t.Fatalf("iteration %d: %v %v\nsorted  %v %v\nwant    %v %v", iter, ts, values, gotTs, gotValues, wantTs, wantValues)
 		}
 	}
 }

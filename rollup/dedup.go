@@ -20,7 +20,7 @@ import (
 // and the caller replaces those values with the ones the samples table keeps (store.ReadWinners).
 func SortDedup(ts []int64, values []float64) ([]int64, []float64, []int64) {
 	if !slices.IsSorted(ts) {
-		sort.Stable(samplesByTime{ts, values})
+		ts, values = sortRuns(ts, values)
 	}
 	var conflicts []int64
 	out := 0
@@ -46,6 +46,44 @@ func ApplyWinners(ts []int64, values []float64, winners map[int64]float64) {
 			values[i] = v
 		}
 	}
+}
+
+// maxMergedRuns is how many ascending runs sortRuns merges; more fall back to a sort.
+const maxMergedRuns = 16
+
+// sortRuns orders samples by timestamp, stably: of equal timestamps, the one met first
+// stays first. ClickHouse returns a series' rows as a few ascending runs (one per data
+// part and reading thread), which a merge orders in one pass where a general sort takes
+// several; many runs fall back to sort.Stable in place. The merge returns new slices.
+func sortRuns(ts []int64, values []float64) ([]int64, []float64) {
+	starts := []int{0}
+	for i := 1; i < len(ts); i++ {
+		if ts[i] < ts[i-1] {
+			if len(starts) == maxMergedRuns {
+				sort.Stable(samplesByTime{ts, values})
+				return ts, values
+			}
+			starts = append(starts, i)
+		}
+	}
+	// heads[r] is the next sample of run r, ends[r] the end of run r.
+	heads := slices.Clone(starts)
+	ends := append(starts[1:], len(ts))
+	outTs, outValues := make([]int64, 0, len(ts)), make([]float64, 0, len(ts))
+	for len(outTs) < len(ts) {
+		best := -1
+		for r, h := range heads {
+			// Strictly less: of equal timestamps the earlier run wins, which keeps the
+			// merge stable.
+			if h < ends[r] && (best < 0 || ts[h] < ts[heads[best]]) {
+				best = r
+			}
+		}
+		outTs = append(outTs, ts[heads[best]])
+		outValues = append(outValues, values[heads[best]])
+		heads[best]++
+	}
+	return outTs, outValues
 }
 
 // samplesByTime sorts two parallel slices by the first.

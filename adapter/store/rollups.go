@@ -239,8 +239,11 @@ func (s *Store) ReadUnit(ctx context.Context, start, width int64, targets []uint
 		cur        *UnitSeries
 		curFP      uint64
 	)
+	// One argument slice for every row: Scan's variadic arguments would otherwise be
+	// allocated row by row.
+	dest := []any{&target, &fp, &ts, &v}
 	for rows.Next() {
-		if err := rows.Scan(&target, &fp, &ts, &v); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("scan raw sample: %w", err)
 		}
 		if cur == nil || fp != curFP {
