@@ -23,12 +23,13 @@ func (s *Store) ReadBuckets(ctx context.Context, res int64, targets, fingerprint
 	if len(fingerprints) == 0 || from > to {
 		return out, 0, nil
 	}
-	// res, target and fingerprint lead the sorting key and res and bucket the partition
-	// key, so ClickHouse reads only the granules of these series in this window.
+	// res and target lead the sorting key and res and bucket the partition key, so
+	// ClickHouse reads only these targets' granules in this window; the fingerprints go
+	// in PREWHERE for the reason fetchSamples gives.
 	rows, err := s.conn.Query(ctx, "SELECT fingerprint, bucket, cnt, sum_hi, sum_lo, min_v, max_v, first_ts, first_v,"+
 		" last_ts, last_v, corr_hi, corr_lo, resets, version FROM "+s.cfg.Database+"."+schema.TableRollups+
-		" WHERE res = ? AND target IN ? AND fingerprint IN ? AND bucket >= ? AND bucket <= ?",
-		res, inSet(targets), inSet(fingerprints), from, to)
+		" PREWHERE fingerprint IN ? WHERE res = ? AND target IN ? AND bucket >= ? AND bucket <= ?",
+		inSet(fingerprints), res, inSet(targets), from, to)
 	if err != nil {
 		return nil, 0, fmt.Errorf("query %d ms rollups of %d series: %w", res, len(fingerprints), err)
 	}
@@ -39,14 +40,16 @@ func (s *Store) ReadBuckets(ctx context.Context, res int64, targets, fingerprint
 	}
 	byFP := make(map[uint64][]versioned, len(fingerprints))
 	n := 0
+	var (
+		fp uint64
+		v  versioned
+		a  = &v.Aggregate
+	)
+	// One argument slice for every row, as in fetchSamples; each row is copied out of v.
+	dest := []any{&fp, &v.Start, &a.Count, &a.Sum, &a.SumComp, &a.Min, &a.Max, &a.FirstT, &a.First,
+		&a.LastT, &a.Last, &a.Correction, &a.CorrectionComp, &a.Resets, &v.version}
 	for rows.Next() {
-		var (
-			fp uint64
-			v  versioned
-			a  = &v.Aggregate
-		)
-		if err := rows.Scan(&fp, &v.Start, &a.Count, &a.Sum, &a.SumComp, &a.Min, &a.Max, &a.FirstT, &a.First,
-			&a.LastT, &a.Last, &a.Correction, &a.CorrectionComp, &a.Resets, &v.version); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return nil, n, fmt.Errorf("scan %d ms rollup row %d: %w", res, n, err)
 		}
 		v.Res = res
