@@ -1,13 +1,17 @@
 package store
 
 import (
+	"math"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
+
+	"github.com/pyramid-metrics/pyramid/rollup"
 )
 
 func TestWindow(t *testing.T) {
@@ -125,4 +129,76 @@ func TestPrefilterExact(t *testing.T) {
 			t.Errorf("%v: exact %v, want %v", tc.ms, exact, tc.exact)
 		}
 	}
+}
+
+// TestBucketColumnsMakeTheSamePoints reads random 5m buckets, with resets, NaN and
+// negative values, through the columns of each kind alone (bucketColumns), merges them to
+// 1h and makes that kind's points: they must be bit for bit the points of the full rows.
+func TestBucketColumnsMakeTheSamePoints(t *testing.T) {
+	const res, coarse = 300_000, 3_600_000
+	rng := rand.New(rand.NewPCG(3, 5))
+	value := func() float64 {
+		switch rng.IntN(10) {
+		case 0:
+			return math.NaN()
+		case 1:
+			return -rng.Float64() * 100
+		default:
+			return rng.Float64() * 1000
+		}
+	}
+	kinds := []rollup.Kind{rollup.KindAvg, rollup.KindMax, rollup.KindMin, rollup.KindSum, rollup.KindCounter, rollup.KindLast}
+	for iter := range 200 {
+		var full []rollup.BucketAggregate
+		for b := range int64(48) {
+			if rng.IntN(5) == 0 {
+				continue // a gap
+			}
+			start := b * res
+			first, last := start+rng.Int64N(1000), start+res-1-rng.Int64N(1000)
+			full = append(full, rollup.BucketAggregate{Start: start, Res: res, Aggregate: rollup.Aggregate{
+				Count: 1 + rng.Uint64N(20), Sum: value(), SumComp: value() / 1e17, Min: value(), Max: value(),
+				FirstT: first, First: value(), LastT: last, Last: value(),
+				Correction: value(), CorrectionComp: value() / 1e17, Resets: rng.Uint64N(3),
+			}})
+		}
+		for _, kind := range kinds {
+			pruned := make([]rollup.BucketAggregate, len(full))
+			for i, b := range full {
+				var f, p bucketRow
+				f.BucketAggregate = b
+				fcols, fdest := bucketColumns(nil, &f)
+				pcols, pdest := bucketColumns(&kind, &p)
+				names := strings.Split(fcols, ", ")
+				for j, col := range strings.Split(pcols, ", ") {
+					k := slices.Index(names, col)
+					reflect.ValueOf(pdest[j]).Elem().Set(reflect.ValueOf(fdest[k]).Elem())
+				}
+				p.Res = res
+				pruned[i] = p.BucketAggregate
+			}
+			want, err := pointsAt(kind, full, coarse)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := pointsAt(kind, pruned, coarse)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.EqualFunc(got, want, func(a, b rollup.Point) bool {
+				return a.T == b.T && math.Float64bits(a.V) == math.Float64bits(b.V)
+			}) {
+				t.Fatalf("iteration %d, %s: points of the %s columns differ from the full rows':\n%v\n%v", iter, kind, kind, got, want)
+			}
+		}
+	}
+}
+
+// pointsAt merges buckets to res and makes kind's points.
+func pointsAt(kind rollup.Kind, buckets []rollup.BucketAggregate, res int64) ([]rollup.Point, error) {
+	merged, err := rollup.Rollup(buckets, res)
+	if err != nil {
+		return nil, err
+	}
+	return rollup.Points(kind, merged)
 }

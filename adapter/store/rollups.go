@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/pyramid-metrics/pyramid/rollup"
@@ -19,6 +20,62 @@ import (
 //
 // The returned slices belong to the caller.
 func (s *Store) ReadBuckets(ctx context.Context, res int64, targets, fingerprints []uint64, from, to int64) (map[uint64][]rollup.BucketAggregate, int, error) {
+	return s.readBuckets(ctx, res, nil, targets, fingerprints, from, to)
+}
+
+// bucketRow is one row of the rollups table as read.
+type bucketRow struct {
+	fp uint64
+	rollup.BucketAggregate
+	version uint32
+}
+
+// bucketColumns returns the rollup columns that make the points of kind, or every column
+// for a nil kind, and where each goes in r. Merge combines each field from the same
+// fields alone (the counter correction from first and last too), so the fields of columns
+// left unread stay zero through every merge without touching those kind reads. Fewer
+// columns are less for ClickHouse to decompress and send.
+func bucketColumns(kind *rollup.Kind, r *bucketRow) (string, []any) {
+	a := &r.Aggregate
+	cols := []string{"fingerprint", "bucket", "cnt", "version"}
+	dest := []any{&r.fp, &r.Start, &a.Count, &r.version}
+	add := func(col string, d any) {
+		cols = append(cols, col)
+		dest = append(dest, d)
+	}
+	all := kind == nil
+	k := rollup.KindRaw
+	if !all {
+		k = *kind
+	}
+	if all || k == rollup.KindAvg || k == rollup.KindSum {
+		add("sum_hi", &a.Sum)
+		add("sum_lo", &a.SumComp)
+	}
+	if all || k == rollup.KindMin {
+		add("min_v", &a.Min)
+	}
+	if all || k == rollup.KindMax {
+		add("max_v", &a.Max)
+	}
+	if all || k == rollup.KindLast || k == rollup.KindCounter {
+		add("last_ts", &a.LastT)
+		add("last_v", &a.Last)
+	}
+	if all || k == rollup.KindCounter {
+		add("first_ts", &a.FirstT)
+		add("first_v", &a.First)
+		add("corr_hi", &a.Correction)
+		add("corr_lo", &a.CorrectionComp)
+	}
+	if all {
+		add("resets", &a.Resets)
+	}
+	return strings.Join(cols, ", "), dest
+}
+
+// readBuckets is ReadBuckets reading only the columns of kind (bucketColumns).
+func (s *Store) readBuckets(ctx context.Context, res int64, kind *rollup.Kind, targets, fingerprints []uint64, from, to int64) (map[uint64][]rollup.BucketAggregate, int, error) {
 	out := make(map[uint64][]rollup.BucketAggregate, len(fingerprints))
 	if len(fingerprints) == 0 || from > to {
 		return out, 0, nil
@@ -26,34 +83,24 @@ func (s *Store) ReadBuckets(ctx context.Context, res int64, targets, fingerprint
 	// res and target lead the sorting key and res and bucket the partition key, so
 	// ClickHouse reads only these targets' granules in this window; the fingerprints go
 	// in PREWHERE for the reason fetchSamples gives.
-	rows, err := s.conn.Query(ctx, "SELECT fingerprint, bucket, cnt, sum_hi, sum_lo, min_v, max_v, first_ts, first_v,"+
-		" last_ts, last_v, corr_hi, corr_lo, resets, version FROM "+s.cfg.Database+"."+schema.TableRollups+
+	// One argument slice for every row, as in fetchSamples; each row is copied out of r.
+	var r bucketRow
+	cols, dest := bucketColumns(kind, &r)
+	rows, err := s.conn.Query(ctx, "SELECT "+cols+" FROM "+s.cfg.Database+"."+schema.TableRollups+
 		" PREWHERE fingerprint IN ? WHERE res = ? AND target IN ? AND bucket >= ? AND bucket <= ?",
 		inSet(fingerprints), res, inSet(targets), from, to)
 	if err != nil {
 		return nil, 0, fmt.Errorf("query %d ms rollups of %d series: %w", res, len(fingerprints), err)
 	}
 	defer rows.Close()
-	type versioned struct {
-		rollup.BucketAggregate
-		version uint32
-	}
-	byFP := make(map[uint64][]versioned, len(fingerprints))
+	byFP := make(map[uint64][]bucketRow, len(fingerprints))
 	n := 0
-	var (
-		fp uint64
-		v  versioned
-		a  = &v.Aggregate
-	)
-	// One argument slice for every row, as in fetchSamples; each row is copied out of v.
-	dest := []any{&fp, &v.Start, &a.Count, &a.Sum, &a.SumComp, &a.Min, &a.Max, &a.FirstT, &a.First,
-		&a.LastT, &a.Last, &a.Correction, &a.CorrectionComp, &a.Resets, &v.version}
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
 			return nil, n, fmt.Errorf("scan %d ms rollup row %d: %w", res, n, err)
 		}
-		v.Res = res
-		byFP[fp] = append(byFP[fp], v)
+		r.Res = res
+		byFP[r.fp] = append(byFP[r.fp], r)
 		n++
 	}
 	if err := rows.Err(); err != nil {
@@ -62,7 +109,7 @@ func (s *Store) ReadBuckets(ctx context.Context, res int64, targets, fingerprint
 	for fp, vs := range byFP {
 		// Highest version first within a bucket, so that the first row of each bucket is
 		// the one kept.
-		slices.SortFunc(vs, func(a, b versioned) int {
+		slices.SortFunc(vs, func(a, b bucketRow) int {
 			if a.Start != b.Start {
 				return cmp.Compare(a.Start, b.Start)
 			}

@@ -320,7 +320,7 @@ func (s *Store) routedBuckets(ctx context.Context, sg rollup.Segment, batch []*s
 		tres := sg.Tier.ResolutionMs()
 		// Rows of a finer tier are merged, so every one starting within the coarse
 		// buckets is read.
-		stored, n, err := s.ReadBuckets(ctx, tres, targets, fps, from, to)
+		stored, n, err := s.readBuckets(ctx, tres, &sg.Kind, targets, fps, from, to)
 		if err != nil {
 			return n, unavailable(err)
 		}
