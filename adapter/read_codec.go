@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/storage"
-	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/pyramid-metrics/pyramid/adapter/store"
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -260,27 +259,6 @@ func toLabels(lset labels.Labels) []prompb.Label {
 	out := make([]prompb.Label, 0, lset.Len())
 	lset.Range(func(l labels.Label) { out = append(out, prompb.Label{Name: l.Name, Value: l.Value}) })
 	return out
-}
-
-// xorChunks encodes samples (strictly increasing timestamps) as XOR chunks of at most
-// samplesPerChunk samples each, with Prometheus's own chunk encoder.
-func xorChunks(ts []int64, values []float64) ([]prompb.Chunk, error) {
-	chunks := make([]prompb.Chunk, 0, (len(ts)+samplesPerChunk-1)/samplesPerChunk)
-	for lo := 0; lo < len(ts); lo += samplesPerChunk {
-		hi := min(lo+samplesPerChunk, len(ts))
-		c := chunkenc.NewXORChunk()
-		app, err := c.Appender()
-		if err != nil {
-			return nil, fmt.Errorf("open XOR appender: %w", err)
-		}
-		for i := lo; i < hi; i++ {
-			app.Append(0, ts[i], values[i])
-		}
-		chunks = append(chunks, prompb.Chunk{
-			MinTimeMs: ts[lo], MaxTimeMs: ts[hi-1], Type: prompb.Chunk_XOR, Data: c.Bytes(),
-		})
-	}
-	return chunks, nil
 }
 
 // encodeChunks encodes a series holding histograms as Prometheus's own storage layer

@@ -56,10 +56,7 @@ func TestFrameWriterMatchesPrometheusReader(t *testing.T) {
 	var sent []*prompb.ChunkedReadResponse
 	for i := range 3 {
 		ts := []int64{int64(i), int64(i) + 1000}
-		chunks, err := xorChunks(ts, []float64{1.5, math.Float64frombits(0x7ff0000000000002)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		chunks := xorChunks(ts, []float64{1.5, math.Float64frombits(0x7ff0000000000002)})
 		lbls := []prompb.Label{{Name: "__name__", Value: "x"}, {Name: "i", Value: strings.Repeat("v", i*200)}}
 		if err := fw.writeSeries(int64(i%2), lbls, chunks, 1<<20); err != nil {
 			t.Fatal(err)
@@ -102,26 +99,46 @@ func TestFrameWriterMatchesPrometheusReader(t *testing.T) {
 
 // FuzzXORChunks encodes arbitrary samples and decodes them with Prometheus's chunk
 // iterator: every timestamp and every value's bits must survive, in chunks of at most 120
-// samples whose min and max times are right.
+// samples whose min and max times are right. Each chunk must also be byte for byte what
+// Prometheus's own encoder writes for its samples.
 func FuzzXORChunks(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 0xf0, 0, 0, 0, 0, 0, 2}, int64(-5))
 	f.Add(bytes.Repeat([]byte{0x40, 0x09, 0x21, 0xfb, 0x54, 0x44, 0x2d, 0x18, 1}, 300), int64(1e12))
+	// Steps that change by every delta-of-delta bucket, and values that keep, narrow and
+	// widen the XOR window.
+	f.Add([]byte{
+		0x3f, 0xf0, 0, 0, 0, 0, 0, 0, 0x20,
+		0x3f, 0xf0, 0, 0, 0, 0, 0, 1, 0x20,
+		0x3f, 0xf0, 0, 0, 0, 0, 0, 3, 0x5f,
+		0x3f, 0xf0, 0, 0, 0, 0, 0x10, 3, 0x7f,
+		0xbf, 0xf0, 0, 0, 0, 0, 0x10, 2, 0x9f,
+		0xbf, 0xf0, 0, 0, 0, 0, 0x10, 2, 0xdf,
+		0x7f, 0xf0, 0, 0, 0, 0, 0, 2, 0xff,
+		0x7f, 0xf0, 0, 0, 0, 0, 0, 2, 0x01,
+		0x7f, 0xf8, 0, 0, 0, 0, 0, 1, 0x01,
+	}, int64(1_700_000_000_000))
 	f.Fuzz(func(t *testing.T, data []byte, start int64) {
-		// Each 9 bytes make a sample: 8 of value bits, 1 of timestamp step (at least 1).
+		// Each 9 bytes make a sample: 8 of value bits, 1 of timestamp step. The step is
+		// 1 + (low 5 bits) << (3 x top 3 bits), up to about 2^26, so that consecutive
+		// steps differ by amounts in every bucket chunkenc sizes them by.
 		var ts []int64
 		var values []float64
 		at := start
 		for len(data) >= 9 {
 			values = append(values, math.Float64frombits(binaryUint64(data[:8])))
 			ts = append(ts, at)
-			at += int64(data[8]) + 1
+			at += 1 + int64(data[8]&0x1f)<<(3*(data[8]>>5))
 			data = data[9:]
 		}
 		if len(ts) > 0 && at < start { // The timestamps wrapped around.
 			return
 		}
-		chunks, err := xorChunks(ts, values)
+		chunks := xorChunks(ts, values)
+		want, err := chunkencXORChunks(ts, values)
 		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sameChunks(chunks, want); err != nil {
 			t.Fatal(err)
 		}
 		i := 0

@@ -210,14 +210,13 @@ func (s *Server) streamChunks(ctx context.Context, w http.ResponseWriter, plans 
 		sent := 0
 		err := s.answerQuery(ctx, &plans[i], func(series storage.Series, ts []int64, values []float64, hists []store.HistogramSample) error {
 			var chunks []prompb.Chunk
-			var err error
 			if len(hists) == 0 {
-				chunks, err = xorChunks(ts, values)
+				chunks = xorChunks(ts, values)
 			} else {
-				chunks, err = encodeChunks(series)
-			}
-			if err != nil {
-				return err
+				var err error
+				if chunks, err = encodeChunks(series); err != nil {
+					return err
+				}
 			}
 			if err := fw.writeSeries(int64(i), toLabels(series.Labels()), chunks, s.cfg.ReadMaxFrameBytes); err != nil {
 				return err
