@@ -17,7 +17,8 @@
 //
 // Read: matchers → store.Querier (series, tiers, samples) → encode.
 //
-//	read_codec.go     decode the ReadRequest; encode SAMPLES responses, XOR chunks and frames
+//	read_codec.go     decode the ReadRequest; encode SAMPLES responses and frames
+//	xorchunk.go       encode XOR chunks, byte for byte as Prometheus's chunkenc does
 //	matchers.go       remote read's matchers: regex dialects and the empty-matcher check
 //	read_handler.go   POST /api/v1/read: per-request budgets, one query at a time, both
 //	                  response types
