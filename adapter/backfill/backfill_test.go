@@ -33,17 +33,7 @@ const hour = int64(3_600_000)
 // nothing.
 func TestBackfillOlderThanRawRetention(t *testing.T) {
 	ctx := context.Background()
-	conn := schematest.Conn(t)
-	db := schematest.Database(t, conn, 24*time.Hour).Database
-	tiers, err := rollup.ParseTiers("raw:1d,5m:0,1h:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := store.New(store.Config{Database: db, Tiers: tiers, TierRefresh: time.Minute}, conn, logger, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, tiers, logger := newTestStore(t, "raw:1d,5m:0,1h:0")
 	end := int64(1_750_003_200_000) // a whole hour
 	start := end - 72*hour
 	now := time.UnixMilli(end + hour)
@@ -291,4 +281,22 @@ func BenchmarkBackfill(b *testing.B) {
 		}
 		b.ReportMetric(total*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
 	})
+}
+
+// newTestStore makes a store over a fresh database with the tier ladder, and a logger
+// that discards.
+func newTestStore(t *testing.T, ladder string) (*store.Store, []rollup.Tier, *slog.Logger) {
+	t.Helper()
+	conn := schematest.Conn(t)
+	db := schematest.Database(t, conn, 24*time.Hour).Database
+	tiers, err := rollup.ParseTiers(ladder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := store.New(store.Config{Database: db, Tiers: tiers, TierRefresh: time.Minute}, conn, logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, tiers, logger
 }

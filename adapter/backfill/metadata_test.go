@@ -3,14 +3,11 @@ package backfill_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"math"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/metadata"
@@ -18,8 +15,6 @@ import (
 
 	"github.com/pyramid-metrics/pyramid/adapter/backfill"
 	"github.com/pyramid-metrics/pyramid/adapter/store"
-	"github.com/pyramid-metrics/pyramid/rollup"
-	"github.com/pyramid-metrics/pyramid/schema/schematest"
 )
 
 // TestBackfillWALMetadata has Prometheus's own TSDB, with --enable-feature=metadata-wal-records
@@ -29,17 +24,7 @@ import (
 // every family is, each with the metadata written last.
 func TestBackfillWALMetadata(t *testing.T) {
 	ctx := context.Background()
-	conn := schematest.Conn(t)
-	db := schematest.Database(t, conn, 24*time.Hour).Database
-	tiers, err := rollup.ParseTiers("raw:30d,1h:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := store.New(store.Config{Database: db, Tiers: tiers, TierRefresh: time.Minute}, conn, logger, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, tiers, logger := newTestStore(t, "raw:30d,1h:0")
 
 	dir := t.TempDir()
 	opts := tsdb.DefaultOptions()
