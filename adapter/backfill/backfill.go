@@ -24,6 +24,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/docker/go-units"
+
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
@@ -225,7 +227,7 @@ func Run(ctx context.Context, cfg Config, st *store.Store, logger *slog.Logger) 
 		w.unitLog("backfill: block stored", "block", id, "n", i+1, "of", len(blocks),
 			"from", time.UnixMilli(meta.MinTime).UTC().Format(time.RFC3339), "to", time.UnixMilli(meta.MaxTime).UTC().Format(time.RFC3339),
 			"series", bs.Series, "samples", bs.Samples, "histograms", bs.Histograms, "to_tiers", bs.ToTiers, "rollup_rows", bs.Rollups,
-			"bytes_read", FormatBytes(bs.BytesRead), "bytes_sent", FormatBytes(bs.BytesSent),
+			"bytes_read", units.BytesSize(float64(bs.BytesRead)), "bytes_sent", units.BytesSize(float64(bs.BytesSent)),
 			"samples_per_second", math.Round(float64(sum.Samples+sum.Histograms)/elapsed.Seconds()))
 	}
 	sum.Metadata, sum.MetadataFailures, err = w.walMetadata(ctx, cfg.Path, cfg.Matchers)

@@ -324,17 +324,3 @@ func newestSegment(ranges []wlog.SegmentRange) (int64, error) {
 	}
 	return newest, nil
 }
-
-// FormatBytes renders n bytes for people: 512 B, 3.4 KiB, 1.2 GiB.
-func FormatBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}

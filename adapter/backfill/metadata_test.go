@@ -123,12 +123,3 @@ func TestMetadataURL(t *testing.T) {
 		t.Errorf("MetadataURL of a path without /api/v1/read: %v, want ErrNoMetadataURL", err)
 	}
 }
-
-func TestFormatBytes(t *testing.T) {
-	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB",
-		5 << 20: "5.0 MiB", 1288490189: "1.2 GiB", 3 << 40: "3.0 TiB"} {
-		if got := backfill.FormatBytes(n); got != want {
-			t.Errorf("FormatBytes(%d) = %q, want %q", n, got, want)
-		}
-	}
-}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/docker/go-units"
 	config_util "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/prompb"
@@ -88,7 +89,7 @@ func runRemoteRead(ctx context.Context, cfg Config, w *writer, done map[string]b
 		w.unitLog("backfill: day stored", "day", time.UnixMilli(day*schema.DayMillis).UTC().Format(time.DateOnly),
 			"n", day-first+1, "of", last-first+1, "series", ds.Series, "samples", ds.Samples, "histograms", ds.Histograms,
 			"to_tiers", ds.ToTiers, "rollup_rows", ds.Rollups,
-			"bytes_read", FormatBytes(ds.BytesRead), "bytes_sent", FormatBytes(ds.BytesSent),
+			"bytes_read", units.BytesSize(float64(ds.BytesRead)), "bytes_sent", units.BytesSize(float64(ds.BytesSent)),
 			"samples_per_second", math.Round(float64(sum.Samples+sum.Histograms)/time.Since(start).Seconds()))
 	}
 	sum.Metadata, sum.MetadataFailures, err = w.remoteMetadata(ctx, cfg)

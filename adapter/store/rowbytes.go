@@ -1,6 +1,7 @@
 package store
 
 import (
+	"github.com/gogo/protobuf/proto"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/prompb"
 )
@@ -24,16 +25,7 @@ const RollupRowBytes = 16*8 + 4
 func arrayBytes(n, size int) int { return 8 + n*size }
 
 // stringBytes is a String column's value.
-func stringBytes(s string) int { return uvarintBytes(len(s)) + len(s) }
-
-// uvarintBytes is the length of n as a uvarint.
-func uvarintBytes(n int) int {
-	b := 1
-	for ; n >= 0x80; n >>= 7 {
-		b++
-	}
-	return b
-}
+func stringBytes(s string) int { return proto.SizeVarint(uint64(len(s))) + len(s) }
 
 // ColumnBytes is the row's weight in series_input (InsertSeries).
 func (r SeriesRow) ColumnBytes() int {
@@ -72,7 +64,7 @@ func (r HistogramRollupRow) ColumnBytes() int {
 			m := prompb.FromFloatHistogram(0, h)
 			size = m.Size()
 		}
-		n += uvarintBytes(size) + size
+		n += proto.SizeVarint(uint64(size)) + size
 	}
 	return n
 }

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/docker/go-units"
+
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/promql/parser"
@@ -125,7 +127,7 @@ func runBackfill(ctx context.Context, cfg config, args []string, out io.Writer, 
 	logger.Info("backfill: done", "blocks", sum.Blocks, "skipped_blocks", sum.Skipped, "series", sum.Series,
 		"samples", sum.Samples, "histograms", sum.Histograms, "older_than_raw_retention", sum.ToTiers,
 		"rollup_rows", sum.Rollups, "metadata", sum.Metadata, "metadata_failures", sum.MetadataFailures,
-		"bytes_read", backfill.FormatBytes(sum.BytesRead), "bytes_sent", backfill.FormatBytes(sum.BytesSent),
+		"bytes_read", units.BytesSize(float64(sum.BytesRead)), "bytes_sent", units.BytesSize(float64(sum.BytesSent)),
 		"seconds", math.Round(sum.Elapsed.Seconds()*10)/10)
 	return err
 }
