@@ -20,7 +20,8 @@ import (
 
 // ingestResult holds what phase 1 measured.
 type ingestResult struct {
-	Series        string  `json:"series"` // "floats" or "histograms"
+	Receiver      string  `json:"receiver"` // "pyramid" or "prometheus"
+	Series        string  `json:"series"`   // "floats" or "histograms"
 	Requests      int     `json:"requests"`
 	Samples       int     `json:"samples"`
 	Histograms    int     `json:"histograms"`
@@ -40,6 +41,7 @@ type ingestResult struct {
 	// Whole request including retries and backoff.
 	EndToEndMaxMs float64    `json:"end_to_end_max_ms"`
 	Pyramid       *procStats `json:"pyramid,omitempty"`
+	Prometheus    *procStats `json:"prometheus,omitempty"`
 	ClickHouse    *procStats `json:"clickhouse,omitempty"`
 	LoadgenCPUSec float64    `json:"loadgen_cpu_seconds"`
 }

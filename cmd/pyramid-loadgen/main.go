@@ -69,7 +69,9 @@ type options struct {
 	batchRows          int
 	directWorkers      int
 	rawRetention       time.Duration
+	receiver           string
 	pyramidPID         int
+	prometheusPID      int
 	clickhousePID      int
 	skipDirect         bool
 	skipIngest         bool
@@ -82,6 +84,7 @@ type options struct {
 	settleTimeout      time.Duration
 	compressionLabel   string
 	jsonOut            bool
+	jsonFile           string
 	cpuProfile         string
 }
 
@@ -111,7 +114,9 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.IntVar(&o.batchRows, "batch-rows", 100000, "rows per direct insert (pyramid's PYRAMID_BATCH_ROWS)")
 	fs.IntVar(&o.directWorkers, "direct-workers", 2, "concurrent direct inserts (pyramid's PYRAMID_INSERT_WORKERS)")
 	fs.DurationVar(&o.rawRetention, "raw-retention", 720*time.Hour, "raw retention the direct database is migrated with (the raw tier of pyramid's PYRAMID_TIERS)")
+	fs.StringVar(&o.receiver, "receiver", receiverPyramid, `what -url is: "pyramid", or "prometheus" (a Prometheus with --web.enable-remote-write-receiver: the ingest phase only, nothing read from ClickHouse)`)
 	fs.IntVar(&o.pyramidPID, "pyramid-pid", 0, "pyramid's pid, for peak RSS (VmHWM, sampled VmRSS) and CPU time")
+	fs.IntVar(&o.prometheusPID, "prometheus-pid", 0, "with -receiver prometheus: Prometheus's pid, for its peak RSS and CPU time")
 	fs.IntVar(&o.clickhousePID, "clickhouse-pid", 0, "clickhouse-server's pid, for its RSS and CPU time (optional)")
 	fs.BoolVar(&o.skipDirect, "skip-direct", false, "skip the direct-insert phase")
 	fs.BoolVar(&o.skipIngest, "skip-ingest", false, "skip the ingest-through-pyramid phase")
@@ -124,9 +129,10 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.DurationVar(&o.settleTimeout, "settle-timeout", 120*time.Second, "longest wait for ClickHouse merges to finish between phases")
 	fs.StringVar(&o.compressionLabel, "compression-label", "", "compression the server is configured with, printed as given (it is also detected from a column file when the data directory is readable)")
 	fs.BoolVar(&o.jsonOut, "json", false, "also print one JSON object with every figure at the end")
+	fs.StringVar(&o.jsonFile, "json-file", "", "also write that JSON object to this file (read by the summarize command)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the loadgen to this file")
 	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: pyramid-loadgen [flags]\n\nMeasures ingest through pyramid, direct ClickHouse inserts of the same rows, and bytes per sample.\n\n")
+		fmt.Fprintf(out, "Usage: pyramid-loadgen [flags]\n       pyramid-loadgen summarize RESULT.json...\n\nMeasures ingest through pyramid, direct ClickHouse inserts of the same rows, and bytes per sample;\nsummarize compares the -json-file results of runs against pyramid and Prometheus.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -138,6 +144,11 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	if o.directDatabase == "" {
 		o.directDatabase = o.database + "_direct"
 	}
+	if o.receiver == receiverPrometheus {
+		// Prometheus keeps its samples in its own TSDB: there is nothing to insert
+		// directly or to measure in ClickHouse.
+		o.skipDirect, o.skipStorage = true, true
+	}
 	switch {
 	case o.samplesPerRequest <= 0 || o.concurrency <= 0 || o.batchRows <= 0 || o.directWorkers <= 0:
 		return o, errors.New("-samples-per-request, -concurrency, -batch-rows and -direct-workers must be positive")
@@ -147,6 +158,8 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 		return o, fmt.Errorf("-gauges %q: want realistic or full", o.gauges)
 	case o.pipelineDepth <= 0 || o.maxRetries < 0:
 		return o, errors.New("-pipeline-depth must be positive and -max-retries not negative")
+	case o.receiver != receiverPyramid && o.receiver != receiverPrometheus:
+		return o, fmt.Errorf("-receiver %q: want %s or %s", o.receiver, receiverPyramid, receiverPrometheus)
 	case o.histogramKind != histKindExponential && o.histogramKind != histKindCustom && o.histogramKind != histKindBoth:
 		return o, fmt.Errorf("-histogram-kind %q: want %s, %s or %s", o.histogramKind, histKindExponential, histKindCustom, histKindBoth)
 	}
@@ -190,6 +203,8 @@ type result struct {
 		GOMAXPROCS int    `json:"gomaxprocs"`
 		Note       string `json:"note"`
 	} `json:"machine"`
+	// Receiver is -receiver: what the ingest phase wrote to.
+	Receiver            string        `json:"receiver"`
 	ServerVersion       string        `json:"server_version"`
 	Compression         string        `json:"compression"`
 	CompressionLabel    string        `json:"compression_label,omitempty"`
@@ -210,7 +225,12 @@ type result struct {
 }
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	run := run
+	args := os.Args[1:]
+	if len(args) > 0 && args[0] == "summarize" {
+		run, args = func(files []string) error { return summarize(files, os.Stdout) }, args[1:]
+	}
+	if err := run(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
@@ -273,22 +293,28 @@ func run(args []string) error {
 	res.Machine.Note = fmt.Sprintf("loadgen, pyramid and ClickHouse share %d CPUs", runtime.NumCPU())
 	res.CompressionLabel = o.compressionLabel
 
-	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:         strings.Split(o.clickhouseAddr, ","),
-		Auth:         clickhouse.Auth{Database: "default", Username: o.clickhouseUser, Password: o.clickhousePassword},
-		DialTimeout:  5 * time.Second,
-		MaxOpenConns: o.directWorkers + 4,
-		MaxIdleConns: o.directWorkers + 4,
-	})
-	if err != nil {
-		return fmt.Errorf("open ClickHouse %s: %w", o.clickhouseAddr, err)
+	res.Receiver = o.receiver
+	var conn driver.Conn
+	if o.receiver == receiverPyramid {
+		conn, err = clickhouse.Open(&clickhouse.Options{
+			Addr:         strings.Split(o.clickhouseAddr, ","),
+			Auth:         clickhouse.Auth{Database: "default", Username: o.clickhouseUser, Password: o.clickhousePassword},
+			DialTimeout:  5 * time.Second,
+			MaxOpenConns: o.directWorkers + 4,
+			MaxIdleConns: o.directWorkers + 4,
+		})
+		if err != nil {
+			return fmt.Errorf("open ClickHouse %s: %w", o.clickhouseAddr, err)
+		}
+		defer conn.Close()
+		v, err := schema.ServerVersion(ctx, conn)
+		if err != nil {
+			return err
+		}
+		res.ServerVersion = v.String()
+	} else {
+		res.Machine.Note = fmt.Sprintf("loadgen and Prometheus share %d CPUs", runtime.NumCPU())
 	}
-	defer conn.Close()
-	v, err := schema.ServerVersion(ctx, conn)
-	if err != nil {
-		return err
-	}
-	res.ServerVersion = v.String()
 	logger.Info("plan", "series", c.Series, "samples", c.Samples, "histograms", c.HistogramSamples,
 		"from", time.UnixMilli(c.FirstTsMs).UTC(), "to", time.UnixMilli(end).UTC(), "mix", c.Mix, "clickhouse", res.ServerVersion)
 
@@ -321,11 +347,13 @@ func run(args []string) error {
 		return waited, left, nil
 	}
 	if !o.skipIngest {
-		if err := rowsBefore(ctx, o, conn, &res, logger); err != nil {
-			return fmt.Errorf("ingest: %w", err)
+		if conn != nil {
+			if err := rowsBefore(ctx, o, conn, &res, logger); err != nil {
+				return fmt.Errorf("ingest: %w", err)
+			}
 		}
 		for i, pt := range parts {
-			if i > 0 {
+			if i > 0 && conn != nil {
 				if _, _, err := settle(o.database); err != nil {
 					return err
 				}
@@ -379,6 +407,15 @@ func run(args []string) error {
 		enc := json.NewEncoder(os.Stdout)
 		if err := enc.Encode(&res); err != nil {
 			return err
+		}
+	}
+	if o.jsonFile != "" {
+		data, err := json.Marshal(&res)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(o.jsonFile, append(data, '\n'), 0o644); err != nil {
+			return fmt.Errorf("write -json-file: %w", err)
 		}
 	}
 	return nil
@@ -480,7 +517,7 @@ func phaseIngest(ctx context.Context, o options, p *plan, name string, keep func
 		return nil, err
 	}
 
-	ir := &ingestResult{Series: name}
+	ir := &ingestResult{Series: name, Receiver: o.receiver}
 	t0 := time.Now()
 	next, n := ingestRequests(ctx, o, p, keep)
 	ir.PregenSeconds = time.Since(t0).Seconds()
@@ -490,10 +527,15 @@ func phaseIngest(ctx context.Context, o options, p *plan, name string, keep func
 		logger.Info("request bodies encoded", "series", ir.Series, "requests", n, "took", time.Since(t0).Round(time.Millisecond), "heap_mib", ms.HeapAlloc>>20)
 	}
 
-	var pw, cw *procWatcher
+	var pw, mw, cw *procWatcher
 	var err error
 	if o.pyramidPID > 0 {
 		if pw, err = watchProc(o.pyramidPID, 200*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+	if o.prometheusPID > 0 {
+		if mw, err = watchProc(o.prometheusPID, 200*time.Millisecond); err != nil {
 			return nil, err
 		}
 	}
@@ -509,6 +551,9 @@ func phaseIngest(ctx context.Context, o options, p *plan, name string, keep func
 	ir.LoadgenCPUSec = selfCPUSeconds() - cpu0
 	if pw != nil {
 		ir.Pyramid = pw.finish()
+	}
+	if mw != nil {
+		ir.Prometheus = mw.finish()
 	}
 	if cw != nil {
 		ir.ClickHouse = cw.finish()
@@ -660,7 +705,7 @@ func printIngest(tw io.Writer, c *config, in *ingestResult) {
 	if in.Series == "histograms" {
 		unit, rows, rate = "histograms", in.Histograms, in.HistogramsPerSec
 	}
-	fmt.Fprintf(tw, "ingest through pyramid: %s\n", in.Series)
+	fmt.Fprintf(tw, "ingest through %s: %s\n", in.Receiver, in.Series)
 	fmt.Fprintf(tw, "  requests\t%d x <=%d %s from %d senders, %.1f MiB of snappy bodies (%.1f B each), generated in %.1f s before the clock\n",
 		in.Requests, c.SamplesPerRequest, unit, in.Senders, float64(in.BodyBytes)/(1<<20), float64(in.BodyBytes)/float64(max(rows, 1)), in.PregenSeconds)
 	fmt.Fprintf(tw, "  accepted\t%d %s in %.2f s = %.0f %[2]s/s (wall clock)\n", rows, unit, in.WallSeconds, rate)
@@ -668,6 +713,7 @@ func printIngest(tw io.Writer, c *config, in *ingestResult) {
 		in.LatencyP50Ms, in.LatencyP90Ms, in.LatencyP99Ms, in.LatencyMaxMs, in.EndToEndMaxMs)
 	fmt.Fprintf(tw, "  retries\t%d %v\n", in.Retries, in.RetryStatuses)
 	printProc(tw, "pyramid", in.Pyramid, in.WallSeconds, rows)
+	printProc(tw, "prometheus", in.Prometheus, in.WallSeconds, rows)
 	printProc(tw, "clickhouse", in.ClickHouse, in.WallSeconds, rows)
 	fmt.Fprintf(tw, "  loadgen\tCPU %.1f s = %.2f cores\n", in.LoadgenCPUSec, in.LoadgenCPUSec/in.WallSeconds)
 }
@@ -702,11 +748,13 @@ func printReport(w io.Writer, r *result) {
 	fmt.Fprintf(tw, "  time range\t%s .. %s, seed %d, reset probability %g, %s gauges\n",
 		time.UnixMilli(c.FirstTsMs).UTC().Format(time.RFC3339), time.UnixMilli(c.EndMs).UTC().Format(time.RFC3339), c.Seed, c.ResetProbability, c.Gauges)
 	fmt.Fprintf(tw, "  machine\t%s (GOMAXPROCS %d)\n", r.Machine.Note, r.Machine.GOMAXPROCS)
-	fmt.Fprintf(tw, "  ClickHouse\t%s, compression %s", r.ServerVersion, orDash(r.Compression))
-	if r.CompressionLabel != "" {
-		fmt.Fprintf(tw, ", labelled %q", r.CompressionLabel)
+	if r.Receiver == receiverPyramid {
+		fmt.Fprintf(tw, "  ClickHouse\t%s, compression %s", r.ServerVersion, orDash(r.Compression))
+		if r.CompressionLabel != "" {
+			fmt.Fprintf(tw, ", labelled %q", r.CompressionLabel)
+		}
+		fmt.Fprintln(tw)
 	}
-	fmt.Fprintln(tw)
 	for _, in := range []*ingestResult{r.Ingest, r.IngestHistograms} {
 		if in != nil {
 			printIngest(tw, c, in)
