@@ -26,6 +26,10 @@ type batcher struct {
 	ready    []*pendingBatch
 	inFlight int // rows accepted and not yet inserted or failed
 	closed   bool
+	// lastSamples is how many sample rows the last shipped batch held: the next pending
+	// batch starts with room for as many, since under steady load batches are alike, and
+	// a batch grown by appends would copy its columns over and over.
+	lastSamples int
 
 	workers sync.WaitGroup
 	// stopCtx is cancelled only after the drain, or when Close's own context ends: it
@@ -90,6 +94,7 @@ func (bt *batcher) write(ctx context.Context, b *Batch, mem *lease) error {
 	p := bt.cur
 	if p == nil {
 		p = &pendingBatch{done: make(chan struct{})}
+		p.b.growSamples(max(bt.lastSamples, b.Samples()))
 		p.timer = time.AfterFunc(bt.cfg.BatchWait, func() { bt.flushIfPending(p) })
 		bt.cur = p
 	}
@@ -223,6 +228,7 @@ func (bt *batcher) flushIfPending(p *pendingBatch) {
 func (bt *batcher) shipLocked() {
 	p := bt.cur
 	bt.cur = nil
+	bt.lastSamples = min(p.b.Samples(), 2*bt.cfg.BatchRows)
 	p.timer.Stop()
 	bt.ready = append(bt.ready, p)
 	bt.cond.Signal()

@@ -70,17 +70,18 @@ func decompress(body []byte, maxDecoded int64, charge func(int64) error) ([]byte
 
 // decodeWriteRequest decompresses and parses a remote-write body of the given proto
 // (protoWriteV1 or protoWriteV2), charging what it allocates to charge (nil charges
-// nothing). The result aliases a buffer of its own; body may be reused after return.
-func decodeWriteRequest(body []byte, maxDecoded int64, proto string, charge func(int64) error) (*wireRequest, error) {
+// nothing). known, when not nil, is the label cache of 1.0 requests. The result aliases a buffer of its own; body may be reused after return.
+func decodeWriteRequest(body []byte, maxDecoded int64, proto string, charge func(int64) error, known *labelCache) (*wireRequest, error) {
 	raw, err := decompress(body, maxDecoded, charge)
 	if err != nil {
 		return nil, err
 	}
-	parse := parseWriteRequest
+	var req *wireRequest
 	if proto == protoWriteV2 {
-		parse = parseWriteRequestV2
+		req, err = parseWriteRequestV2(raw, charge)
+	} else {
+		req, err = parseWriteRequest(raw, charge, known)
 	}
-	req, err := parse(raw, charge)
 	if errors.Is(err, ErrMemoryBudget) || errors.Is(err, ErrTooLarge) {
 		return nil, fmt.Errorf("parse %s of %d bytes: %w", proto, len(raw), err)
 	}

@@ -39,7 +39,8 @@ type Config struct {
 	// MaxFuture is how far ahead of the clock a sample's timestamp may lie; samples
 	// further ahead, and samples older than raw retention (Tiers[0]), are refused with 400.
 	MaxFuture time.Duration
-	// SeriesCacheSize bounds the series pyramid remembers having catalogued.
+	// SeriesCacheSize bounds the series pyramid remembers having catalogued, and the
+	// label sets it remembers having validated.
 	SeriesCacheSize int
 	// MaxHistogramBuckets bounds a native histogram's buckets: one with more has its
 	// resolution reduced until it fits (checkHistograms). 0 is no limit.

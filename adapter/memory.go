@@ -229,7 +229,15 @@ func (r *wireRequest) batchBound() int64 {
 	n := int64(len(r.samples))*sampleRowBytes + histogramsBytes(r.hists)
 	var largest int64
 	for i := range r.series {
-		ls := r.seriesLabels(&r.series[i])
+		s := &r.series[i]
+		if s.known {
+			// Its labels are not parsed yet; their fields' bytes bound their size.
+			size := int64(s.rawEnd - s.rawStart)
+			n += seriesRowBytes + int64(s.rawLabels)*labelRefBytes + size
+			largest = max(largest, size)
+			continue
+		}
+		ls := r.seriesLabels(s)
 		var size int64
 		for _, l := range ls {
 			size += int64(l.nameEnd-l.nameStart) + int64(l.valueEnd-l.valueStart) + 2

@@ -29,6 +29,7 @@ type Server struct {
 	logger   *slog.Logger
 	m        *metrics
 	cache    *seriesCache
+	labels   *labelCache
 	metadata *metadataCache
 	batcher  *batcher
 	// decodeSlots holds a token per request being decoded (Config.MaxConcurrentDecodes).
@@ -53,7 +54,7 @@ func New(cfg Config, st *store.Store, logger *slog.Logger, reg prometheus.Regist
 		return nil, fmt.Errorf("adapter config: %w", err)
 	}
 	s := &Server{cfg: cfg, store: st, logger: logger, cache: newSeriesCache(cfg.SeriesCacheSize),
-		metadata: newMetadataCache(maxMetadataFamilies), decodeSlots: make(chan struct{}, cfg.MaxConcurrentDecodes),
+		labels: newLabelCache(cfg.SeriesCacheSize), metadata: newMetadataCache(maxMetadataFamilies), decodeSlots: make(chan struct{}, cfg.MaxConcurrentDecodes),
 		readSlots: make(chan struct{}, cfg.ReadMaxConcurrent), marker: rollup.NewMarker(cfg.RollupUnitWidth)}
 	s.m = newMetrics(reg, s.cache.len, func() int { return len(s.decodeSlots) }, func() int { return len(s.readSlots) })
 	s.mem = newMemoryBudget(cfg.MemoryBudget, reg)

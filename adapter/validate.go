@@ -46,6 +46,12 @@ func (b *Batch) Samples() int { return len(b.Timestamps) }
 // rows is what b costs against the in-flight cap.
 func (b *Batch) rows() int { return len(b.Timestamps) + len(b.Histograms) + len(b.Series) }
 
+// growSamples makes room for n more sample rows in b's columns.
+func (b *Batch) growSamples(n int) {
+	b.Targets, b.Fingerprints = slices.Grow(b.Targets, n), slices.Grow(b.Fingerprints, n)
+	b.Timestamps, b.Values = slices.Grow(b.Timestamps, n), slices.Grow(b.Values, n)
+}
+
 // appendBatch appends o's rows to b.
 func (b *Batch) appendBatch(o *Batch) {
 	b.Targets = append(b.Targets, o.Targets...)
@@ -126,6 +132,11 @@ func hashes(body []byte, ls []wireLabel, buf []byte) (fp, target uint64, _ []byt
 // validator turns decoded write requests into Batches.
 type validator struct {
 	cache *seriesCache
+	// labels, when not nil, learns the label bytes of the entries validated here: learned
+	// holds their keys and learnedAs what they hash to, until the end of toBatch.
+	labels    *labelCache
+	learned   []labelKey
+	learnedAs []labelEntry
 	// accept is the window of sample timestamps that can be kept (see Server.acceptWindow).
 	accept timeWindow
 	// maxBuckets is Config.MaxHistogramBuckets.
@@ -154,9 +165,7 @@ const (
 func (v *validator) toBatch(req *wireRequest, b *Batch) *ValidationError {
 	var verr *ValidationError
 	var seen map[uint64]int // fingerprint -> index into b.Series, for series added here
-	n := len(req.samples)
-	b.Targets, b.Fingerprints = slices.Grow(b.Targets, n), slices.Grow(b.Fingerprints, n)
-	b.Timestamps, b.Values = slices.Grow(b.Timestamps, n), slices.Grow(b.Values, n)
+	b.growSamples(len(req.samples))
 	// Only a request with histograms needs its series known before any is batched: a
 	// float and a histogram of one series at one timestamp may come in two entries.
 	var pre []prepared
@@ -176,18 +185,18 @@ func (v *validator) toBatch(req *wireRequest, b *Batch) *ValidationError {
 		} else {
 			p = v.prepare(req, s)
 		}
-		ls, fp, target := p.ls, p.fp, p.target
+		fp, target := p.fp, p.target
 		if p.problem != "" {
 			verr = addProblem(verr, req.buf, req.seriesLabels(s), p.name, p.problem, len(samples)+len(hists))
 			continue
 		}
 		if t, ok := mixed[fp]; ok {
-			verr = addProblem(verr, req.buf, ls, nil, fmt.Sprintf("a float sample and a native histogram at one timestamp (%s)", formatMs(t)), len(samples)+len(hists))
+			verr = addProblem(verr, req.buf, v.labelsOf(req, s, &p), nil, fmt.Sprintf("a float sample and a native histogram at one timestamp (%s)", formatMs(t)), len(samples)+len(hists))
 			verr.Histograms++
 			continue
 		}
 		if problem := checkHistograms(hists, v.maxBuckets); problem != "" {
-			verr = addProblem(verr, req.buf, ls, nil, problem, len(samples)+len(hists))
+			verr = addProblem(verr, req.buf, v.labelsOf(req, s, &p), nil, problem, len(samples)+len(hists))
 			verr.Histograms++
 			continue
 		}
@@ -223,7 +232,7 @@ func (v *validator) toBatch(req *wireRequest, b *Batch) *ValidationError {
 			maxTs = max(maxTs, h.T)
 		}
 		if old+future > 0 {
-			verr = v.addOutOfWindow(verr, req.buf, ls, old, future)
+			verr = v.addOutOfWindow(verr, req.buf, v.labelsOf(req, s, &p), old, future)
 			if old+future == len(samples)+len(hists) {
 				continue
 			}
@@ -240,9 +249,26 @@ func (v *validator) toBatch(req *wireRequest, b *Batch) *ValidationError {
 			seen = make(map[uint64]int)
 		}
 		seen[fp] = len(b.Series)
-		b.Series = append(b.Series, newSeriesRow(req.buf, ls, fp, target, minTs, maxTs))
+		b.Series = append(b.Series, newSeriesRow(req.buf, v.labelsOf(req, s, &p), fp, target, minTs, maxTs))
+	}
+	if v.labels != nil {
+		v.labels.add(v.learned, v.learnedAs)
+		v.learned, v.learnedAs = v.learned[:0], v.learnedAs[:0]
 	}
 	return verr
+}
+
+// labelsOf returns the normalized labels of an entry prepared without problem, parsing them
+// first when the label cache answered for it.
+func (v *validator) labelsOf(req *wireRequest, s *wireSeries, p *prepared) []wireLabel {
+	if !s.known || p.ls != nil {
+		return p.ls
+	}
+	// The entry's bytes passed validation before, so they parse, and into the room the
+	// parse reserved; normalizing them only sorts them and drops empty values.
+	_ = req.parseKnownLabels(s)
+	p.ls, _, _ = normalizeLabels(req.buf, req.seriesLabels(s))
+	return p.ls
 }
 
 // prepared is one series entry of a request, its labels normalized and hashed, or what is
@@ -254,15 +280,22 @@ type prepared struct {
 	fp, target uint64
 }
 
-// prepare normalizes and hashes the labels of one series entry. It reorders the entry's
-// labels in place, so it runs once per entry.
+// prepare normalizes and hashes the labels of one series entry, or takes what the label
+// cache knew of them. It reorders the entry's labels in place, so it runs once per entry.
 func (v *validator) prepare(req *wireRequest, s *wireSeries) prepared {
+	if s.known {
+		return prepared{fp: s.fp, target: s.target}
+	}
 	ls, name, problem := normalizeLabels(req.buf, req.seriesLabels(s))
 	if problem != "" {
 		return prepared{name: name, problem: problem}
 	}
 	p := prepared{ls: ls}
 	p.fp, p.target, v.buf = hashes(req.buf, ls, v.buf)
+	if v.labels != nil && s.rawEnd != 0 {
+		v.learned = append(v.learned, v.labels.key(req.buf[s.rawStart:s.rawEnd]))
+		v.learnedAs = append(v.learnedAs, labelEntry{fp: p.fp, target: p.target})
+	}
 	return p
 }
 

@@ -28,14 +28,24 @@ type wireRequest struct {
 	metadata []prompb.MetricMetadata
 	// charge, when not nil, is charged for every arena before it is allocated or grown.
 	charge func(int64) error
+	// known, when not nil, answers for series entries whose label bytes it has seen.
+	known *labelCache
 }
 
 // wireSeries locates one TimeSeries' labels, samples and histograms in the request's
 // arenas.
 type wireSeries struct {
-	labelStart, labelEnd   int
-	sampleStart, sampleEnd int
-	histStart, histEnd     int
+	labelStart, labelEnd   uint32
+	sampleStart, sampleEnd uint32
+	histStart, histEnd     uint32
+	// rawStart and rawEnd locate the entry's label fields in the body when they are
+	// contiguous, as every sender writes them (rawEnd is 0 otherwise); rawLabels counts
+	// them. When the label cache knew those bytes, known is set, fp and target are its
+	// answer, and the labels are parsed only on demand (wireRequest.parseKnownLabels).
+	rawStart, rawEnd uint32
+	rawLabels        uint32
+	known            bool
+	fp, target       uint64
 }
 
 // wireSample is a sample as pyramid stores it: a third of prompb.Sample, whose fields
@@ -104,6 +114,9 @@ const (
 	fieldLabelValue      = 2
 	fieldSampleValue     = 1
 	fieldSampleTimestamp = 2
+
+	// labelFieldTag is the tag byte of a TimeSeries' labels field.
+	labelFieldTag = fieldSeriesLabels<<3 | byte(protowire.BytesType)
 )
 
 var (
@@ -119,16 +132,19 @@ var (
 // Unmarshal accepts (a differential fuzz test holds it to that) except protobuf groups, which
 // no remote-write sender emits, and bytes the protobuf reference decoder calls malformed. Unknown fields are skipped, exemplars checked and dropped,
 // histograms kept in Prometheus's model form (addHistogram).
-func parseWriteRequest(b []byte, charge func(int64) error) (*wireRequest, error) {
+//
+// With a label cache, the labels of an entry whose label bytes the cache knows are not
+// parsed (see wireSeries); they are parsed on demand, within the arena reserved for them here.
+func parseWriteRequest(b []byte, charge func(int64) error, known *labelCache) (*wireRequest, error) {
 	if int64(len(b)) > math.MaxUint32 {
 		return nil, fmt.Errorf("body of %d bytes is too large to parse", len(b))
 	}
 	b = b[:len(b):len(b)] // offset relies on every subslice ending at the body's end
-	r := &wireRequest{buf: b, charge: charge}
-	// A sample costs at least 11 bytes on the wire and a label of a real series 20 to 40;
-	// sizing the arenas from the body avoids most regrowth without trusting any length
-	// prefix in it.
-	if err := r.makeArenas(len(b)/64, len(b)/32); err != nil {
+	r := &wireRequest{buf: b, charge: charge, known: known}
+	// A sample costs at least 11 bytes on the wire, a label of a real series 20 to 40 and
+	// a series entry of Prometheus's, with one sample, 80 to 200; sizing the arenas from
+	// the body avoids most regrowth without trusting any length prefix in it.
+	if err := r.makeArenas(len(b)/64, len(b)/32, len(b)/64); err != nil {
 		return nil, err
 	}
 	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
@@ -159,17 +175,31 @@ func parseWriteRequest(b []byte, charge func(int64) error) (*wireRequest, error)
 	if err != nil {
 		return nil, err
 	}
+	// The labels of the known entries are charged now, as if parsed, so that parsing
+	// them on demand needs no charge that could fail once validation has begun. The
+	// arena may double to hold them, hence twice their size.
+	deferred := 0
+	for i := range r.series {
+		if r.series[i].known {
+			deferred += int(r.series[i].rawLabels)
+		}
+	}
+	if err := r.reserve(2 * int64(deferred) * int64(unsafe.Sizeof(wireLabel{}))); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
-// makeArenas allocates the sample and label arenas with room for the given counts,
-// charging them first.
-func (r *wireRequest) makeArenas(samples, labels int) error {
-	if err := r.reserve(int64(samples)*int64(unsafe.Sizeof(wireSample{})) + int64(labels)*int64(unsafe.Sizeof(wireLabel{}))); err != nil {
+// makeArenas allocates the sample, label and series arenas with room for the given
+// counts, charging them first.
+func (r *wireRequest) makeArenas(samples, labels, series int) error {
+	if err := r.reserve(int64(samples)*int64(unsafe.Sizeof(wireSample{})) + int64(labels)*int64(unsafe.Sizeof(wireLabel{})) +
+		int64(series)*int64(unsafe.Sizeof(wireSeries{}))); err != nil {
 		return err
 	}
 	r.samples = make([]wireSample, 0, samples)
 	r.labels = make([]wireLabel, 0, labels)
+	r.series = make([]wireSeries, 0, series)
 	return nil
 }
 
@@ -194,97 +224,186 @@ func (r *wireRequest) reserve(n int64) error {
 }
 
 func (r *wireRequest) parseSeries(b []byte) error {
-	s := wireSeries{labelStart: len(r.labels), sampleStart: len(r.samples), histStart: len(r.hists)}
-	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
-		switch num {
-		case fieldSeriesLabels:
-			if typ != protowire.BytesType {
-				return fmt.Errorf("label: %w %d", errWireType, typ)
+	s := wireSeries{labelStart: uint32(len(r.labels)), sampleStart: uint32(len(r.samples)), histStart: uint32(len(r.hists))}
+	// With a label cache, label fields are only located in this pass; see parseLabels.
+	deferLabels := r.known != nil
+	var labelFields uint32
+	contiguous := true
+	// A loop rather than eachField: this runs for every entry, and a closure per entry
+	// cost a tenth of the parse.
+	for rest := b; len(rest) > 0; {
+		if deferLabels && len(rest) >= 2 && rest[0] == labelFieldTag && rest[1] < 0x80 && int(rest[1])+2 <= len(rest) {
+			// A label field with a one-byte length, skipped without nextField.
+			start := offset(r.buf, rest)
+			if labelFields == 0 {
+				s.rawStart = start
+			} else if s.rawEnd != start {
+				contiguous = false
 			}
-			var l wireLabel
-			err := eachField(v, func(num protowire.Number, typ protowire.Type, v []byte) error {
-				if num != fieldLabelName && num != fieldLabelValue {
-					return nil
-				}
-				if typ != protowire.BytesType {
-					return fmt.Errorf("label field %d: %w %d", num, errWireType, typ)
-				}
-				start := offset(r.buf, v)
-				if num == fieldLabelName {
-					l.nameStart, l.nameEnd = start, start+uint32(len(v))
-				} else {
-					l.valueStart, l.valueEnd = start, start+uint32(len(v))
-				}
-				return nil
-			})
-			if err != nil {
-				return fmt.Errorf("series %d label: %w", len(r.series), err)
-			}
-			r.labels, err = appendCharged(r.labels, l, r.charge)
+			rest = rest[int(rest[1])+2:]
+			s.rawEnd = offset(r.buf, rest)
+			labelFields++
+			continue
+		}
+		num, typ, v, n, err := nextField(rest)
+		if err != nil {
 			return err
-		case fieldSeriesSamples:
-			if typ != protowire.BytesType {
-				return fmt.Errorf("sample: %w %d", errWireType, typ)
-			}
-			smp, err := parseSample(v)
-			if err != nil {
-				return fmt.Errorf("series %d sample: %w", len(r.series), err)
-			}
-			r.samples, err = appendCharged(r.samples, smp, r.charge)
+		}
+		start := offset(r.buf, rest)
+		rest = rest[n:]
+		if err := r.seriesField(num, typ, v, deferLabels); err != nil {
 			return err
-		case fieldSeriesExemplar, fieldSeriesHistogram:
-			if typ != protowire.BytesType {
-				return fmt.Errorf("field %d: %w %d", num, errWireType, typ)
+		}
+		if num == fieldSeriesLabels && deferLabels {
+			if labelFields == 0 {
+				s.rawStart = start
+			} else if s.rawEnd != start {
+				contiguous = false
 			}
-			if num == fieldSeriesExemplar {
-				// Not stored, but checked like the generated code checks it, so that a
-				// malformed one fails the request here too.
-				var e prompb.Exemplar
-				return r.unmarshalCharged(v, e.Unmarshal)
+			s.rawEnd = offset(r.buf, rest)
+			labelFields++
+		}
+	}
+	s.sampleEnd, s.histEnd = uint32(len(r.samples)), uint32(len(r.hists))
+	if deferLabels {
+		if !contiguous || labelFields == 0 {
+			s.rawEnd = 0
+		} else {
+			s.rawLabels = labelFields
+			var e labelEntry
+			if e, s.known = r.known.get(r.known.key(r.buf[s.rawStart:s.rawEnd])); s.known {
+				s.fp, s.target = e.fp, e.target
 			}
-			var h prompb.Histogram
-			if err := r.addHistogram(v, &h,
-				func() store.HistogramSample { return store.HistogramSample{T: h.Timestamp, H: h.ToIntHistogram()} },
-				func() store.HistogramSample { return store.HistogramSample{T: h.Timestamp, FH: h.ToFloatHistogram()} },
-			); err != nil {
-				return fmt.Errorf("series %d histogram: %w", len(r.series), err)
+		}
+		if !s.known {
+			if err := r.parseLabels(b); err != nil {
+				return err
 			}
+		}
+	}
+	s.labelEnd = uint32(len(r.labels))
+	var err error
+	r.series, err = appendCharged(r.series, s, r.charge)
+	return err
+}
+
+// seriesField handles one field of a TimeSeries entry; label fields are left for later
+// when deferLabels is set.
+func (r *wireRequest) seriesField(num protowire.Number, typ protowire.Type, v []byte, deferLabels bool) error {
+	switch num {
+	case fieldSeriesLabels:
+		if typ != protowire.BytesType {
+			return fmt.Errorf("label: %w %d", errWireType, typ)
+		}
+		if deferLabels {
+			return nil
+		}
+		return r.addLabel(v)
+	case fieldSeriesSamples:
+		if typ != protowire.BytesType {
+			return fmt.Errorf("sample: %w %d", errWireType, typ)
+		}
+		smp, err := parseSample(v)
+		if err != nil {
+			return fmt.Errorf("series %d sample: %w", len(r.series), err)
+		}
+		r.samples, err = appendCharged(r.samples, smp, r.charge)
+		return err
+	case fieldSeriesExemplar, fieldSeriesHistogram:
+		if typ != protowire.BytesType {
+			return fmt.Errorf("field %d: %w %d", num, errWireType, typ)
+		}
+		if num == fieldSeriesExemplar {
+			// Not stored, but checked like the generated code checks it, so that a
+			// malformed one fails the request here too.
+			var e prompb.Exemplar
+			return r.unmarshalCharged(v, e.Unmarshal)
+		}
+		var h prompb.Histogram
+		if err := r.addHistogram(v, &h,
+			func() store.HistogramSample { return store.HistogramSample{T: h.Timestamp, H: h.ToIntHistogram()} },
+			func() store.HistogramSample { return store.HistogramSample{T: h.Timestamp, FH: h.ToFloatHistogram()} },
+		); err != nil {
+			return fmt.Errorf("series %d histogram: %w", len(r.series), err)
+		}
+	}
+	return nil
+}
+
+// parseLabels parses the label fields among the fields of b, a series entry or the span
+// of its label fields, into the label arena.
+func (r *wireRequest) parseLabels(b []byte) error {
+	return eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
+		if num != fieldSeriesLabels {
+			return nil
+		}
+		return r.addLabel(v)
+	})
+}
+
+// parseKnownLabels parses the labels of a series entry that the label cache knew, which
+// parseSeries left unparsed. The bytes are those of a validated entry, so they parse.
+func (r *wireRequest) parseKnownLabels(s *wireSeries) error {
+	if !s.known || s.labelEnd > s.labelStart {
+		return nil
+	}
+	// parseWriteRequest charged these labels already.
+	charge := r.charge
+	r.charge = nil
+	defer func() { r.charge = charge }()
+	s.labelStart = uint32(len(r.labels))
+	err := r.parseLabels(r.buf[s.rawStart:s.rawEnd])
+	s.labelEnd = uint32(len(r.labels))
+	return err
+}
+
+// addLabel parses one Label message into the label arena.
+func (r *wireRequest) addLabel(v []byte) error {
+	l, err := r.parseLabel(v)
+	if err != nil {
+		return fmt.Errorf("series %d label: %w", len(r.series), err)
+	}
+	r.labels, err = appendCharged(r.labels, l, r.charge)
+	return err
+}
+
+// parseLabel locates a Label message's name and value in the body.
+func (r *wireRequest) parseLabel(v []byte) (wireLabel, error) {
+	start := offset(r.buf, v)
+	// The form every sender writes, name then value, each shorter than 128 bytes, read
+	// directly; it means what the general loop below would make of it.
+	if len(v) >= 4 && v[0] == fieldLabelName<<3|byte(protowire.BytesType) && v[1] < 0x80 {
+		n := uint32(v[1])
+		if int(n)+4 <= len(v) && v[2+n] == fieldLabelValue<<3|byte(protowire.BytesType) && v[3+n] < 0x80 && int(n)+4+int(v[3+n]) == len(v) {
+			return wireLabel{nameStart: start + 2, nameEnd: start + 2 + n, valueStart: start + 4 + n, valueEnd: start + uint32(len(v))}, nil
+		}
+	}
+	var l wireLabel
+	err := eachField(v, func(num protowire.Number, typ protowire.Type, v []byte) error {
+		if num != fieldLabelName && num != fieldLabelValue {
+			return nil
+		}
+		if typ != protowire.BytesType {
+			return fmt.Errorf("label field %d: %w %d", num, errWireType, typ)
+		}
+		start := offset(r.buf, v)
+		if num == fieldLabelName {
+			l.nameStart, l.nameEnd = start, start+uint32(len(v))
+		} else {
+			l.valueStart, l.valueEnd = start, start+uint32(len(v))
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	s.labelEnd, s.sampleEnd, s.histEnd = len(r.labels), len(r.samples), len(r.hists)
-	r.series, err = appendCharged(r.series, s, r.charge)
-	return err
+	return l, err
 }
 
 // eachField calls fn for every field of the message b with the field's raw value: the
 // payload for length-delimited fields, the encoded bytes for the others.
 func eachField(b []byte, fn func(num protowire.Number, typ protowire.Type, v []byte) error) error {
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return fmt.Errorf("field tag: %w: %w", errMalformed, protowire.ParseError(n))
-		}
-		b = b[n:]
-		var v []byte
-		switch typ {
-		case protowire.BytesType:
-			payload, m := protowire.ConsumeBytes(b)
-			if m < 0 {
-				return fmt.Errorf("field %d: %w: %w", num, errMalformed, protowire.ParseError(m))
-			}
-			v, n = payload, m
-		case protowire.StartGroupType, protowire.EndGroupType:
-			return fmt.Errorf("field %d: %w", num, errGroup)
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
-			if n < 0 {
-				return fmt.Errorf("field %d: %w: %w", num, errMalformed, protowire.ParseError(n))
-			}
-			v = b[:n]
+		num, typ, v, n, err := nextField(b)
+		if err != nil {
+			return err
 		}
 		if err := fn(num, typ, v); err != nil {
 			return err
@@ -294,9 +413,41 @@ func eachField(b []byte, fn func(num protowire.Number, typ protowire.Type, v []b
 	return nil
 }
 
+// nextField decodes the first field of the non-empty message b: its number, type, raw
+// value (as eachField passes it) and encoded length.
+func nextField(b []byte) (protowire.Number, protowire.Type, []byte, int, error) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 {
+		return 0, 0, nil, 0, fmt.Errorf("field tag: %w: %w", errMalformed, protowire.ParseError(n))
+	}
+	switch typ {
+	case protowire.BytesType:
+		payload, m := protowire.ConsumeBytes(b[n:])
+		if m < 0 {
+			return 0, 0, nil, 0, fmt.Errorf("field %d: %w: %w", num, errMalformed, protowire.ParseError(m))
+		}
+		return num, typ, payload, n + m, nil
+	case protowire.StartGroupType, protowire.EndGroupType:
+		return 0, 0, nil, 0, fmt.Errorf("field %d: %w", num, errGroup)
+	}
+	m := protowire.ConsumeFieldValue(num, typ, b[n:])
+	if m < 0 {
+		return 0, 0, nil, 0, fmt.Errorf("field %d: %w: %w", num, errMalformed, protowire.ParseError(m))
+	}
+	return num, typ, b[n : n+m], n + m, nil
+}
+
 // parseSample decodes a Sample message, the same in remote write 1.0 and 2.0 (2.0's
 // start_timestamp, field 3, is skipped: pyramid does not store it).
 func parseSample(b []byte) (wireSample, error) {
+	// The form every sender writes, value then timestamp, read directly; it means what
+	// the general loop below would make of it.
+	if len(b) >= 10 && b[0] == fieldSampleValue<<3|byte(protowire.Fixed64Type) && b[9] == fieldSampleTimestamp<<3|byte(protowire.VarintType) {
+		if ts, n := protowire.ConsumeVarint(b[10:]); n == len(b)-10 {
+			bits, _ := protowire.ConsumeFixed64(b[1:])
+			return wireSample{Timestamp: int64(ts), Value: math.Float64frombits(bits)}, nil
+		}
+	}
 	var smp wireSample
 	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		switch num {

@@ -44,7 +44,7 @@ func parseWriteRequestV2(b []byte, charge func(int64) error) (*wireRequest, erro
 	}
 	b = b[:len(b):len(b)]
 	r := &wireRequest{buf: b, charge: charge}
-	if err := r.makeArenas(len(b)/32, len(b)/16); err != nil {
+	if err := r.makeArenas(len(b)/32, len(b)/16, 0); err != nil {
 		return nil, err
 	}
 
@@ -86,7 +86,7 @@ func parseWriteRequestV2(b []byte, charge func(int64) error) (*wireRequest, erro
 }
 
 func (r *wireRequest) parseSeriesV2(b []byte, symbols [][2]uint32, refs []uint32, metadataOf map[string]bool) ([]uint32, error) {
-	s := wireSeries{labelStart: len(r.labels), sampleStart: len(r.samples), histStart: len(r.hists)}
+	s := wireSeries{labelStart: uint32(len(r.labels)), sampleStart: uint32(len(r.samples)), histStart: uint32(len(r.hists))}
 	var md *writev2.Metadata
 	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		switch num {
@@ -164,7 +164,7 @@ func (r *wireRequest) parseSeriesV2(b []byte, symbols [][2]uint32, refs []uint32
 			return refs, fmt.Errorf("series %d: %w", len(r.series), err)
 		}
 	}
-	s.labelEnd, s.sampleEnd, s.histEnd = len(r.labels), len(r.samples), len(r.hists)
+	s.labelEnd, s.sampleEnd, s.histEnd = uint32(len(r.labels)), uint32(len(r.samples)), uint32(len(r.hists))
 	r.series, err = appendCharged(r.series, s, r.charge)
 	return refs, err
 }

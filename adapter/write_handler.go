@@ -105,14 +105,14 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, proto string, b 
 		return nil, nil, fmt.Errorf("%w: wait for one of %d decode slots: %w", ErrOverloaded, cap(s.decodeSlots), r.Context().Err())
 	}
 	defer func() { <-s.decodeSlots }()
-	req, err := decodeWriteRequest(body, s.cfg.MaxDecodedBytes, proto, mem.add)
+	req, err := decodeWriteRequest(body, s.cfg.MaxDecodedBytes, proto, mem.add, s.labels)
 	if err != nil {
 		return nil, nil, err
 	}
 	if err := mem.grow(req.batchBound()); err != nil {
 		return nil, nil, fmt.Errorf("validate %d series: %w", len(req.series), err)
 	}
-	v := validator{cache: s.cache, accept: s.acceptWindow(time.Now()), maxBuckets: s.cfg.MaxHistogramBuckets}
+	v := validator{cache: s.cache, labels: s.labels, accept: s.acceptWindow(time.Now()), maxBuckets: s.cfg.MaxHistogramBuckets}
 	verr := v.toBatch(req, b)
 	s.countReceived(req, verr)
 	return req.metadata, verr, nil
