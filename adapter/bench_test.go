@@ -63,7 +63,7 @@ func BenchmarkDecodeValidate(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(int64(len(raw)))
 		for b.Loop() {
-			if _, err := decodeWriteRequest(body, 1<<30, protoWriteV1, nil, nil); err != nil {
+			if _, err := decodeWriteRequest(body, 1<<30, protoWriteV1, nil, nil, nil); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -76,7 +76,7 @@ func BenchmarkDecodeValidate(b *testing.B) {
 		cache := newSeriesCache(1 << 20)
 		for b.Loop() {
 			b.StopTimer()
-			r, _ := decodeWriteRequest(body, 1<<30, protoWriteV1, nil, nil)
+			r, _ := decodeWriteRequest(body, 1<<30, protoWriteV1, nil, nil, nil)
 			b.StartTimer()
 			validateInto(b, cache, r)
 		}
@@ -87,7 +87,7 @@ func BenchmarkDecodeValidate(b *testing.B) {
 		b.SetBytes(int64(len(raw)))
 		cache := newSeriesCache(1 << 20)
 		for b.Loop() {
-			r, err := decodeWriteRequest(body, 1<<30, protoWriteV1, nil, nil)
+			r, err := decodeWriteRequest(body, 1<<30, protoWriteV1, nil, nil, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -102,7 +102,7 @@ func BenchmarkDecodeValidate(b *testing.B) {
 		b.SetBytes(int64(len(raw)))
 		cache, known := newSeriesCache(1<<20), newLabelCache(1<<20)
 		for b.Loop() {
-			r, err := decodeWriteRequest(body, 1<<30, protoWriteV1, nil, known)
+			r, err := decodeWriteRequest(body, 1<<30, protoWriteV1, nil, known, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -112,6 +112,26 @@ func BenchmarkDecodeValidate(b *testing.B) {
 				b.Fatal(verr)
 			}
 			cache.add(batch.Series)
+		}
+		b.ReportMetric(samples*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
+	})
+	// And with the request's buffers reused, as the handler reuses them.
+	b.Run("decode+validate-label-cache-reused-buffers", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(raw)))
+		cache, known, bufs := newSeriesCache(1<<20), newLabelCache(1<<20), &decodeBuffers{}
+		for b.Loop() {
+			r, err := decodeWriteRequest(body, 1<<30, protoWriteV1, nil, known, bufs)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var batch Batch
+			v := validator{cache: cache, labels: known, accept: anyTime()}
+			if verr := v.toBatch(r, &batch); verr != nil {
+				b.Fatal(verr)
+			}
+			cache.add(batch.Series)
+			r.release()
 		}
 		b.ReportMetric(samples*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
 	})

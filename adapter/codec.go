@@ -47,8 +47,9 @@ func checkWriteHeaders(h http.Header) (string, error) {
 
 // decompress undoes snappy block compression, checking the decoded length in the snappy
 // header against maxDecoded and charging it (charge may be nil) before allocating
-// anything. The result is a new buffer; body may be reused after return.
-func decompress(body []byte, maxDecoded int64, charge func(int64) error) ([]byte, error) {
+// anything. The result is dst when it has room, else a new buffer; body may be reused
+// after return.
+func decompress(body []byte, maxDecoded int64, charge func(int64) error, dst []byte) ([]byte, error) {
 	n, err := snappy.DecodedLen(body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: snappy header: %v", ErrDecode, err)
@@ -61,7 +62,10 @@ func decompress(body []byte, maxDecoded int64, charge func(int64) error) ([]byte
 			return nil, fmt.Errorf("decompress %d bytes: %w", n, err)
 		}
 	}
-	raw, err := snappy.Decode(make([]byte, n), body)
+	if cap(dst) < n {
+		dst = make([]byte, n)
+	}
+	raw, err := snappy.Decode(dst[:n], body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: snappy block of %d bytes: %v", ErrDecode, len(body), err)
 	}
@@ -70,17 +74,25 @@ func decompress(body []byte, maxDecoded int64, charge func(int64) error) ([]byte
 
 // decodeWriteRequest decompresses and parses a remote-write body of the given proto
 // (protoWriteV1 or protoWriteV2), charging what it allocates to charge (nil charges
-// nothing). known, when not nil, is the label cache of 1.0 requests. The result aliases a buffer of its own; body may be reused after return.
-func decodeWriteRequest(body []byte, maxDecoded int64, proto string, charge func(int64) error, known *labelCache) (*wireRequest, error) {
-	raw, err := decompress(body, maxDecoded, charge)
+// nothing). known, when not nil, is the label cache of 1.0 requests. bufs, when not nil,
+// lends its buffers to the request and takes them back grown (see decodeBuffers). The result aliases a buffer of its own; body may be reused after return.
+func decodeWriteRequest(body []byte, maxDecoded int64, proto string, charge func(int64) error, known *labelCache, bufs *decodeBuffers) (*wireRequest, error) {
+	var dst []byte
+	if bufs != nil {
+		dst = bufs.raw
+	}
+	raw, err := decompress(body, maxDecoded, charge, dst)
 	if err != nil {
 		return nil, err
 	}
+	if bufs != nil {
+		bufs.raw = raw
+	}
 	var req *wireRequest
 	if proto == protoWriteV2 {
-		req, err = parseWriteRequestV2(raw, charge)
+		req, err = parseWriteRequestV2(raw, charge, bufs)
 	} else {
-		req, err = parseWriteRequest(raw, charge, known)
+		req, err = parseWriteRequest(raw, charge, known, bufs)
 	}
 	if errors.Is(err, ErrMemoryBudget) || errors.Is(err, ErrTooLarge) {
 		return nil, fmt.Errorf("parse %s of %d bytes: %w", proto, len(raw), err)

@@ -105,7 +105,7 @@ func TestDecodeWriteRequest(t *testing.T) {
 		// A 5-byte body whose header claims 1 GiB must be refused before anything is allocated.
 		{"huge declared length", []byte{0x80, 0x80, 0x80, 0x80, 0x04}, 1 << 20, ErrTooLarge},
 	} {
-		got, err := decodeWriteRequest(tc.body, tc.maxDecoded, protoWriteV1, nil, nil)
+		got, err := decodeWriteRequest(tc.body, tc.maxDecoded, protoWriteV1, nil, nil, nil)
 		if !errors.Is(err, tc.wantErr) {
 			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.wantErr)
 			continue

@@ -15,9 +15,10 @@ import (
 
 // FuzzDecodeWriteRequest feeds arbitrary bodies through decode and validate. Nothing may
 // panic, the decoded size limit must hold, and whatever decodes must survive a round trip
-// through the encoder with every label and every value's bits intact. A label cache must
-// change nothing: decoding and validating the body again, with the cache that the first
-// validation taught, gives the same request, batch and errors.
+// through the encoder with every label and every value's bits intact. A label cache and
+// reused buffers must change nothing: decoding and validating the body again, with the
+// cache that the first validation taught and its buffers, gives the same request, batch
+// and errors.
 func FuzzDecodeWriteRequest(f *testing.F) {
 	seed := &prompb.WriteRequest{
 		Timeseries: []prompb.TimeSeries{{
@@ -39,7 +40,7 @@ func FuzzDecodeWriteRequest(f *testing.F) {
 
 	const maxDecoded = 1 << 20
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := decodeWriteRequest(body, maxDecoded, protoWriteV1, nil, nil)
+		req, err := decodeWriteRequest(body, maxDecoded, protoWriteV1, nil, nil, nil)
 		if err != nil {
 			return
 		}
@@ -50,7 +51,7 @@ func FuzzDecodeWriteRequest(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encode a decoded request: %v", err)
 		}
-		again, err := decodeWriteRequest(snappy.Encode(nil, raw), math.MaxInt64, protoWriteV1, nil, nil)
+		again, err := decodeWriteRequest(snappy.Encode(nil, raw), math.MaxInt64, protoWriteV1, nil, nil, nil)
 		if err != nil {
 			t.Fatalf("decode a re-encoded request: %v", err)
 		}
@@ -71,15 +72,17 @@ func FuzzDecodeWriteRequest(f *testing.F) {
 }
 
 // sameWithLabelCache decodes and validates body twice with one label cache, which the
-// first validation teaches, and describes how the second result differs from the first:
+// first validation teaches, and one set of buffers, which the second decode reuses, and
+// describes how the second result differs from the first:
 // the parsed request, the batch or the validation error. "" means they are the same.
 func sameWithLabelCache(body []byte, maxDecoded int64) string {
-	known := newLabelCache(1 << 10)
+	known, bufs := newLabelCache(1<<10), &decodeBuffers{}
 	decodeValidate := func() (*prompb.WriteRequest, *Batch, string, error) {
-		req, err := decodeWriteRequest(body, maxDecoded, protoWriteV1, nil, known)
+		req, err := decodeWriteRequest(body, maxDecoded, protoWriteV1, nil, known, bufs)
 		if err != nil {
 			return nil, nil, "", err
 		}
+		defer req.release()
 		for i := range req.series {
 			if err := req.parseKnownLabels(&req.series[i]); err != nil {
 				return nil, nil, "", fmt.Errorf("parse the labels of known series %d: %w", i, err)

@@ -44,7 +44,7 @@ func TestLabelCacheChangesNothing(t *testing.T) {
 	}
 	known := newLabelCache(16)
 	run := func() (*wireRequest, *Batch, string) {
-		req, err := parseWriteRequest(body, nil, known)
+		req, err := parseWriteRequest(body, nil, known, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

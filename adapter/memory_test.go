@@ -64,11 +64,11 @@ func TestDecodeChargesBeforeAllocating(t *testing.T) {
 		{"2.0 empty samples", protoWriteV2, message(5, repeated(2, n))},
 	} {
 		body := snappy.Encode(nil, tc.raw)
-		unbudgeted := allocated(func() { _, _ = decodeWriteRequest(body, 64<<20, tc.proto, nil, nil) })
+		unbudgeted := allocated(func() { _, _ = decodeWriteRequest(body, 64<<20, tc.proto, nil, nil, nil) })
 		m := newMemoryBudget(budget, prometheus.NewRegistry())
 		l := lease{m: m}
 		var err error
-		used := allocated(func() { _, err = decodeWriteRequest(body, 64<<20, tc.proto, l.add, nil) })
+		used := allocated(func() { _, err = decodeWriteRequest(body, 64<<20, tc.proto, l.add, nil, nil) })
 		if !errors.Is(err, ErrTooLarge) {
 			t.Errorf("%s: %v, want ErrTooLarge", tc.name, err)
 		}
@@ -109,7 +109,7 @@ func TestBatchBoundCoversSharedSymbols(t *testing.T) {
 	if len(raw) > 2<<20 {
 		t.Fatalf("request of %d bytes; the symbol should be stored once", len(raw))
 	}
-	r, err := parseWriteRequestV2(raw, nil)
+	r, err := parseWriteRequestV2(raw, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestBatchBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := parseWriteRequest(raw, nil, nil)
+	r, err := parseWriteRequest(raw, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // decodeReadRequest decompresses and parses a remote-read body (see decompress for the
 // size check), charging what that may allocate to charge (nil charges nothing).
 func decodeReadRequest(body []byte, maxDecoded int64, charge func(int64) error) (*prompb.ReadRequest, error) {
-	raw, err := decompress(body, maxDecoded, charge)
+	raw, err := decompress(body, maxDecoded, charge, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +35,8 @@ type Server struct {
 	batcher  *batcher
 	// decodeSlots holds a token per request being decoded (Config.MaxConcurrentDecodes).
 	decodeSlots chan struct{}
+	// decodeBufs keeps *decodeBuffers for reuse by the next write request.
+	decodeBufs sync.Pool
 	// mem is the request memory budget (Config.MemoryBudget).
 	mem *memoryBudget
 	// marker marks the rollup work of stored samples.

@@ -38,13 +38,13 @@ var errRef = errors.New("invalid symbol reference")
 // are offsets into b, like 1.0 labels. Per-series metadata becomes one prompb.MetricMetadata
 // per metric name (the first series of a name wins). Histograms are kept (addHistogram);
 // exemplars and start timestamps are checked and dropped.
-func parseWriteRequestV2(b []byte, charge func(int64) error) (*wireRequest, error) {
+func parseWriteRequestV2(b []byte, charge func(int64) error, bufs *decodeBuffers) (*wireRequest, error) {
 	if int64(len(b)) > math.MaxUint32 {
 		return nil, fmt.Errorf("body of %d bytes is too large to parse", len(b))
 	}
 	b = b[:len(b):len(b)]
 	r := &wireRequest{buf: b, charge: charge}
-	if err := r.makeArenas(len(b)/32, len(b)/16, 0); err != nil {
+	if err := r.makeArenas(bufs, len(b)/32, len(b)/16, 0); err != nil {
 		return nil, err
 	}
 

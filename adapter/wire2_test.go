@@ -109,7 +109,7 @@ func TestParseWriteRequestV2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := parseWriteRequestV2(raw, nil)
+	r, err := parseWriteRequestV2(raw, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestParseWriteRequestV2(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := parseWriteRequestV2(raw, nil); !errors.Is(err, errRef) {
+		if _, err := parseWriteRequestV2(raw, nil, nil); !errors.Is(err, errRef) {
 			t.Errorf("%s: err = %v, want errRef", tc.name, err)
 		}
 	}
@@ -154,7 +154,7 @@ func FuzzParseWriteRequestV2(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var want writev2.Request
 		wantErr := want.Unmarshal(raw)
-		got, err := parseWriteRequestV2(raw, nil)
+		got, err := parseWriteRequestV2(raw, nil, nil)
 		if wantErr != nil {
 			if err == nil {
 				t.Fatalf("parser accepted what writev2 rejects (%v)", wantErr)

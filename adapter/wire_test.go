@@ -43,7 +43,7 @@ func parseForTest(t testing.TB, req *prompb.WriteRequest) *wireRequest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := parseWriteRequest(raw, nil, nil)
+	r, err := parseWriteRequest(raw, nil, nil, nil)
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
@@ -160,7 +160,7 @@ func FuzzParseWriteRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var want prompb.WriteRequest
 		wantErr := want.Unmarshal(raw)
-		got, err := parseWriteRequest(raw, nil, nil)
+		got, err := parseWriteRequest(raw, nil, nil, nil)
 		switch {
 		case err == nil && wantErr == nil:
 			if diff := sameRequest(toPrompb(got), &want); diff != "" {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/prometheus/prompb"
 )
@@ -105,10 +106,18 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, proto string, b 
 		return nil, nil, fmt.Errorf("%w: wait for one of %d decode slots: %w", ErrOverloaded, cap(s.decodeSlots), r.Context().Err())
 	}
 	defer func() { <-s.decodeSlots }()
-	req, err := decodeWriteRequest(body, s.cfg.MaxDecodedBytes, proto, mem.add, s.labels)
+	bufs, _ := s.decodeBufs.Get().(*decodeBuffers)
+	if bufs == nil {
+		bufs = &decodeBuffers{}
+	}
+	// b, the metadata and the validation error own copies of what they keep from the
+	// request, so its buffers can serve the next one once validation is done.
+	defer s.putDecodeBuffers(bufs)
+	req, err := decodeWriteRequest(body, s.cfg.MaxDecodedBytes, proto, mem.add, s.labels, bufs)
 	if err != nil {
 		return nil, nil, err
 	}
+	defer req.release()
 	if err := mem.grow(req.batchBound()); err != nil {
 		return nil, nil, fmt.Errorf("validate %d series: %w", len(req.series), err)
 	}
@@ -116,6 +125,19 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, proto string, b 
 	verr := v.toBatch(req, b)
 	s.countReceived(req, verr)
 	return req.metadata, verr, nil
+}
+
+// maxPooledBytes bounds the decode buffers kept for reuse: the buffers of an unusually
+// large request go to the garbage collector rather than stay resident, uncharged.
+const maxPooledBytes = 4 << 20
+
+// putDecodeBuffers keeps bufs for the next request unless it has grown past maxPooledBytes.
+func (s *Server) putDecodeBuffers(bufs *decodeBuffers) {
+	size := cap(bufs.raw) + cap(bufs.samples)*int(unsafe.Sizeof(wireSample{})) +
+		cap(bufs.labels)*int(unsafe.Sizeof(wireLabel{})) + cap(bufs.series)*int(unsafe.Sizeof(wireSeries{}))
+	if size <= maxPooledBytes {
+		s.decodeBufs.Put(bufs)
+	}
 }
 
 func (s *Server) countReceived(req *wireRequest, verr *ValidationError) {
