@@ -25,7 +25,7 @@
 //	marks.go      the rollup work marks the write path leaves (rollup.Marker decides which)
 //	rollups.go    rollup reads (ReadBuckets), the kept value of conflicting samples
 //	              (ReadWinners), and the rollup job's statements (rollup/materialize runs it)
-//	histrollups.go  the histogram rollup rows: insert, read, and the raw histograms of a unit
+//	histrollups.go  the histogram rollup rows: insert, read, and the raw histograms of units
 //	status.go     what each tier holds (Status), and its cached pyramid_tier_* metrics
 //	retention.go  dropping expired partitions: raw on servers without TTL, and rollups
 //	storage.go    what the tables take on disk, for the load generator's report

@@ -147,25 +147,28 @@ func (s *Store) ReadHistogramBuckets(ctx context.Context, res int64, targets, fi
 	return out, n, nil
 }
 
-// UnitHistogramSeries is one series' histograms within a unit, deduplicated and in time
+// UnitHistogramSeries is one series' histograms within some units, deduplicated and in time
 // order, as float histograms.
 type UnitHistogramSeries struct {
 	Target     uint64
 	Histograms []rollup.HistogramSample
 }
 
-// UnitHistograms reads the histograms of the targets within the unit [start, start+width),
-// by fingerprint. FINAL keeps one histogram per timestamp, the last written, as every read
-// does.
-func (s *Store) UnitHistograms(ctx context.Context, start, width int64, targets []uint64) (map[uint64]*UnitHistogramSeries, error) {
+// UnitHistograms reads the histograms of the targets within the units of this width
+// starting at starts (ascending), by fingerprint, the units' histograms together, as
+// ReadUnits reads samples. FINAL keeps one histogram per timestamp, the last written, as
+// every read does; the time condition may go in PREWHERE under FINAL because ts is in the
+// table's key, so every version of a row passes it or none does.
+func (s *Store) UnitHistograms(ctx context.Context, width int64, starts []int64, targets []uint64) (map[uint64]*UnitHistogramSeries, error) {
+	cond, args := unitCondition(width, starts)
 	rows, err := s.conn.Query(ctx, "SELECT fingerprint, ts, "+histogramColumns+", target FROM "+s.cfg.Database+"."+
-		schema.TableHistograms+" FINAL WHERE target IN ? AND ts >= ? AND ts < ?", inSet(targets), start, start+width)
+		schema.TableHistograms+" FINAL PREWHERE "+cond+" WHERE target IN ?", append(args, inSet(targets))...)
 	if err != nil {
-		return nil, fmt.Errorf("query raw histograms of %d targets: %w", len(targets), err)
+		return nil, fmt.Errorf("query raw histograms of %d targets over %d units: %w", len(targets), len(starts), err)
 	}
 	byFP, targetOf, _, err := scanHistograms(rows, true)
 	if err != nil {
-		return nil, fmt.Errorf("read raw histograms of %d targets: %w", len(targets), err)
+		return nil, fmt.Errorf("read raw histograms of %d targets over %d units: %w", len(targets), len(starts), err)
 	}
 	out := make(map[uint64]*UnitHistogramSeries, len(byFP))
 	for fp, hs := range byFP {

@@ -202,3 +202,22 @@ func pointsAt(kind rollup.Kind, buckets []rollup.BucketAggregate, res int64) ([]
 	}
 	return rollup.Points(kind, merged)
 }
+
+func TestUnitRanges(t *testing.T) {
+	const w = int64(3_600_000)
+	for _, tc := range []struct {
+		name   string
+		starts []int64
+		want   [][2]int64
+	}{
+		{"one unit", []int64{10 * w}, [][2]int64{{10 * w, 11 * w}}},
+		{"adjacent units join", []int64{10 * w, 11 * w, 12 * w}, [][2]int64{{10 * w, 13 * w}}},
+		{"a gap splits", []int64{10 * w, 11 * w, 14 * w}, [][2]int64{{10 * w, 12 * w}, {14 * w, 15 * w}}},
+		{"every unit apart", []int64{-w, 1 * w, 3 * w}, [][2]int64{{-w, 0}, {w, 2 * w}, {3 * w, 4 * w}}},
+		{"across 1970", []int64{-w, 0}, [][2]int64{{-w, w}}},
+	} {
+		if got := unitRanges(w, tc.starts); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: unitRanges = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -264,7 +264,7 @@ LIMIT ?`, s.cfg.Database, schema.TableRollupDirty, schema.TableRollupDone)
 	return out, nil
 }
 
-// UnitSeries is one series' raw samples within a unit, as stored: unsorted, duplicates
+// UnitSeries is one series' raw samples within some units, as stored: unsorted, duplicates
 // included.
 type UnitSeries struct {
 	Target     uint64
@@ -272,13 +272,23 @@ type UnitSeries struct {
 	Values     []float64
 }
 
-// ReadUnit reads the raw samples of the targets within the unit [start, start+width), by
-// fingerprint.
-func (s *Store) ReadUnit(ctx context.Context, start, width int64, targets []uint64) (map[uint64]*UnitSeries, error) {
+// ReadUnits reads the raw samples of the targets within the units of this width starting
+// at starts (ascending), by fingerprint, the units' samples together: units hold whole
+// buckets of every tier, so rollups computed over them all are those of each unit.
+//
+// The samples table is sorted by (target, fingerprint, ts) within day partitions, so its
+// index narrows a read to the targets' granules of the days touched but not to the units
+// asked for: reading several units of a day at once reads those granules once instead of
+// once per unit. The time condition goes in PREWHERE, so that of the granules holding no
+// sample of the units only the ts column is read (18.16 moves no condition on a key column
+// there itself): computing the last hour of 9 hours merged into one part read 96 bytes per
+// sample instead of 288 (TestMaterializeReadAmplification).
+func (s *Store) ReadUnits(ctx context.Context, width int64, starts []int64, targets []uint64) (map[uint64]*UnitSeries, error) {
+	cond, args := unitCondition(width, starts)
 	rows, err := s.conn.Query(ctx, "SELECT target, fingerprint, ts, value FROM "+s.cfg.Database+"."+schema.TableSamples+
-		" WHERE target IN ? AND ts >= ? AND ts < ?", inSet(targets), start, start+width)
+		" PREWHERE "+cond+" WHERE target IN ?", append(args, inSet(targets))...)
 	if err != nil {
-		return nil, fmt.Errorf("query raw samples of %d targets: %w", len(targets), err)
+		return nil, fmt.Errorf("query raw samples of %d targets over %d units: %w", len(targets), len(starts), err)
 	}
 	defer rows.Close()
 	out := make(map[uint64]*UnitSeries)
@@ -307,9 +317,37 @@ func (s *Store) ReadUnit(ctx context.Context, start, width int64, targets []uint
 		cur.Values = append(cur.Values, v)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read raw samples of %d targets: %w", len(targets), err)
+		return nil, fmt.Errorf("read raw samples of %d targets over %d units: %w", len(targets), len(starts), err)
 	}
 	return out, nil
+}
+
+// unitCondition is the condition that ts lies within one of the units of this width
+// starting at starts (ascending), and its arguments: one range per run of adjacent units.
+func unitCondition(width int64, starts []int64) (string, []any) {
+	var (
+		conds []string
+		args  []any
+	)
+	for _, r := range unitRanges(width, starts) {
+		conds = append(conds, "(ts >= ? AND ts < ?)")
+		args = append(args, r[0], r[1])
+	}
+	return "(" + strings.Join(conds, " OR ") + ")", args
+}
+
+// unitRanges returns the time ranges [from, to) that the units of this width starting at
+// starts (ascending) cover, adjacent units joined.
+func unitRanges(width int64, starts []int64) [][2]int64 {
+	var out [][2]int64
+	for _, st := range starts {
+		if n := len(out); n > 0 && out[n-1][1] == st {
+			out[n-1][1] = st + width
+			continue
+		}
+		out = append(out, [2]int64{st, st + width})
+	}
+	return out
 }
 
 // RollupRow is one series' rollup of one bucket.
@@ -342,21 +380,24 @@ func (s *Store) InsertRollups(ctx context.Context, rows []RollupRow, version uin
 	return nil
 }
 
-// InsertDone records the unit of this width starting at start computed for the targets,
-// as of version.
-func (s *Store) InsertDone(ctx context.Context, width, start int64, targets []uint64, version uint32) error {
+// InsertDone records the units of this width starting at starts computed for the targets,
+// every start for every target, as of version.
+func (s *Store) InsertDone(ctx context.Context, width int64, starts []int64, targets []uint64, version uint32) error {
+	n := len(starts) * len(targets)
 	done, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.cfg.Database+"."+schema.TableRollupDone+" (width, unit, target, version)")
 	if err != nil {
-		return fmt.Errorf("prepare %d done marks: %w", len(targets), err)
+		return fmt.Errorf("prepare %d done marks: %w", n, err)
 	}
 	defer done.Close()
-	for _, t := range targets {
-		if err := done.Append(width, start, t, version); err != nil {
-			return fmt.Errorf("append done mark: %w", err)
+	for _, st := range starts {
+		for _, t := range targets {
+			if err := done.Append(width, st, t, version); err != nil {
+				return fmt.Errorf("append done mark: %w", err)
+			}
 		}
 	}
 	if err := done.Send(); err != nil {
-		return fmt.Errorf("insert %d done marks: %w", len(targets), err)
+		return fmt.Errorf("insert %d done marks: %w", n, err)
 	}
 	return nil
 }
