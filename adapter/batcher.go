@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pyramid-metrics/pyramid/schema"
@@ -26,6 +27,11 @@ type batcher struct {
 	ready    []*pendingBatch
 	inFlight int // rows accepted and not yet inserted or failed
 	closed   bool
+	// inserting counts batches the workers have taken and not finished.
+	inserting int
+	// arriving counts write requests between arrive and the append of their rows or
+	// their failure (see shipEarlyLocked).
+	arriving atomic.Int64
 	// lastSamples is how many sample rows the last shipped batch held: the next pending
 	// batch starts with room for as many, since under steady load batches are alike, and
 	// a batch grown by appends would copy its columns over and over.
@@ -69,11 +75,13 @@ const (
 	insertMaxDays = 50
 )
 
-// write adds b's rows to the pending batch and waits for that batch's insert. b is copied;
+// write adds b's rows to the pending batch and waits for that batch's insert; arr, the
+// request's arrival (nil in tests), ends when the rows are in. b is copied;
 // the caller may reuse it after return. Once the rows are taken, the batch also takes what
 // mem holds and returns it after the insert. When ctx ends first, write returns ctx's error
 // and the rows are still inserted (a retry then writes them again, which the tables absorb).
-func (bt *batcher) write(ctx context.Context, b *Batch, mem *lease) error {
+func (bt *batcher) write(ctx context.Context, b *Batch, mem *lease, arr *arrival) error {
+	defer arr.leave()
 	n := b.rows()
 	if n == 0 {
 		return nil
@@ -100,7 +108,8 @@ func (bt *batcher) write(ctx context.Context, b *Batch, mem *lease) error {
 	}
 	p.b.appendBatch(b)
 	p.mem.absorb(mem)
-	if p.b.rows() >= bt.cfg.BatchRows {
+	arr.leave()
+	if p.b.rows() >= bt.cfg.BatchRows || bt.shipEarlyLocked(p) {
 		bt.shipLocked()
 	}
 	bt.mu.Unlock()
@@ -111,6 +120,38 @@ func (bt *batcher) write(ctx context.Context, b *Batch, mem *lease) error {
 	case <-ctx.Done():
 		return fmt.Errorf("wait for insert of %d rows: %w", n, ctx.Err())
 	}
+}
+
+// arrival is a write request on its way to the batcher.
+type arrival struct {
+	bt   *batcher
+	left bool
+}
+
+// arrive counts a write request that may bring rows; its arrival must leave once they are
+// appended or the request fails without them.
+func (bt *batcher) arrive() *arrival {
+	bt.arriving.Add(1)
+	return &arrival{bt: bt}
+}
+
+// leave ends the arrival; later calls, and calls on nil, do nothing. It is not safe for
+// concurrent use: one request calls it.
+func (a *arrival) leave() {
+	if a != nil && !a.left {
+		a.left = true
+		a.bt.arriving.Add(-1)
+	}
+}
+
+// shipEarlyLocked reports whether p should go before it is full or its wait is over: no
+// insert is running or queued, no request is on its way, and p holds at least a tenth of
+// a full batch. Then every sender is waiting for pyramid's answer, nobody will join p, and
+// waiting out BatchWait would only idle both pyramid and ClickHouse; a batch of senders
+// that fell out of step with the others would wait for it every time. The tenth keeps
+// light load, which BatchWait gathers into fewer inserts, as it was. bt.mu must be held.
+func (bt *batcher) shipEarlyLocked(p *pendingBatch) bool {
+	return bt.inserting == 0 && len(bt.ready) == 0 && bt.arriving.Load() == 0 && p.b.rows() >= bt.cfg.BatchRows/10
 }
 
 // admitLocked takes n more rows in flight, or says why not. bt.mu must be held.
@@ -247,6 +288,7 @@ func (bt *batcher) work() {
 		}
 		p := bt.ready[0]
 		bt.ready = bt.ready[1:]
+		bt.inserting++
 		bt.mu.Unlock()
 
 		ctx, cancel := context.WithTimeout(bt.stopCtx, bt.cfg.InsertTimeout)
@@ -261,9 +303,14 @@ func (bt *batcher) work() {
 		close(p.done)
 
 		bt.mu.Lock()
+		bt.inserting--
 		bt.inFlight -= p.b.rows()
 		bt.m.rowsInFlight.Set(float64(bt.inFlight))
 		p.mem.release()
+		// Rows that gathered during this insert go now if nobody else is coming.
+		if bt.cur != nil && bt.shipEarlyLocked(bt.cur) {
+			bt.shipLocked()
+		}
 		bt.mu.Unlock()
 	}
 }

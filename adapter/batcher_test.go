@@ -104,7 +104,7 @@ func TestBatcherIsolatesRequestsSpanningDays(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := bt.write(context.Background(), b, &lease{}); err != nil {
+			if err := bt.write(context.Background(), b, &lease{}, nil); err != nil {
 				t.Errorf("write: %v", err)
 			}
 		}()
@@ -133,5 +133,92 @@ func TestBatcherIsolatesRequestsSpanningDays(t *testing.T) {
 		if got[fp] != len(b.Timestamps) {
 			t.Errorf("request %d: %d samples inserted, want %d", fp, got[fp], len(b.Timestamps))
 		}
+	}
+}
+
+// rowsBatch is a batch of n samples of fingerprint fp, all on one day.
+func rowsBatch(fp uint64, n int) *Batch {
+	days := make([]int64, n)
+	for i := range days {
+		days[i] = 20000
+	}
+	return daysBatch(fp, days...)
+}
+
+// TestBatcherShipsEarlyWhenNobodyComes: with BatchWait an hour, a request holding a tenth
+// of a batch is inserted at once when no insert runs and no other request is on its way,
+// and the requests that arrive during an insert share the next one, which goes as soon as
+// that insert ends.
+func TestBatcherShipsEarlyWhenNobodyComes(t *testing.T) {
+	release := make(chan struct{})
+	var (
+		mu       sync.Mutex
+		inserted [][]uint64 // the fingerprints of each insert, in order
+	)
+	cfg := Config{BatchRows: 1000, BatchWait: time.Hour, InsertWorkers: 2, MaxRowsInFlight: 1 << 20, InsertTimeout: time.Minute}
+	bt := newBatcher(cfg, newMetrics(prometheus.NewRegistry(), nil, func() int { return 0 }, func() int { return 0 }),
+		func(_ context.Context, b *Batch) error {
+			mu.Lock()
+			first := len(inserted) == 0
+			inserted = append(inserted, slices.Compact(slices.Sorted(slices.Values(b.Fingerprints))))
+			mu.Unlock()
+			if first {
+				<-release
+			}
+			return nil
+		})
+	defer func() { _ = bt.close(context.Background()) }()
+	// A test that hangs fails by this deadline: without the early insert, each write
+	// would wait BatchWait, an hour.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	write := func(fp uint64, rows int) chan error {
+		arr := bt.arrive()
+		done := make(chan error, 1)
+		go func() { done <- bt.write(ctx, rowsBatch(fp, rows), &lease{}, arr) }()
+		return done
+	}
+
+	first := write(1, 100) // a tenth of a batch, alone: inserted at once, and held there
+	for {
+		mu.Lock()
+		n := len(inserted)
+		mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the first request was not inserted before the deadline")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// During that insert three more requests come; they wait for it, in one batch.
+	later := []chan error{write(2, 100), write(3, 100), write(4, 100)}
+	for {
+		bt.mu.Lock()
+		rows := 0
+		if bt.cur != nil {
+			rows = bt.cur.b.Samples()
+		}
+		bt.mu.Unlock()
+		if rows == 300 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%d rows pending at the deadline, want 300", rows)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	for _, done := range append(later, first) {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := [][]uint64{{1}, {2, 3, 4}}
+	if fmt.Sprint(inserted) != fmt.Sprint(want) {
+		t.Errorf("inserts %v, want %v", inserted, want)
 	}
 }

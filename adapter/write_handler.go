@@ -51,6 +51,8 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request) (proto string, wr
 	if !s.schemaReady.Load() {
 		return proto, written, ErrNotReady
 	}
+	arr := s.batcher.arrive()
+	defer arr.leave()
 	mem := lease{m: s.mem}
 	defer mem.release()
 	var b Batch
@@ -74,7 +76,7 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request) (proto string, wr
 	}
 	_ = mem.resize(rowBytes)
 	stored := writtenCounts{samples: b.Samples(), histograms: len(b.Histograms)}
-	if err := s.batcher.write(r.Context(), &b, &mem); err != nil {
+	if err := s.batcher.write(r.Context(), &b, &mem, arr); err != nil {
 		return proto, written, err
 	}
 	if verr != nil {

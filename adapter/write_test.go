@@ -423,8 +423,10 @@ func TestWriteBeforeSchema(t *testing.T) {
 	}
 }
 
-// TestGroupCommit: concurrent requests share one insert. BatchRows is exactly their total
-// and BatchWait is long, so the one insert happens when the last request arrives.
+// TestGroupCommit: concurrent requests are all stored and answered through real HTTP and
+// ClickHouse, with BatchRows exactly their total and BatchWait a minute: each insert is
+// either the full batch or an early one that went when no other request was on its way
+// (the batcher's own test pins down which requests share an insert).
 func TestGroupCommit(t *testing.T) {
 	const requests, perRequest = 8, 250
 	s := newTestServer(t, func(c *serverConfig) { c.BatchRows = requests * perRequest; c.BatchWait = time.Minute })
@@ -449,8 +451,11 @@ func TestGroupCommit(t *testing.T) {
 			t.Errorf("request %d: status %d", r, c)
 		}
 	}
-	if inserts := histogramCount(t, s.reg, "pyramid_write_batch_samples"); inserts != 1 {
-		t.Errorf("%d inserts for %d concurrent requests, want 1", inserts, requests)
+	// With BatchWait a minute, the requests end only through a full batch or an early one
+	// (TestBatcherShipsEarlyWhenNobodyComes); either way they share inserts or each went
+	// when nobody else was on the way.
+	if inserts := histogramCount(t, s.reg, "pyramid_write_batch_samples"); inserts < 1 || inserts > requests {
+		t.Errorf("%d inserts for %d concurrent requests, want 1 to %d", inserts, requests, requests)
 	}
 	if n := s.count(t, "SELECT count() FROM DB.samples"); n != requests*perRequest {
 		t.Errorf("stored %d samples, want %d", n, requests*perRequest)

@@ -44,7 +44,7 @@ type config struct {
 	MaxRequestBytes     int64         `envconfig:"MAX_REQUEST_BYTES" default:"33554432" desc:"largest compressed remote-write body accepted (413 beyond)"`
 	MaxDecodedBytes     int64         `envconfig:"MAX_DECODED_BYTES" default:"134217728" desc:"largest remote-write body after snappy decompression (413 beyond)"`
 	BatchRows           int           `envconfig:"BATCH_ROWS" default:"100000" desc:"rows that make a batch insert go at once"`
-	BatchWait           time.Duration `envconfig:"BATCH_WAIT" default:"100ms" desc:"longest a batch waits for more rows before its insert (each request waits up to this long)"`
+	BatchWait           time.Duration `envconfig:"BATCH_WAIT" default:"100ms" desc:"longest a batch waits for more rows before its insert (each request waits up to this long); a batch of a tenth of PYRAMID_BATCH_ROWS goes at once when no insert runs and no other request is on its way"`
 	MaxDecodes          int           `envconfig:"MAX_CONCURRENT_DECODES" default:"16" desc:"write requests decompressed and validated at once, once their body has arrived; more wait (bounds CPU)"`
 	MemoryLimit         int64         `envconfig:"MEMORY_LIMIT" default:"1073741824" desc:"memory pyramid keeps under: half of it bounds request bodies, their decoding and rows waiting for insert (503 beyond), and 90% of it is the Go runtime's soft limit unless GOMEMLIMIT is set"`
 	BodyTimeout         time.Duration `envconfig:"HTTP_BODY_TIMEOUT" default:"1m" desc:"longest a request body may take to arrive (408 beyond)"`
