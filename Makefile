@@ -47,6 +47,9 @@ test:
 bench:
 	bash deploy/test.sh bench
 
+# The load generator's 10M samples into pyramid (with direct inserts of the same rows) and into
+# Prometheus 2.42's own remote-write receiver, interleaved, BENCH_RUNS (3) pairs, then the
+# medians and ratios.
 bench-load: build
 	bash deploy/install.sh
 	bash deploy/bench-load.sh

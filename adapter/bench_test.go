@@ -96,45 +96,39 @@ func BenchmarkDecodeValidate(b *testing.B) {
 		b.ReportMetric(samples*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
 	})
 	// As the handler runs: Prometheus sends each series again at every scrape, in the same
-	// bytes, so the label cache knows all but the first request's entries.
-	b.Run("decode+validate-label-cache", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(int64(len(raw)))
-		cache, known := newSeriesCache(1<<20), newLabelCache(1<<20)
-		for b.Loop() {
-			r, err := decodeWriteRequest(body, 1<<30, protoWriteV1, nil, known, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			var batch Batch
-			v := validator{cache: cache, labels: known, accept: anyTime()}
-			if verr := v.toBatch(r, &batch); verr != nil {
-				b.Fatal(verr)
-			}
-			cache.add(batch.Series)
+	// bytes, so the label cache knows all but the first request's entries; and then with
+	// the request's buffers reused too, as the handler reuses them.
+	for _, reuse := range []bool{false, true} {
+		name := "decode+validate-label-cache"
+		if reuse {
+			name += "-reused-buffers"
 		}
-		b.ReportMetric(samples*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
-	})
-	// And with the request's buffers reused, as the handler reuses them.
-	b.Run("decode+validate-label-cache-reused-buffers", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(int64(len(raw)))
-		cache, known, bufs := newSeriesCache(1<<20), newLabelCache(1<<20), &decodeBuffers{}
-		for b.Loop() {
-			r, err := decodeWriteRequest(body, 1<<30, protoWriteV1, nil, known, bufs)
-			if err != nil {
-				b.Fatal(err)
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(raw)))
+			cache, known := newSeriesCache(1<<20), newLabelCache(1<<20)
+			var bufs *decodeBuffers
+			if reuse {
+				bufs = &decodeBuffers{}
 			}
-			var batch Batch
-			v := validator{cache: cache, labels: known, accept: anyTime()}
-			if verr := v.toBatch(r, &batch); verr != nil {
-				b.Fatal(verr)
+			for b.Loop() {
+				r, err := decodeWriteRequest(body, 1<<30, protoWriteV1, nil, known, bufs)
+				if err != nil {
+					b.Fatal(err)
+				}
+				var batch Batch
+				v := validator{cache: cache, labels: known, accept: anyTime()}
+				if verr := v.toBatch(r, &batch); verr != nil {
+					b.Fatal(verr)
+				}
+				cache.add(batch.Series)
+				if reuse {
+					r.release()
+				}
 			}
-			cache.add(batch.Series)
-			r.release()
-		}
-		b.ReportMetric(samples*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
-	})
+			b.ReportMetric(samples*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
+		})
+	}
 }
 
 // validateInto validates r as the handler does and records its series as catalogued, as a
