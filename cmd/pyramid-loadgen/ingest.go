@@ -42,8 +42,14 @@ type ingestResult struct {
 	EndToEndMaxMs float64    `json:"end_to_end_max_ms"`
 	Pyramid       *procStats `json:"pyramid,omitempty"`
 	Prometheus    *procStats `json:"prometheus,omitempty"`
-	ClickHouse    *procStats `json:"clickhouse,omitempty"`
-	LoadgenCPUSec float64    `json:"loadgen_cpu_seconds"`
+	// RollupsCaughtUpSeconds is how long after the ingest pyramid's materializer had
+	// computed every settled unit (-wait-rollups); the *WithRollups figures run from the
+	// ingest's start until then.
+	RollupsCaughtUpSeconds float64    `json:"rollups_caught_up_seconds,omitempty"`
+	PyramidWithRollups     *procStats `json:"pyramid_with_rollups,omitempty"`
+	ClickHouseWithRollups  *procStats `json:"clickhouse_with_rollups,omitempty"`
+	ClickHouse             *procStats `json:"clickhouse,omitempty"`
+	LoadgenCPUSec          float64    `json:"loadgen_cpu_seconds"`
 }
 
 // procStats are /proc figures of another process over the timed phase.
@@ -119,6 +125,7 @@ func selfCPUSeconds() float64 {
 
 // procWatcher samples a process's VmRSS until stopped.
 type procWatcher struct {
+	mu       sync.Mutex // guards stats.MaxRSSKiB while watching
 	stats    procStats
 	cpuStart float64
 	stop     chan struct{}
@@ -143,7 +150,9 @@ func watchProc(pid int, every time.Duration) (*procWatcher, error) {
 				return
 			case <-t.C:
 				if rss, err := procStatusKiB(pid, "VmRSS"); err == nil {
+					w.mu.Lock()
 					w.stats.MaxRSSKiB = max(w.stats.MaxRSSKiB, rss)
+					w.mu.Unlock()
 				}
 			}
 		}
@@ -151,21 +160,35 @@ func watchProc(pid int, every time.Duration) (*procWatcher, error) {
 	return w, nil
 }
 
+// snapshot returns the figures so far and keeps watching.
+func (w *procWatcher) snapshot() *procStats {
+	w.mu.Lock()
+	st := w.stats
+	w.mu.Unlock()
+	w.read(&st)
+	return &st
+}
+
 func (w *procWatcher) finish() *procStats {
 	close(w.stop)
 	<-w.done
-	pid := w.stats.PID
+	w.read(&w.stats)
+	return &w.stats
+}
+
+// read completes st with the process's figures now.
+func (w *procWatcher) read(st *procStats) {
+	pid := st.PID
 	if rss, err := procStatusKiB(pid, "VmRSS"); err == nil {
-		w.stats.EndRSSKiB = rss
-		w.stats.MaxRSSKiB = max(w.stats.MaxRSSKiB, rss)
+		st.EndRSSKiB = rss
+		st.MaxRSSKiB = max(st.MaxRSSKiB, rss)
 	}
 	if hwm, err := procStatusKiB(pid, "VmHWM"); err == nil {
-		w.stats.VmHWMKiB = hwm
+		st.VmHWMKiB = hwm
 	}
 	if cpu, err := procCPUSeconds(pid); err == nil {
-		w.stats.CPUSeconds = cpu - w.cpuStart
+		st.CPUSeconds = cpu - w.cpuStart
 	}
-	return &w.stats
 }
 
 // ---- HTTP -------------------------------------------------------------------------------

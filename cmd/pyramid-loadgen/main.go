@@ -70,6 +70,9 @@ type options struct {
 	directWorkers      int
 	rawRetention       time.Duration
 	receiver           string
+	waitRollups        bool
+	rollupWidth        time.Duration
+	rollupSettle       time.Duration
 	pyramidPID         int
 	prometheusPID      int
 	clickhousePID      int
@@ -116,6 +119,9 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.DurationVar(&o.rawRetention, "raw-retention", 720*time.Hour, "raw retention the direct database is migrated with (the raw tier of pyramid's PYRAMID_TIERS)")
 	fs.StringVar(&o.receiver, "receiver", receiverPyramid, `what -url is: "pyramid", or "prometheus" (a Prometheus with --web.enable-remote-write-receiver: the ingest phase only, nothing read from ClickHouse)`)
 	fs.IntVar(&o.pyramidPID, "pyramid-pid", 0, "pyramid's pid, for peak RSS (VmHWM, sampled VmRSS) and CPU time")
+	fs.BoolVar(&o.waitRollups, "wait-rollups", true, "after the ingest, also measure until pyramid's materializer has computed every settled unit, so that the rollup work of the ingested samples is counted whenever its cycles fall (at most -settle-timeout)")
+	fs.DurationVar(&o.rollupWidth, "rollup-width", time.Hour, "pyramid's work-unit width, its coarsest tier (PYRAMID_TIERS)")
+	fs.DurationVar(&o.rollupSettle, "rollup-settle", time.Minute, "pyramid's PYRAMID_ROLLUP_SETTLE")
 	fs.IntVar(&o.prometheusPID, "prometheus-pid", 0, "with -receiver prometheus: Prometheus's pid, for its peak RSS and CPU time")
 	fs.IntVar(&o.clickhousePID, "clickhouse-pid", 0, "clickhouse-server's pid, for its RSS and CPU time (optional)")
 	fs.BoolVar(&o.skipDirect, "skip-direct", false, "skip the direct-insert phase")
@@ -549,14 +555,30 @@ func phaseIngest(ctx context.Context, o options, p *plan, name string, keep func
 	cpu0 := selfCPUSeconds()
 	err = runSenders(ctx, s, o.concurrency, next, ir)
 	ir.LoadgenCPUSec = selfCPUSeconds() - cpu0
+	if err == nil && o.receiver == receiverPyramid && o.waitRollups && conn != nil && pw != nil && cw != nil {
+		ir.Pyramid, ir.ClickHouse = pw.snapshot(), cw.snapshot()
+		t0 := time.Now()
+		// Without the figures until the rollups caught up, the run still has the ingest's.
+		if err := waitRollups(ctx, conn, o, logger); err != nil {
+			logger.Warn("no figures until the rollups caught up", "err", err)
+		} else {
+			ir.RollupsCaughtUpSeconds = time.Since(t0).Seconds()
+			ir.PyramidWithRollups, ir.ClickHouseWithRollups = pw.finish(), cw.finish()
+			pw, cw = nil, nil
+		}
+	}
 	if pw != nil {
-		ir.Pyramid = pw.finish()
+		if st := pw.finish(); ir.Pyramid == nil {
+			ir.Pyramid = st
+		}
 	}
 	if mw != nil {
 		ir.Prometheus = mw.finish()
 	}
 	if cw != nil {
-		ir.ClickHouse = cw.finish()
+		if st := cw.finish(); ir.ClickHouse == nil {
+			ir.ClickHouse = st
+		}
 	}
 	if err != nil {
 		return ir, err
@@ -564,6 +586,35 @@ func phaseIngest(ctx context.Context, o options, p *plan, name string, keep func
 	logger.Info("ingest done", "series", ir.Series, "samples", ir.Samples, "histograms", ir.Histograms, "seconds", fmt.Sprintf("%.1f", ir.WallSeconds),
 		"rows_per_sec", fmt.Sprintf("%.0f", ir.SamplesPerSec+ir.HistogramsPerSec))
 	return ir, nil
+}
+
+// waitRollups waits until pyramid's materializer has computed every unit that has settled,
+// polling the units pending in pyramid's database, for at most -settle-timeout.
+func waitRollups(ctx context.Context, conn driver.Conn, o options, logger *slog.Logger) error {
+	st, err := openStore(conn, o.database, logger)
+	if err != nil {
+		return err
+	}
+	width := o.rollupWidth.Milliseconds()
+	deadline := time.Now().Add(o.settleTimeout)
+	for {
+		latest := time.Now().Add(-o.rollupSettle).UnixMilli() - width
+		pending, err := st.PendingUnits(ctx, width, -1<<62, latest, 1)
+		if err != nil {
+			return fmt.Errorf("wait for rollups: %w", err)
+		}
+		if len(pending) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("rollups not caught up %s after the ingest: units from %s still pending", o.settleTimeout, time.UnixMilli(pending[0].Start).UTC())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // phaseDirect inserts the rows of the series keep selects straight into the direct
@@ -715,6 +766,11 @@ func printIngest(tw io.Writer, c *config, in *ingestResult) {
 	printProc(tw, "pyramid", in.Pyramid, in.WallSeconds, rows)
 	printProc(tw, "prometheus", in.Prometheus, in.WallSeconds, rows)
 	printProc(tw, "clickhouse", in.ClickHouse, in.WallSeconds, rows)
+	if in.PyramidWithRollups != nil {
+		fmt.Fprintf(tw, "  rollups\tcaught up %.1f s after the ingest; from the ingest's start until then:\n", in.RollupsCaughtUpSeconds)
+		printProc(tw, "  pyramid", in.PyramidWithRollups, in.WallSeconds+in.RollupsCaughtUpSeconds, rows)
+		printProc(tw, "  clickhouse", in.ClickHouseWithRollups, in.WallSeconds+in.RollupsCaughtUpSeconds, rows)
+	}
 	fmt.Fprintf(tw, "  loadgen\tCPU %.1f s = %.2f cores\n", in.LoadgenCPUSec, in.LoadgenCPUSec/in.WallSeconds)
 }
 

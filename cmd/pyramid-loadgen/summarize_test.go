@@ -45,16 +45,24 @@ func TestFigures(t *testing.T) {
 	}}
 	f, ok := figures(py)
 	// pyramid and its ClickHouse: 4 CPU s for 2 M samples; RSS is pyramid's alone.
-	want := runFigures{samplesPerSec: 500_000, cpuPerMillion: 2, peakRSSMiB: 150, latencyP99Ms: 120, ingestToDirect: 0.3}
+	want := runFigures{samplesPerSec: 500_000, cpuPerMillion: 2, cpuWithRollups: 2, peakRSSMiB: 150, latencyP99Ms: 120, ingestToDirect: 0.3}
 	if !ok || f != want {
 		t.Errorf("pyramid figures = %+v, %v; want %+v", f, ok, want)
+	}
+	// Measured until the rollups caught up: 5 + 3 CPU s for 2 M samples, and the peak then.
+	py.Ingest.PyramidWithRollups = &procStats{CPUSeconds: 5, VmHWMKiB: 200 * 1024}
+	py.Ingest.ClickHouseWithRollups = &procStats{CPUSeconds: 3}
+	f, _ = figures(py)
+	want.cpuWithRollups, want.peakRSSMiB = 4, 200
+	if f != want {
+		t.Errorf("pyramid figures with rollups = %+v; want %+v", f, want)
 	}
 	pm := &result{Receiver: receiverPrometheus, Ingest: &ingestResult{
 		Samples: 1_000_000, SamplesPerSec: 400_000,
 		Prometheus: &procStats{CPUSeconds: 3.5, VmHWMKiB: 512 * 1024},
 	}}
 	f, ok = figures(pm)
-	want = runFigures{samplesPerSec: 400_000, cpuPerMillion: 3.5, peakRSSMiB: 512}
+	want = runFigures{samplesPerSec: 400_000, cpuPerMillion: 3.5, cpuWithRollups: 3.5, peakRSSMiB: 512}
 	if !ok || f != want {
 		t.Errorf("prometheus figures = %+v, %v; want %+v", f, ok, want)
 	}
