@@ -45,13 +45,11 @@ type decodeBuffers struct {
 }
 
 // release hands r's arenas, as they have grown, back to the decodeBuffers they came
-// from and returns it. Nothing may use r, or anything that refers into its body or
-// arenas, afterwards.
-func (r *wireRequest) release() *decodeBuffers {
+// from. Nothing may use r, or anything that refers into its body or arenas, afterwards.
+func (r *wireRequest) release() {
 	b := r.bufs
 	b.samples, b.labels, b.series = r.samples[:0], r.labels[:0], r.series[:0]
 	*r = wireRequest{}
-	return b
 }
 
 // wireSeries locates one TimeSeries' labels, samples and histograms in the request's
