@@ -148,6 +148,21 @@ func (g ddl) samplesTTL(retentionDays int) string {
 	return fmt.Sprintf("\nTTL toDateTime(intDiv(ts, 1000)) + INTERVAL %d DAY\nSETTINGS ttl_only_drop_parts = 1", retentionDays)
 }
 
+// samplesTail is the raw samples table's clauses after ORDER BY: its TTL where the server
+// has one, and its settings.
+//
+// A day of one series at 15 s is 5,760 rows, less than ClickHouse's default granule of
+// 8,192, so a read of the last minutes or hours of many series touches every granule of
+// the day's partition. Smaller granules let such reads skip the rest of each series' day.
+func (g ddl) samplesTail(cfg Config) string {
+	setting := fmt.Sprintf("index_granularity = %d", cfg.samplesGranularity())
+	ttl := g.samplesTTL(cfg.retentionDays())
+	if ttl == "" {
+		return "\nSETTINGS " + setting
+	}
+	return ttl + ", " + setting
+}
+
 // initial is migration 1: raw samples, the series catalogue with its label index, and
 // metric metadata.
 func (g ddl) initial(cfg Config) []string {
@@ -171,7 +186,7 @@ func (g ddl) initial(cfg Config) []string {
 		engine: "ReplacingMergeTree",
 		clauses: fmt.Sprintf(`
 PARTITION BY intDiv(ts, %d)
-ORDER BY (target, fingerprint, ts)%s`, DayMillis, g.samplesTTL(cfg.retentionDays())),
+ORDER BY (target, fingerprint, ts)%s`, DayMillis, g.samplesTail(cfg)),
 		shardKey: "target",
 	})...)
 

@@ -67,6 +67,10 @@ func TestConfigValidate(t *testing.T) {
 		{Config{Database: "p-q", RawRetention: day}, false},
 		{Config{Database: "p", RawRetention: -day}, false},
 		{Config{Database: "p", RawRetention: 36 * time.Hour}, false},
+		{Config{Database: "p", SamplesGranularity: 8192}, true},
+		{Config{Database: "p", SamplesGranularity: 65536}, true},
+		{Config{Database: "p", SamplesGranularity: 65537}, false},
+		{Config{Database: "p", SamplesGranularity: -1}, false},
 	} {
 		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
 			t.Errorf("Validate(%+v) = %v, want ok=%v", tc.cfg, err, tc.ok)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
@@ -218,6 +219,31 @@ func TestUnitRanges(t *testing.T) {
 	} {
 		if got := unitRanges(w, tc.starts); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s: unitRanges = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	ok := Config{Database: "pyramid", TierRefresh: time.Minute}
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		ok   bool
+	}{
+		{"defaults", func(*Config) {}, true},
+		{"no database", func(c *Config) { c.Database = "" }, false},
+		{"negative lookback", func(c *Config) { c.Lookback = -time.Second }, false},
+		{"no tier refresh", func(c *Config) { c.TierRefresh = 0 }, false},
+		{"cache rows", func(c *Config) { c.CacheRows = 8 << 20 }, true},
+		{"negative cache rows", func(c *Config) { c.CacheRows = -1 }, false},
+		{"tiers out of order", func(c *Config) {
+			c.Tiers = []rollup.Tier{{Name: "raw"}, {Name: "1h", Resolution: time.Hour}, {Name: "5m", Resolution: 5 * time.Minute}}
+		}, false},
+	} {
+		cfg := ok
+		tc.edit(&cfg)
+		if err := cfg.Validate(); (err == nil) != tc.ok {
+			t.Errorf("%s: Validate() = %v, want ok=%v", tc.name, err, tc.ok)
 		}
 	}
 }

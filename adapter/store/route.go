@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/prometheus/prometheus/storage"
 
 	"github.com/pyramid-metrics/pyramid/rollup"
@@ -169,6 +170,7 @@ func (s *Store) countSegments(p *Plan, series int) {
 // fetch fills in the samples of batch, charging them against *left, the remaining sample
 // budget. It returns how many rows it read, which sizes the next batch.
 func (s *Store) fetch(ctx context.Context, p *Plan, batch []*selected, left *int) (int, error) {
+	ctx = s.cacheReads(ctx)
 	// Histograms are read alongside the floats, on a connection of their own, so that
 	// series without any cost one query's wait only once; a routed plan reads them from
 	// the same tiers as the floats (routedHistograms).
@@ -213,6 +215,19 @@ func (s *Store) fetch(ctx context.Context, p *Plan, batch []*selected, left *int
 	*left -= n
 	s.m.samples.Add(float64(n))
 	return rows, nil
+}
+
+// cacheReads makes the reads under ctx use ClickHouse's uncompressed cache up to
+// Config.CacheRows rows. It replaces any settings ctx already carries, which clickhouse-go
+// gives no way to merge; the read path sets none.
+func (s *Store) cacheReads(ctx context.Context) context.Context {
+	if s.cfg.CacheRows == 0 {
+		return ctx
+	}
+	return clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
+		"use_uncompressed_cache":           1,
+		"merge_tree_max_rows_to_use_cache": s.cfg.CacheRows,
+	}))
 }
 
 // seriesPoints collects one series' output over a routed selection's segments.

@@ -31,6 +31,13 @@ type Config struct {
 	// TierRefresh is how long routing trusts what it last learnt of the time range each tier
 	// holds. Longer saves a few small queries; shorter uses fresh rollups sooner.
 	TierRefresh time.Duration
+	// CacheRows is the most rows a samples or rollup read may scan and still keep the
+	// blocks it decompresses in ClickHouse's uncompressed cache (use_uncompressed_cache,
+	// merge_tree_max_rows_to_use_cache). Dashboards re-read the same recent windows, and a
+	// cached block skips decompression, the largest part of ClickHouse's work on them; the
+	// server's own limit (about a million rows) leaves out a day of a few hundred series.
+	// 0 leaves the server's settings.
+	CacheRows int
 	// Now is the clock raw retention is counted from when routing; nil is time.Now.
 	Now func() time.Time
 }
@@ -44,6 +51,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("lookback %s must not be negative", c.Lookback)
 	case c.TierRefresh <= 0:
 		return fmt.Errorf("tier refresh %s must be positive", c.TierRefresh)
+	case c.CacheRows < 0:
+		return fmt.Errorf("cache rows %d must not be negative", c.CacheRows)
 	}
 	if len(c.Tiers) > 0 {
 		if err := rollup.ValidateTiers(c.Tiers); err != nil {

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
@@ -27,6 +29,7 @@ import (
 // fixture is the same data in pyramid's tables and in a Prometheus TSDB, the reference.
 type fixture struct {
 	st    *store.Store
+	db    string
 	tsdb  *teststorage.TestStorage
 	start int64 // the first sample, ms
 	end   int64 // the last sample, ms
@@ -79,7 +82,12 @@ const steps = 480 // Two hours at 15 s.
 
 func newFixture(t *testing.T, cfg store.Config) *fixture {
 	t.Helper()
-	conn := schematest.Conn(t)
+	return newFixtureOn(t, schematest.Conn(t), cfg)
+}
+
+// newFixtureOn is newFixture over a connection of the test's own.
+func newFixtureOn(t *testing.T, conn driver.Conn, cfg store.Config) *fixture {
+	t.Helper()
 	db := schematest.Database(t, conn, 0).Database
 	cfg.Database = db
 	if cfg.TierRefresh == 0 {
@@ -93,7 +101,7 @@ func newFixture(t *testing.T, cfg store.Config) *fixture {
 	t.Cleanup(func() { ts.Close() })
 	// Samples end a little before now, so that no window reaches past the catalogue.
 	start := (time.Now().Add(-3*time.Hour).UnixMilli() / 15_000) * 15_000
-	f := &fixture{st: st, tsdb: ts, start: start, end: start + (steps-1)*15_000}
+	f := &fixture{st: st, db: db, tsdb: ts, start: start, end: start + (steps-1)*15_000}
 	insert(t, st, ts, start)
 	return f
 }
@@ -354,5 +362,68 @@ func TestEstimate(t *testing.T) {
 		if e.Samples() != l.Series*l.PointsPerSeries {
 			t.Errorf("%v: total %d, want series x points = %d", tc.ms, e.Samples(), l.Series*l.PointsPerSeries)
 		}
+	}
+}
+
+// TestReadsUseUncompressedCache reads a selection through stores with and without
+// Config.CacheRows, as deploy/clickhouse/users.xml's query_logged user whose queries land in
+// system.query_log, and checks the settings each samples read ran with there.
+func TestReadsUseUncompressedCache(t *testing.T) {
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr: []string{schematest.Addr(t)}, Auth: clickhouse.Auth{Username: "query_logged"}, DialTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name      string
+		cacheRows int
+		want      string // the samples read's settings, as the log lists them
+	}{
+		{"cache", 123_456, "merge_tree_max_rows_to_use_cache=123456 use_uncompressed_cache=1"},
+		{"server_settings", 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixtureOn(t, conn, store.Config{CacheRows: tc.cacheRows})
+			q := f.st.Querier(f.start, f.end, store.Options{})
+			ss := q.Select(ctx, true, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "temperature"))
+			n := 0
+			for ss.Next() {
+				n++
+			}
+			if err := ss.Err(); err != nil || n != 2 {
+				t.Fatalf("read %d series, %v; want 2", n, err)
+			}
+			if err := conn.Exec(ctx, "SYSTEM FLUSH LOGS"); err != nil {
+				t.Fatal(err)
+			}
+			db := f.db
+			var got []string
+			rows, err := conn.Query(ctx, "SELECT arrayStringConcat(arraySort(arrayFilter(s -> s LIKE '%cache%', arrayMap((n, v) -> concat(n, '=', v),"+
+				" Settings.Names, Settings.Values))), ' ') FROM system.query_log WHERE type = 2 AND query LIKE ?", "%FROM "+db+".samples %")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var s string
+				if err := rows.Scan(&s); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, s)
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if len(got) == 0 {
+				t.Fatalf("no samples read of %s in system.query_log", db)
+			}
+			for _, s := range got {
+				if s != tc.want {
+					t.Errorf("a samples read ran with %q, want %q", s, tc.want)
+				}
+			}
+		})
 	}
 }

@@ -38,6 +38,7 @@ type config struct {
 	ClickHousePassword  string        `envconfig:"CLICKHOUSE_PASSWORD" default:"" desc:"ClickHouse password"`
 	ClickHouseDial      time.Duration `envconfig:"CLICKHOUSE_DIAL_TIMEOUT" default:"5s" desc:"timeout for connecting to ClickHouse"`
 	ClickHouseConns     int           `envconfig:"CLICKHOUSE_MAX_CONNS" default:"16" desc:"maximum open ClickHouse connections"`
+	SamplesGranularity  int           `envconfig:"SAMPLES_INDEX_GRANULARITY" default:"1024" desc:"index_granularity of the raw samples table when pyramid creates it (an existing table keeps its own); rows per primary-index mark"`
 	Tiers               string        `envconfig:"TIERS" default:"raw:30d,5m:365d,1h:0" desc:"resolution tiers as name:retention (raw first; 0 keeps forever); raw retention in whole days"`
 	RollupInterval      time.Duration `envconfig:"ROLLUP_INTERVAL" default:"15s" desc:"how often rollups of buckets that received samples are recomputed"`
 	RollupSettle        time.Duration `envconfig:"ROLLUP_SETTLE" default:"1m" desc:"how long after a bucket ends its rollups are first computed"`
@@ -65,6 +66,7 @@ type config struct {
 	ReadRollups         bool          `envconfig:"READ_ROLLUPS" default:"true" desc:"route remote reads to rollup tiers by step and function; false reads raw samples only"`
 	ReadLookback        time.Duration `envconfig:"READ_LOOKBACK" default:"5m" desc:"the clients' --query.lookback-delta; selectors without a range read no tier coarser than this"`
 	ReadTierRefresh     time.Duration `envconfig:"READ_TIER_REFRESH" default:"30s" desc:"how often reads relearn which time range each tier holds"`
+	ReadCacheRows       int           `envconfig:"READ_CACHE_ROWS" default:"8388608" desc:"reads scanning at most this many rows keep what ClickHouse decompresses in its uncompressed cache; 0 leaves the server's settings"`
 	QueryLookback       time.Duration `envconfig:"QUERY_LOOKBACK_DELTA" default:"5m" desc:"PromQL API: how far back an instant selector looks for a sample (Prometheus's --query.lookback-delta); a request's lookback_delta overrides it"`
 	QueryMaxSamples     int           `envconfig:"QUERY_MAX_SAMPLES" default:"50000000" desc:"PromQL API: samples one query may read, estimated before it runs (422 beyond, without reading), and hold in the engine (Prometheus's --query.max-samples)"`
 	QueryTimeout        time.Duration `envconfig:"QUERY_TIMEOUT" default:"2m" desc:"PromQL API: longest evaluation, waiting for a slot included; a request's timeout can only shorten it"`
@@ -110,7 +112,7 @@ func (c config) adapterConfig() adapter.Config {
 func (c config) storeConfig() store.Config {
 	return store.Config{
 		Database: c.ClickHouseDatabase, Cluster: c.ClickHouseCluster, Tiers: c.tiers, Rollups: c.ReadRollups,
-		Lookback: c.ReadLookback, TierRefresh: c.ReadTierRefresh,
+		Lookback: c.ReadLookback, TierRefresh: c.ReadTierRefresh, CacheRows: c.ReadCacheRows,
 	}
 }
 
@@ -141,7 +143,8 @@ func (c config) apiConfig() api.Config {
 }
 
 func (c config) schemaConfig() schema.Config {
-	return schema.Config{Database: c.ClickHouseDatabase, RawRetention: c.rawRetention(), Cluster: c.ClickHouseCluster}
+	return schema.Config{Database: c.ClickHouseDatabase, RawRetention: c.rawRetention(), Cluster: c.ClickHouseCluster,
+		SamplesGranularity: c.SamplesGranularity}
 }
 
 // clickhouseSettings are the settings of every query pyramid sends. On a cluster an insert

@@ -15,7 +15,8 @@ CREATE TABLE IF NOT EXISTS pyramid.samples_local ON CLUSTER pyramid (
     value Float64
 ) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/pyramid/samples', '{replica}')
 PARTITION BY intDiv(ts, 86400000)
-ORDER BY (target, fingerprint, ts);
+ORDER BY (target, fingerprint, ts)
+SETTINGS index_granularity = 1024;
 
 CREATE TABLE IF NOT EXISTS pyramid.samples ON CLUSTER pyramid AS pyramid.samples_local ENGINE = Distributed(pyramid, pyramid, samples_local, target);
 

@@ -15,7 +15,8 @@ CREATE TABLE IF NOT EXISTS pyramid.samples (
     value Float64
 ) ENGINE = ReplacingMergeTree
 PARTITION BY intDiv(ts, 86400000)
-ORDER BY (target, fingerprint, ts);
+ORDER BY (target, fingerprint, ts)
+SETTINGS index_granularity = 1024;
 
 CREATE TABLE IF NOT EXISTS pyramid.series (
     fingerprint UInt64,

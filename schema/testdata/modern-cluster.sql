@@ -17,7 +17,7 @@ CREATE TABLE IF NOT EXISTS pyramid.samples_local ON CLUSTER pyramid (
 PARTITION BY intDiv(ts, 86400000)
 ORDER BY (target, fingerprint, ts)
 TTL toDateTime(intDiv(ts, 1000)) + INTERVAL 30 DAY
-SETTINGS ttl_only_drop_parts = 1;
+SETTINGS ttl_only_drop_parts = 1, index_granularity = 1024;
 
 CREATE TABLE IF NOT EXISTS pyramid.samples ON CLUSTER pyramid AS pyramid.samples_local ENGINE = Distributed(pyramid, pyramid, samples_local, target);
 

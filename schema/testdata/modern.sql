@@ -17,7 +17,7 @@ CREATE TABLE IF NOT EXISTS pyramid.samples (
 PARTITION BY intDiv(ts, 86400000)
 ORDER BY (target, fingerprint, ts)
 TTL toDateTime(intDiv(ts, 1000)) + INTERVAL 30 DAY
-SETTINGS ttl_only_drop_parts = 1;
+SETTINGS ttl_only_drop_parts = 1, index_granularity = 1024;
 
 CREATE TABLE IF NOT EXISTS pyramid.series (
     fingerprint UInt64,
