@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/tsdb/chunks"
 
 	"github.com/pyramid-metrics/pyramid/rollup"
 )
@@ -245,5 +248,88 @@ func TestConfigValidate(t *testing.T) {
 		if err := cfg.Validate(); (err == nil) != tc.ok {
 			t.Errorf("%s: Validate() = %v, want ok=%v", tc.name, err, tc.ok)
 		}
+	}
+}
+
+// TestFloatIteratorMatchesListIterator drives floatIterator and storage's list iterator
+// over the same samples with the same calls, hand-picked and random, and requires the
+// same answers.
+func TestFloatIteratorMatchesListIterator(t *testing.T) {
+	type op struct {
+		seek bool
+		t    int64
+	}
+	next := op{}
+	seek := func(t int64) op { return op{true, t} }
+	ts := []int64{10, 20, 30, 40, 50}
+	cases := []struct {
+		name string
+		ts   []int64
+		ops  []op
+	}{
+		{"empty next", nil, []op{next, next}},
+		{"empty seek", nil, []op{seek(0), next}},
+		{"next through the end", ts, []op{next, next, next, next, next, next, next}},
+		{"seek before the first", ts, []op{seek(-5), next}},
+		{"seek onto a sample", ts, []op{seek(30), next, seek(40)}},
+		{"seek between samples", ts, []op{seek(31), seek(31), next}},
+		{"seek never goes back", ts, []op{seek(45), seek(10), next}},
+		{"seek past the last", ts, []op{seek(51), next, seek(0)}},
+		{"seek to the last", ts, []op{next, seek(50), next, seek(50)}},
+		{"next then seek behind", ts, []op{next, next, next, seek(15)}},
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for n := range 200 {
+		var rts []int64
+		for t := int64(r.IntN(3)); len(rts) < r.IntN(12); t += 1 + int64(r.IntN(4)) {
+			rts = append(rts, t)
+		}
+		var ops []op
+		for range 1 + r.IntN(15) {
+			if r.IntN(2) == 0 {
+				ops = append(ops, next)
+			} else {
+				ops = append(ops, seek(int64(r.IntN(40))-3))
+			}
+		}
+		cases = append(cases, struct {
+			name string
+			ts   []int64
+			ops  []op
+		}{fmt.Sprintf("random %d", n), rts, ops})
+	}
+	for _, tc := range cases {
+		values := make([]float64, len(tc.ts))
+		list := make(chunks.SampleSlice, len(tc.ts))
+		for i, t := range tc.ts {
+			values[i] = float64(t) * 1.5
+			list[i] = &floatSample{t: t, f: values[i]}
+		}
+		got := (&series{ts: tc.ts, values: values}).Iterator(nil)
+		want := storage.NewListSeriesIterator(list)
+		for k, o := range tc.ops {
+			var g, w chunkenc.ValueType
+			if o.seek {
+				g, w = got.Seek(o.t), want.Seek(o.t)
+			} else {
+				g, w = got.Next(), want.Next()
+			}
+			if g != w {
+				t.Fatalf("%s: call %d (%+v) gave %v, want %v", tc.name, k, o, g, w)
+			}
+			if g == chunkenc.ValNone {
+				continue
+			}
+			gt, gv := got.At()
+			wt, wv := want.At()
+			if gt != wt || gv != wv || got.AtT() != wt {
+				t.Fatalf("%s: after call %d (%+v) at (%d, %g), want (%d, %g)", tc.name, k, o, gt, gv, wt, wv)
+			}
+		}
+	}
+	// A float iterator passed back is reused.
+	it := (&series{ts: ts, values: make([]float64, len(ts))}).Iterator(nil)
+	if again := (&series{ts: ts[:2], values: make([]float64, 2)}).Iterator(it); again != it || again.Next() != chunkenc.ValFloat {
+		t.Error("Iterator did not reuse the float iterator it was given, or reset it")
 	}
 }

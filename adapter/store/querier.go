@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -289,15 +290,74 @@ type series selected
 
 func (s *series) Labels() labels.Labels { return s.labels }
 
-// Iterator returns Prometheus's list iterator over the samples. (A hand-written iterator
-// would need a method named Seek with another signature than io.Seeker's, which go vet
-// refuses.)
-func (s *series) Iterator(chunkenc.Iterator) chunkenc.Iterator {
+// Iterator returns an iterator over the samples: floatIterator over a series of floats
+// only, reusing it when it is one, and Prometheus's list iterator over floats and
+// histograms merged.
+func (s *series) Iterator(it chunkenc.Iterator) chunkenc.Iterator {
 	if len(s.hists) == 0 {
-		return storage.NewListSeriesIterator(&sampleView{ts: s.ts, values: s.values})
+		fi, ok := it.(*floatIterator[int64])
+		if !ok {
+			fi = &floatIterator[int64]{}
+		}
+		*fi = floatIterator[int64]{ts: s.ts, values: s.values, i: -1}
+		return fi
 	}
 	return storage.NewListSeriesIterator(mergeSamples(s.ts, s.values, s.hists))
 }
+
+// floatIterator is a chunkenc.Iterator over float samples held as two slices, as
+// storage's list iterator walks them but without three interface calls per sample, which
+// PromQL's range functions pay for every sample of every window.
+//
+// T is always int64. Seek's parameter is a type parameter only because go vet requires a
+// method named Seek(int64) to have io.Seeker's signature; chunkenc.Iterator's is another.
+type floatIterator[T ~int64] struct {
+	ts     []int64
+	values []float64
+	i      int // the current sample; -1 before the first Next or Seek
+}
+
+func (it *floatIterator[T]) Next() chunkenc.ValueType {
+	if it.i < len(it.ts) {
+		it.i++
+	}
+	if it.i == len(it.ts) {
+		return chunkenc.ValNone
+	}
+	return chunkenc.ValFloat
+}
+
+// Seek moves to the first sample at or after t, never backwards.
+func (it *floatIterator[T]) Seek(t T) chunkenc.ValueType {
+	if it.i == -1 {
+		it.i = 0
+	}
+	if it.i == len(it.ts) {
+		return chunkenc.ValNone
+	}
+	if it.ts[it.i] < int64(t) {
+		rest := it.ts[it.i:]
+		it.i += sort.Search(len(rest), func(k int) bool { return rest[k] >= int64(t) })
+		if it.i == len(it.ts) {
+			return chunkenc.ValNone
+		}
+	}
+	return chunkenc.ValFloat
+}
+
+func (it *floatIterator[T]) At() (int64, float64) { return it.ts[it.i], it.values[it.i] }
+
+func (it *floatIterator[T]) AtHistogram(*histogram.Histogram) (int64, *histogram.Histogram) {
+	return it.ts[it.i], nil
+}
+
+func (it *floatIterator[T]) AtFloatHistogram(*histogram.FloatHistogram) (int64, *histogram.FloatHistogram) {
+	return it.ts[it.i], nil
+}
+
+func (it *floatIterator[T]) AtT() int64  { return it.ts[it.i] }
+func (it *floatIterator[T]) AtST() int64 { return 0 }
+func (it *floatIterator[T]) Err() error  { return nil }
 
 // mergeSamples lists floats and histograms (at distinct timestamps) in time order.
 func mergeSamples(ts []int64, values []float64, hists []HistogramSample) chunks.SampleSlice {
@@ -334,21 +394,6 @@ func Histograms(s storage.Series) []HistogramSample {
 	}
 	return nil
 }
-
-// sampleView lets storage's list iterator read the slices. Get returns the same sample
-// each time, overwritten: the iterator reads one sample at a time and copies none.
-type sampleView struct {
-	ts     []int64
-	values []float64
-	cur    floatSample
-}
-
-func (v *sampleView) Get(i int) chunks.Sample {
-	v.cur = floatSample{t: v.ts[i], f: v.values[i]}
-	return &v.cur
-}
-
-func (v *sampleView) Len() int { return len(v.ts) }
 
 // floatSample is one float sample as chunks.Sample.
 type floatSample struct {
