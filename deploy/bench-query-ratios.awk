@@ -20,8 +20,10 @@
 	promSide = mem("prometheus")
 	# Prometheus over remote read needs the pyramid that serves it as well.
 	if ("prometheus-pyramid-peak-MiB" in v) promSide = promSide " + " mem("prometheus-pyramid")
-	rows[++n] = sprintf("  %-22s %9.3f %12.3f %9.2fx %7s %4s %12s %22s %12s %9.2g",
-		key, v["pyramid-s/query"], v["prometheus-s/query"], ratio, "<=" goal "x", (ratio <= goal) ? "yes" : "NO",
+	decoded = "-"
+	if (v["prometheus-decoded-s/query"] > 0) decoded = sprintf("%.2fx", v["pyramid-decoded-s/query"] / v["prometheus-decoded-s/query"])
+	rows[++n] = sprintf("  %-22s %9.3f %12.3f %9.2fx %7s %4s %9s %12s %22s %12s %9.2g",
+		key, v["pyramid-s/query"], v["prometheus-s/query"], ratio, "<=" goal "x", (ratio <= goal) ? "yes" : "NO", decoded,
 		mem("pyramid"), promSide, mem("clickhouse"), v["max-rel-diff"])
 	cpu[n] = sprintf("  %-22s %12s %12s %19s %12s", key, ms("pyramid"), ms("prometheus"), ms("prometheus-pyramid"), ms("clickhouse"))
 }
@@ -42,9 +44,10 @@ END {
 	if (n > 0) {
 		print "Seconds per query and peak memory (MiB, VmHWM during the case), pyramid's API against Prometheus 2.42"
 		print "(rollup: reading pyramid through remote read, its MiB + that pyramid's; raw: its own TSDB); same run:"
-		printf "  %-22s %9s %12s %10s %7s %4s %12s %22s %12s %9s\n", "case", "pyramid s", "prometheus s", "ratio", "goal", "met", "pyramid", "prometheus", "clickhouse", "max diff"
+		printf "  %-22s %9s %12s %10s %7s %4s %9s %12s %22s %12s %9s\n", "case", "pyramid s", "prometheus s", "ratio", "goal", "met", "decoded", "pyramid", "prometheus", "clickhouse", "max diff"
 		for (j = 1; j <= n; j++) print rows[j]
-		print "ratio = pyramid / prometheus. MiB: peak (held when the case began). clickhouse serves both sides in the"
+		print "ratio = pyramid / prometheus, each until its whole answer arrived; decoded = the same ratio with the"
+		print "client's decoding of the points added. MiB: peak (held when the case began). clickhouse serves both sides in the"
 		print "rollup case, pyramid alone in the raw one."
 		print ""
 		print "CPU ms per op (one query on each side) of each process:"

@@ -40,8 +40,11 @@ import (
 // untimed pair; the answers must agree (see queryBenchCase.relTol), since timing different
 // answers would be meaningless. Custom metrics:
 //
-//	pyramid-s/query, prometheus-s/query  seconds per query on each side
+//	pyramid-s/query, prometheus-s/query  seconds per query on each side, until the whole
+//	                                     answer has arrived
 //	pyramid/prometheus                   their ratio (below 1: pyramid is faster)
+//	<side>-decoded-s/query               the same with the client's decoding of the
+//	                                     points into Go values added, as slow for both
 //	points/query                         points in the answer
 //	max-rel-diff                         largest relative difference between the answers
 //	<process>-peak-MiB                   peak resident memory (VmHWM, reset before the
@@ -196,10 +199,17 @@ func runQueryBench(b *testing.B, c queryBenchCase, pyr, prom queryBenchSide, che
 			b.Fatalf("read the memory of %s: %v", p.name, err)
 		}
 	}
-	run := func(s queryBenchSide) (promResult, time.Duration) {
+	// A side's time runs until its whole answer has arrived and its envelope says success:
+	// the server's work. Decoding the points into the comparison's structures is the
+	// client's, as slow for both sides, and is reported apart (-decoded-s/query).
+	var pyrDecoded, promDecoded time.Duration
+	run := func(s queryBenchSide, decoded *time.Duration) (promResult, time.Duration) {
 		began := time.Now()
-		got, err := runQuery(ctx, s.url, c.expr, c.mode)
+		path, form := c.mode.params(c.expr)
+		data, err := promAPI(ctx, s.url, path, form)
 		took := time.Since(began)
+		got, err := decodeQuery(data, err)
+		*decoded += time.Since(began)
 		if err != nil {
 			b.Fatalf("%s on %s: %v", c.expr, s.url, err)
 		}
@@ -209,11 +219,11 @@ func runQueryBench(b *testing.B, c queryBenchCase, pyr, prom queryBenchSide, che
 	pair := func(pyrFirst bool) (pyrTime, promTime time.Duration, points int) {
 		var p, q promResult
 		if pyrFirst {
-			p, pyrTime = run(pyr)
-			q, promTime = run(prom)
+			p, pyrTime = run(pyr, &pyrDecoded)
+			q, promTime = run(prom, &promDecoded)
 		} else {
-			q, promTime = run(prom)
-			p, pyrTime = run(pyr)
+			q, promTime = run(prom, &promDecoded)
+			p, pyrTime = run(pyr, &pyrDecoded)
 		}
 		if d := diffWithin(q, p, c.relTol); d != "" {
 			b.Fatalf("%s: pyramid's answer (B) differs from Prometheus's (A):\n%s", c.expr, d)
@@ -227,6 +237,7 @@ func runQueryBench(b *testing.B, c queryBenchCase, pyr, prom queryBenchSide, che
 	// One untimed pair first, so that both sides are measured warm and the answers are known
 	// to agree before anything is timed.
 	_, _, points := pair(true)
+	pyrDecoded, promDecoded = 0, 0
 	runtime.GC()
 	cpuBefore := make([]time.Duration, len(procs))
 	for i, p := range procs {
@@ -264,6 +275,8 @@ func runQueryBench(b *testing.B, c queryBenchCase, pyr, prom queryBenchSide, che
 	b.ReportMetric(pyrS, "pyramid-s/query")
 	b.ReportMetric(promS, "prometheus-s/query")
 	b.ReportMetric(pyrS/promS, "pyramid/prometheus")
+	b.ReportMetric(pyrDecoded.Seconds()/float64(b.N), "pyramid-decoded-s/query")
+	b.ReportMetric(promDecoded.Seconds()/float64(b.N), "prometheus-decoded-s/query")
 	b.ReportMetric(float64(points), "points/query")
 	b.ReportMetric(worst, "max-rel-diff")
 	for i, p := range procs {
