@@ -79,23 +79,31 @@ func TestPrefixEnd(t *testing.T) {
 	}
 }
 
-// TestBatchSizes checks the batch sizes: a small first batch, then batches sized from the
-// samples per series seen so far.
+// TestBatchSizes checks the batch sizes: a first batch sized from the window for a sample a
+// second, then batches sized from the samples per series seen so far.
 func TestBatchSizes(t *testing.T) {
+	const (
+		day   = 86_400_000
+		month = 30 * day
+	)
 	for _, tc := range []struct {
 		name      string
+		windowMs  int64
 		series    int
 		perSeries int
 		want      []int
 	}{
-		{"fewer than a first batch", 5, 100, []int{5}},
-		{"short series fill large batches", 5000, 10, []int{8, 2048, 2048, 896}},
-		{"a day at 15s", 1000, 5760, []int{8, 182, 182, 182, 182, 182, 82}},
-		{"series with more than a batch's samples go one by one", 10, 2 << 20, []int{8, 1, 1}},
-		{"empty series count as one sample", 3000, 0, []int{8, 2048, 944}},
+		{"fewer than a first batch", day, 5, 100, []int{5}},
+		{"short series fill large batches", day, 5000, 10, []int{12, 2048, 2048, 892}},
+		{"a day at 15s", day, 1000, 5760, []int{12, 182, 182, 182, 182, 182, 78}},
+		{"series with more than a batch's samples go one by one", month, 10, 2 << 20, []int{8, 1, 1}},
+		{"empty series count as one sample", day, 3000, 0, []int{12, 2048, 940}},
+		{"an instant query's five minutes in one batch", 300_000, 1000, 20, []int{1000}},
+		{"an hour at 15s", 3_600_000, 500, 240, []int{291, 209}},
+		{"a point in time", 0, 3000, 1, []int{2048, 952}},
 	} {
 		var got []int
-		for lo, size := 0, firstBatch; lo < tc.series; {
+		for lo, size := 0, firstBatchSize(tc.windowMs); lo < tc.series; {
 			hi := min(lo+size, tc.series)
 			got = append(got, hi-lo)
 			size = nextBatchSize((hi-lo)*tc.perSeries, hi-lo)

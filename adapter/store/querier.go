@@ -16,15 +16,25 @@ import (
 	"github.com/prometheus/prometheus/util/annotations"
 )
 
-// Batches of series whose samples are fetched with one ClickHouse query. The first batch
-// is small because nothing is known yet about how many samples a series has in the
-// window; later ones are sized to hold about batchSamples samples, which bounds the
-// memory of a streamed read whatever the query's size.
+// Batches of series whose samples are fetched with one ClickHouse query. Nothing is known
+// yet about how many samples a series has in the window when the first batch goes, so it
+// is sized for a sample a second (firstBatchSize); later ones are sized from what the
+// previous one read to hold about batchSamples samples, which bounds the memory of a
+// streamed read whatever the query's size.
 const (
-	firstBatch   = 8
-	maxBatch     = 2048
-	batchSamples = 1 << 20
+	minFirstBatch = 8
+	maxBatch      = 2048
+	batchSamples  = 1 << 20
 )
+
+// firstBatchSize is the size of the first batch over a window of windowMs milliseconds:
+// as many series as batchSamples holds at a sample a second, faster than any scrape
+// interval in use, but at least minFirstBatch. A short window (an instant query's
+// lookback, a dashboard's last hour) is then read in one query instead of two.
+func firstBatchSize(windowMs int64) int {
+	perSeries := max(1, windowMs/1000+1)
+	return int(min(maxBatch, max(minFirstBatch, batchSamples/perSeries)))
+}
 
 // Options are one reader's terms.
 type Options struct {
@@ -242,7 +252,7 @@ func (ss *seriesSet) selectSeries() bool {
 	if b := q.o.Budget; b != nil {
 		b.Series -= len(series)
 	}
-	ss.series, ss.size = series, firstBatch
+	ss.series, ss.size = series, firstBatchSize(ss.plan.maxt-ss.plan.mint)
 	q.s.countSegments(&ss.plan, len(series))
 	if q.o.Tiers != nil && len(series) > 0 {
 		q.o.Tiers.add(ss.plan)
