@@ -18,7 +18,8 @@ import (
 
 // Batches of series whose samples are fetched with one ClickHouse query. Nothing is known
 // yet about how many samples a series has in the window when the first batch goes, so it
-// is sized for a sample a second (firstBatchSize); later ones are sized from what the
+// is sized for a sample a second (firstBatchSize), or kept at minFirstBatch in a streamed
+// read, whose first frame waits for it; later ones are sized from what the
 // previous one read to hold about batchSamples samples, which bounds the memory of a
 // streamed read whatever the query's size.
 const (
@@ -253,6 +254,10 @@ func (ss *seriesSet) selectSeries() bool {
 		b.Series -= len(series)
 	}
 	ss.series, ss.size = series, firstBatchSize(ss.plan.maxt-ss.plan.mint)
+	if q.o.Stream {
+		// A streamed read's first frame waits for the first batch: keep it small.
+		ss.size = minFirstBatch
+	}
 	q.s.countSegments(&ss.plan, len(series))
 	if q.o.Tiers != nil && len(series) > 0 {
 		q.o.Tiers.add(ss.plan)
