@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
@@ -369,13 +368,7 @@ func TestEstimate(t *testing.T) {
 // Config.CacheRows, as deploy/clickhouse/users.xml's query_logged user whose queries land in
 // system.query_log, and checks the settings each samples read ran with there.
 func TestReadsUseUncompressedCache(t *testing.T) {
-	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr: []string{schematest.Addr(t)}, Auth: clickhouse.Auth{Username: "query_logged"}, DialTimeout: 5 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
+	conn := schematest.QueryLoggedConn(t)
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name      string

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pyramid-metrics/pyramid/rollup/materialize"
@@ -25,13 +24,7 @@ import (
 // sample stored. It then stores a ninth hour, merges the day and computes again, as at the
 // end of every hour, and logs that read too, which no batching can narrow.
 func TestMaterializeReadAmplification(t *testing.T) {
-	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr: []string{schematest.Addr(t)}, Auth: clickhouse.Auth{Username: "query_logged"}, DialTimeout: 5 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
+	conn := schematest.QueryLoggedConn(t)
 	e := newEnvOn(t, conn, "raw:0,5m:0,1h:0")
 	const targets, seriesPerTarget = 6, 50
 	start := epoch + 40*24*hour + 8*hour

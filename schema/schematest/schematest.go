@@ -37,8 +37,21 @@ func Addr(t testing.TB) string {
 // Conn opens a connection to the test server, closed when t ends.
 func Conn(t testing.TB) driver.Conn {
 	t.Helper()
+	return connAs(t, "default")
+}
+
+// QueryLoggedConn opens a connection as deploy/clickhouse/users.xml's query_logged user,
+// whose every query lands in system.query_log, closed when t ends.
+func QueryLoggedConn(t testing.TB) driver.Conn {
+	t.Helper()
+	return connAs(t, "query_logged")
+}
+
+func connAs(t testing.TB, user string) driver.Conn {
+	t.Helper()
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Addr:        []string{Addr(t)},
+		Auth:        clickhouse.Auth{Username: user},
 		DialTimeout: 5 * time.Second,
 	})
 	if err != nil {
